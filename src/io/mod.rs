@@ -1,0 +1,2 @@
+//! Files in and out: atomic writes, images, flow files, numpy arrays.
+pub mod atomic;

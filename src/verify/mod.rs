@@ -1,0 +1,2 @@
+//! `percept verify`: run every fixture in a folder and compare with the authors' outputs.
+pub mod fixture;
