@@ -1,11 +1,13 @@
 //! percept: inference engine for the generalist DiT-MoE perception diffusion model.
 //!
 //! Modules follow the data flow: weights -> model -> scheduler -> pipeline -> cli.
+pub mod backend;
 pub mod error;
-pub mod tensor;
 pub mod io;
-pub mod weights;
+pub mod model;
+pub mod tensor;
 pub mod verify;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};

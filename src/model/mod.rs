@@ -1,0 +1,4 @@
+//! The networks: the DiT-MoE denoiser and the SD-2 VAE, generic over the backend.
+pub mod dit;
+pub mod loader;
+pub mod vae;
