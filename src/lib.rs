@@ -11,3 +11,4 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};
+pub mod cli;

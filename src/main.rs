@@ -1,1 +1,29 @@
-fn main() {}
+use clap::Parser;
+use percept::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    match run(cli.command) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Ok(false) means the command ran but something it checked failed (exit 1).
+fn run(cmd: Command) -> anyhow::Result<bool> {
+    match cmd {
+        Command::Verify { fixtures, backend, precision, skip_slow, only } => {
+            percept::cli::verify::run(&fixtures, backend, precision, skip_slow, &only)
+        }
+    }
+}

@@ -11,16 +11,9 @@ fn assert_all_pass(checks: &[Check]) {
     for c in checks {
         println!("{}", c.line());
     }
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| c.pass == Some(false))
-        .map(Check::line)
-        .collect();
+    let failed: Vec<String> = checks.iter().filter(|c| c.pass == Some(false)).map(Check::line).collect();
     assert!(failed.is_empty(), "failed checks:\n{}", failed.join("\n"));
-    assert!(
-        checks.iter().any(|c| c.pass == Some(true)),
-        "nothing was judged"
-    );
+    assert!(checks.iter().any(|c| c.pass == Some(true)), "nothing was judged");
 }
 
 #[test]

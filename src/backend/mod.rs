@@ -26,28 +26,16 @@ pub struct Conv2d {
 
 impl Conv2d {
     pub const fn same3x3() -> Self {
-        Conv2d {
-            stride: 1,
-            pad: [1, 1, 1, 1],
-        }
+        Conv2d { stride: 1, pad: [1, 1, 1, 1] }
     }
     pub const fn down3x3() -> Self {
-        Conv2d {
-            stride: 2,
-            pad: [0, 0, 1, 1],
-        }
+        Conv2d { stride: 2, pad: [0, 0, 1, 1] }
     }
     pub const fn pointwise() -> Self {
-        Conv2d {
-            stride: 1,
-            pad: [0, 0, 0, 0],
-        }
+        Conv2d { stride: 1, pad: [0, 0, 0, 0] }
     }
     pub const fn patch(p: usize) -> Self {
-        Conv2d {
-            stride: p,
-            pad: [0, 0, 0, 0],
-        }
+        Conv2d { stride: p, pad: [0, 0, 0, 0] }
     }
 }
 
@@ -136,14 +124,7 @@ pub trait Backend: Send + Sync {
         patch: usize,
     ) -> Result<Self::T>;
     /// [B, T, p*p*C] -> [B, C, H, W]: token (h, w) feature (p, q, c) -> out[c, h*p + p', w*p + q].
-    fn unpatchify(
-        &self,
-        x: &Self::T,
-        patch: usize,
-        channels: usize,
-        grid_h: usize,
-        grid_w: usize,
-    ) -> Result<Self::T>;
+    fn unpatchify(&self, x: &Self::T, patch: usize, channels: usize, grid_h: usize, grid_w: usize) -> Result<Self::T>;
     /// Top-k MoE over token rows x [N, D]: softmax gate, top-k (weights not renormalised),
     /// experts `fc2(gelu_tanh(fc1(x)))`, weighted sum. Routing returned when `record`.
     fn moe(

@@ -51,19 +51,14 @@ pub struct Probe {
 /// `[cos(t f), sin(t f)]` with `f_i = exp(-ln(10000) i / 128)`, in f32 as the authors compute it.
 pub fn timestep_features(t: &[f32]) -> Tensor {
     let half = FREQ_DIM / 2;
-    let freqs: Vec<f32> = (0..half)
-        .map(|i| (-(10000f64.ln() as f32) * i as f32 / half as f32).exp())
-        .collect();
+    let freqs: Vec<f32> = (0..half).map(|i| (-(10000f64.ln() as f32) * i as f32 / half as f32).exp()).collect();
     let mut data = Vec::with_capacity(t.len() * FREQ_DIM);
     for &tv in t {
         let args: Vec<f32> = freqs.iter().map(|f| tv * f).collect();
         data.extend(args.iter().map(|a| (*a as f64).cos() as f32));
         data.extend(args.iter().map(|a| (*a as f64).sin() as f32));
     }
-    Tensor {
-        shape: vec![t.len(), FREQ_DIM],
-        data,
-    }
+    Tensor { shape: vec![t.len(), FREQ_DIM], data }
 }
 
 impl<B: Backend> Dit<B> {
@@ -75,10 +70,8 @@ impl<B: Backend> Dit<B> {
         let mut conv_in = Vec::new();
         for j in 1..=cfg.num_conv_in {
             let n = format!("x_embedder.proj.conv_in_{j}");
-            conv_in.push((
-                ld.w(&format!("{n}.weight"), &[d, cfg.in_channels, p, p])?,
-                ld.w(&format!("{n}.bias"), &[d])?,
-            ));
+            conv_in
+                .push((ld.w(&format!("{n}.weight"), &[d, cfg.in_channels, p, p])?, ld.w(&format!("{n}.bias"), &[d])?));
         }
         let pos_embed = ld.w("pos_embed", &[1, cfg.num_tokens(), d])?;
         let t_mlp = [
@@ -87,10 +80,7 @@ impl<B: Backend> Dit<B> {
             ld.w("t_embedder.mlp.2.weight", &[d, d])?,
             ld.w("t_embedder.mlp.2.bias", &[d])?,
         ];
-        let y_table = ld.w(
-            "y_embedder.embedding_table.weight",
-            &[cfg.label_table_rows, d],
-        )?;
+        let y_table = ld.w("y_embedder.embedding_table.weight", &[cfg.label_table_rows, d])?;
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
             let b = format!("blocks.{i}");
@@ -123,41 +113,18 @@ impl<B: Backend> Dit<B> {
             ld.w("final_layer.adaLN_modulation.1.weight", &[2 * d, d])?,
             ld.w("final_layer.adaLN_modulation.1.bias", &[2 * d])?,
         );
-        let final_linear = (
-            ld.w("final_layer.linear.weight", &[out, d])?,
-            ld.w("final_layer.linear.bias", &[out])?,
-        );
+        let final_linear = (ld.w("final_layer.linear.weight", &[out, d])?, ld.w("final_layer.linear.bias", &[out])?);
         ld.finish()?;
-        Ok(Dit {
-            cfg: cfg.clone(),
-            conv_in,
-            pos_embed,
-            t_mlp,
-            y_table,
-            blocks,
-            final_ada,
-            final_linear,
-        })
+        Ok(Dit { cfg: cfg.clone(), conv_in, pos_embed, t_mlp, y_table, blocks, final_ada, final_linear })
     }
 
     /// x [B, in_channels, S, S], per-sample timestep t [B] (any real value) and label y [B]
     /// -> [B, out_channels, S, S].
-    pub fn forward(
-        &self,
-        be: &B,
-        x: &B::T,
-        t: &[f32],
-        y: &[i64],
-        mut probe: Option<&mut Probe>,
-    ) -> Result<B::T> {
+    pub fn forward(&self, be: &B, x: &B::T, t: &[f32], y: &[i64], mut probe: Option<&mut Probe>) -> Result<B::T> {
         let cfg = &self.cfg;
         let xs = be.shape(x).to_vec();
         let bsz = xs[0];
-        if xs.len() != 4
-            || xs[1] != cfg.in_channels
-            || xs[2] != cfg.input_size
-            || xs[3] != cfg.input_size
-        {
+        if xs.len() != 4 || xs[1] != cfg.in_channels || xs[2] != cfg.input_size || xs[3] != cfg.input_size {
             return Err(Error::Shape(format!(
                 "dit: input {xs:?} must be [B, {}, {}, {}]",
                 cfg.in_channels, cfg.input_size, cfg.input_size
@@ -171,14 +138,7 @@ impl<B: Backend> Dit<B> {
             )));
         }
         let (d, eps) = (cfg.hidden_size, cfg.layernorm_eps as f32);
-        let mut h = be.patch_embed(
-            x,
-            &self.conv_in,
-            y,
-            FIRST_TASK_LABEL,
-            &self.pos_embed,
-            cfg.patch_size,
-        )?; // [B, T, D]
+        let mut h = be.patch_embed(x, &self.conv_in, y, FIRST_TASK_LABEL, &self.pos_embed, cfg.patch_size)?; // [B, T, D]
         let tf = be.upload(&timestep_features(t))?; // [B, 256]
         let t_hidden = be.linear(&tf, &self.t_mlp[0], Some(&self.t_mlp[1]), Act::Silu)?; // [B, D]
         let t_emb = be.linear(&t_hidden, &self.t_mlp[2], Some(&self.t_mlp[3]), Act::None)?; // [B, D]
@@ -213,19 +173,9 @@ impl<B: Backend> Dit<B> {
                 }
             }
         }
-        let mods = be.linear(
-            &c_silu,
-            &self.final_ada.0,
-            Some(&self.final_ada.1),
-            Act::None,
-        )?; // [B, 2D]
+        let mods = be.linear(&c_silu, &self.final_ada.0, Some(&self.final_ada.1), Act::None)?; // [B, 2D]
         let f_in = be.modulated_layer_norm(&h, &mods, 0, 1, eps)?;
-        let out = be.linear(
-            &f_in,
-            &self.final_linear.0,
-            Some(&self.final_linear.1),
-            Act::None,
-        )?; // [B, T, p*p*C]
+        let out = be.linear(&f_in, &self.final_linear.0, Some(&self.final_linear.1), Act::None)?; // [B, T, p*p*C]
         let g = cfg.grid();
         be.unpatchify(&out, cfg.patch_size, cfg.out_channels, g, g) // [B, C, S, S]
     }

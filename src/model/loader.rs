@@ -19,21 +19,11 @@ pub struct Loader<'a, B: Backend> {
 
 impl<'a, B: Backend> Loader<'a, B> {
     pub fn new(backend: &'a B, weights: &'a Weights, what: &'a str) -> Self {
-        Loader {
-            backend,
-            weights,
-            what,
-            used: HashSet::new(),
-            problems: Vec::new(),
-        }
+        Loader { backend, weights, what, used: HashSet::new(), problems: Vec::new() }
     }
 
     fn placeholder() -> RawTensor {
-        RawTensor {
-            dtype: DType::F32,
-            shape: vec![0],
-            bytes: Bytes::F32(Arc::new(Vec::new())),
-        }
+        RawTensor { dtype: DType::F32, shape: vec![0], bytes: Bytes::F32(Arc::new(Vec::new())) }
     }
 
     /// The stored tensor `name`, which must have `shape`.
@@ -42,15 +32,11 @@ impl<'a, B: Backend> Loader<'a, B> {
         match self.weights.get(name) {
             Ok(t) if t.shape == shape => t.clone(),
             Ok(t) => {
-                self.problems.push(format!(
-                    "tensor \"{name}\" has shape {:?}, expected {shape:?}",
-                    t.shape
-                ));
+                self.problems.push(format!("tensor \"{name}\" has shape {:?}, expected {shape:?}", t.shape));
                 Self::placeholder()
             }
             Err(_) => {
-                self.problems
-                    .push(format!("missing tensor \"{name}\" {shape:?}"));
+                self.problems.push(format!("missing tensor \"{name}\" {shape:?}"));
                 Self::placeholder()
             }
         }
@@ -71,8 +57,7 @@ impl<'a, B: Backend> Loader<'a, B> {
     pub fn cat(&mut self, names: &[String], shape: &[usize]) -> Result<B::W> {
         let raws: Vec<RawTensor> = names.iter().map(|n| self.raw(n, shape)).collect();
         if self.problems.is_empty() {
-            self.backend
-                .weight_cat(&names.join("+"), &raws.iter().collect::<Vec<_>>())
+            self.backend.weight_cat(&names.join("+"), &raws.iter().collect::<Vec<_>>())
         } else {
             self.backend.weight("placeholder", &Self::placeholder())
         }
@@ -83,8 +68,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         for name in self.weights.names() {
             if !self.used.contains(name) {
                 let shape = &self.weights.get(name)?.shape;
-                self.problems
-                    .push(format!("unexpected tensor \"{name}\" {shape:?}"));
+                self.problems.push(format!("unexpected tensor \"{name}\" {shape:?}"));
             }
         }
         if self.problems.is_empty() {
@@ -92,11 +76,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         }
         let n = self.problems.len();
         let shown = n.min(40);
-        let more = if n > shown {
-            format!("\n  ... and {} more", n - shown)
-        } else {
-            String::new()
-        };
+        let more = if n > shown { format!("\n  ... and {} more", n - shown) } else { String::new() };
         Err(Error::Weights(format!(
             "{}: the {} does not match its config ({n} problem{}):\n  {}{more}",
             self.weights.source,

@@ -72,42 +72,21 @@ pub struct VaeProbe {
     pub dec_mid: Option<crate::tensor::Tensor>,
 }
 
-fn conv<B: Backend>(
-    ld: &mut Loader<B>,
-    name: &str,
-    o: usize,
-    c: usize,
-    k: usize,
-) -> Result<Conv<B>> {
-    Ok(Conv {
-        w: ld.w(&format!("{name}.weight"), &[o, c, k, k])?,
-        b: ld.w(&format!("{name}.bias"), &[o])?,
-    })
+fn conv<B: Backend>(ld: &mut Loader<B>, name: &str, o: usize, c: usize, k: usize) -> Result<Conv<B>> {
+    Ok(Conv { w: ld.w(&format!("{name}.weight"), &[o, c, k, k])?, b: ld.w(&format!("{name}.bias"), &[o])? })
 }
 
 fn norm<B: Backend>(ld: &mut Loader<B>, name: &str, c: usize) -> Result<Norm<B>> {
-    Ok(Norm {
-        gamma: ld.w(&format!("{name}.weight"), &[c])?,
-        beta: ld.w(&format!("{name}.bias"), &[c])?,
-    })
+    Ok(Norm { gamma: ld.w(&format!("{name}.weight"), &[c])?, beta: ld.w(&format!("{name}.bias"), &[c])? })
 }
 
-fn resnet<B: Backend>(
-    ld: &mut Loader<B>,
-    name: &str,
-    cin: usize,
-    cout: usize,
-) -> Result<Resnet<B>> {
+fn resnet<B: Backend>(ld: &mut Loader<B>, name: &str, cin: usize, cout: usize) -> Result<Resnet<B>> {
     Ok(Resnet {
         norm1: norm(ld, &format!("{name}.norm1"), cin)?,
         conv1: conv(ld, &format!("{name}.conv1"), cout, cin, 3)?,
         norm2: norm(ld, &format!("{name}.norm2"), cout)?,
         conv2: conv(ld, &format!("{name}.conv2"), cout, cout, 3)?,
-        shortcut: if cin != cout {
-            Some(conv(ld, &format!("{name}.conv_shortcut"), cout, cin, 1)?)
-        } else {
-            None
-        },
+        shortcut: if cin != cout { Some(conv(ld, &format!("{name}.conv_shortcut"), cout, cin, 1)?) } else { None },
     })
 }
 
@@ -115,14 +94,8 @@ fn mid<B: Backend>(ld: &mut Loader<B>, name: &str, c: usize, attention: bool) ->
     let res0 = resnet(ld, &format!("{name}.resnets.0"), c, c)?;
     let attn = if attention {
         let a = format!("{name}.attentions.0");
-        let qkv_w = ld.cat(
-            &["to_q", "to_k", "to_v"].map(|p| format!("{a}.{p}.weight")),
-            &[c, c],
-        )?;
-        let qkv_b = ld.cat(
-            &["to_q", "to_k", "to_v"].map(|p| format!("{a}.{p}.bias")),
-            &[c],
-        )?;
+        let qkv_w = ld.cat(&["to_q", "to_k", "to_v"].map(|p| format!("{a}.{p}.weight")), &[c, c])?;
+        let qkv_b = ld.cat(&["to_q", "to_k", "to_v"].map(|p| format!("{a}.{p}.bias")), &[c])?;
         Some(Attention {
             norm: norm(ld, &format!("{a}.group_norm"), c)?,
             qkv_w,
@@ -164,11 +137,7 @@ pub fn normalize_names(w: &mut Weights) {
     }
     let mut out = Weights::new(w.source.clone(), vec![]);
     for (name, t) in w.iter() {
-        let new = renames
-            .iter()
-            .find(|(o, _)| o == name)
-            .map(|(_, n)| n.clone())
-            .unwrap_or(name.clone());
+        let new = renames.iter().find(|(o, _)| o == name).map(|(_, n)| n.clone()).unwrap_or(name.clone());
         out.insert(new, t.clone());
     }
     *w = out;
@@ -195,13 +164,7 @@ impl<B: Backend> Vae<B> {
                 )?);
             }
             let resample = if i + 1 < nb {
-                Some(conv(
-                    &mut ld,
-                    &format!("encoder.down_blocks.{i}.downsamplers.0.conv"),
-                    cout,
-                    cout,
-                    3,
-                )?)
+                Some(conv(&mut ld, &format!("encoder.down_blocks.{i}.downsamplers.0.conv"), cout, cout, 3)?)
             } else {
                 None
             };
@@ -209,31 +172,15 @@ impl<B: Backend> Vae<B> {
             cin = cout;
         }
         let top = ch[nb - 1];
-        let enc_mid = mid(
-            &mut ld,
-            "encoder.mid_block",
-            top,
-            cfg.mid_block_add_attention,
-        )?;
+        let enc_mid = mid(&mut ld, "encoder.mid_block", top, cfg.mid_block_add_attention)?;
         let enc_norm_out = norm(&mut ld, "encoder.conv_norm_out", top)?;
         let enc_conv_out = conv(&mut ld, "encoder.conv_out", 2 * lat, top, 3)?;
-        let quant_conv = if cfg.use_quant_conv {
-            Some(conv(&mut ld, "quant_conv", 2 * lat, 2 * lat, 1)?)
-        } else {
-            None
-        };
-        let post_quant_conv = if cfg.use_post_quant_conv {
-            Some(conv(&mut ld, "post_quant_conv", lat, lat, 1)?)
-        } else {
-            None
-        };
+        let quant_conv =
+            if cfg.use_quant_conv { Some(conv(&mut ld, "quant_conv", 2 * lat, 2 * lat, 1)?) } else { None };
+        let post_quant_conv =
+            if cfg.use_post_quant_conv { Some(conv(&mut ld, "post_quant_conv", lat, lat, 1)?) } else { None };
         let dec_conv_in = conv(&mut ld, "decoder.conv_in", top, lat, 3)?;
-        let dec_mid = mid(
-            &mut ld,
-            "decoder.mid_block",
-            top,
-            cfg.mid_block_add_attention,
-        )?;
+        let dec_mid = mid(&mut ld, "decoder.mid_block", top, cfg.mid_block_add_attention)?;
         let mut dec_stages = Vec::new();
         let mut cin = top;
         for (i, &cout) in ch.iter().rev().enumerate() {
@@ -247,13 +194,7 @@ impl<B: Backend> Vae<B> {
                 )?);
             }
             let resample = if i + 1 < nb {
-                Some(conv(
-                    &mut ld,
-                    &format!("decoder.up_blocks.{i}.upsamplers.0.conv"),
-                    cout,
-                    cout,
-                    3,
-                )?)
+                Some(conv(&mut ld, &format!("decoder.up_blocks.{i}.upsamplers.0.conv"), cout, cout, 3)?)
             } else {
                 None
             };
@@ -298,14 +239,7 @@ impl<B: Backend> Vae<B> {
 
     fn attention(&self, be: &B, a: &Attention<B>, x: &B::T) -> Result<B::T> {
         let s = be.shape(x).to_vec(); // [N, C, H, W]
-        let h = be.group_norm(
-            x,
-            &a.norm.gamma,
-            &a.norm.beta,
-            self.cfg.norm_num_groups,
-            self.eps(),
-            false,
-        )?;
+        let h = be.group_norm(x, &a.norm.gamma, &a.norm.beta, self.cfg.norm_num_groups, self.eps(), false)?;
         let tok = be.nchw_to_tokens(&h)?; // [N, HW, C]
         let qkv = be.linear(&tok, &a.qkv_w, Some(&a.qkv_b), Act::None)?; // [N, HW, 3C]
         let att = be.attention(&qkv, 1)?; // [N, HW, C]
@@ -326,24 +260,13 @@ impl<B: Backend> Vae<B> {
     pub fn encode(&self, be: &B, x: &B::T, mut probe: Option<&mut VaeProbe>) -> Result<B::T> {
         let s = be.shape(x).to_vec();
         let f = self.cfg.downscale();
-        if s.len() != 4
-            || s[1] != self.cfg.in_channels
-            || s[2] % f != 0
-            || s[3] % f != 0
-            || s[2] == 0
-            || s[3] == 0
-        {
+        if s.len() != 4 || s[1] != self.cfg.in_channels || s[2] % f != 0 || s[3] % f != 0 || s[2] == 0 || s[3] == 0 {
             return Err(Error::Shape(format!(
                 "vae encode: input {s:?} must be [N, {}, H, W] with H and W multiples of {f}",
                 self.cfg.in_channels
             )));
         }
-        let mut h = be.conv2d(
-            x,
-            &self.enc_conv_in.w,
-            Some(&self.enc_conv_in.b),
-            Conv2d::same3x3(),
-        )?;
+        let mut h = be.conv2d(x, &self.enc_conv_in.w, Some(&self.enc_conv_in.b), Conv2d::same3x3())?;
         for (i, st) in self.enc_stages.iter().enumerate() {
             for r in &st.resnets {
                 h = self.resnet(be, r, &h)?;
@@ -369,12 +292,7 @@ impl<B: Backend> Vae<B> {
             self.eps(),
             true,
         )?;
-        h = be.conv2d(
-            &h,
-            &self.enc_conv_out.w,
-            Some(&self.enc_conv_out.b),
-            Conv2d::same3x3(),
-        )?;
+        h = be.conv2d(&h, &self.enc_conv_out.w, Some(&self.enc_conv_out.b), Conv2d::same3x3())?;
         if let Some(q) = &self.quant_conv {
             h = be.conv2d(&h, &q.w, Some(&q.b), Conv2d::pointwise())?;
         }
@@ -401,12 +319,7 @@ impl<B: Backend> Vae<B> {
         if let Some(p) = probe.as_deref_mut() {
             p.dec_post_quant = Some(be.download(&h)?);
         }
-        h = be.conv2d(
-            &h,
-            &self.dec_conv_in.w,
-            Some(&self.dec_conv_in.b),
-            Conv2d::same3x3(),
-        )?;
+        h = be.conv2d(&h, &self.dec_conv_in.w, Some(&self.dec_conv_in.b), Conv2d::same3x3())?;
         h = self.mid(be, &self.dec_mid, &h)?;
         if let Some(p) = probe.as_deref_mut() {
             p.dec_mid = Some(be.download(&h)?);
@@ -428,11 +341,6 @@ impl<B: Backend> Vae<B> {
             self.eps(),
             true,
         )?;
-        be.conv2d(
-            &h,
-            &self.dec_conv_out.w,
-            Some(&self.dec_conv_out.b),
-            Conv2d::same3x3(),
-        )
+        be.conv2d(&h, &self.dec_conv_out.w, Some(&self.dec_conv_out.b), Conv2d::same3x3())
     }
 }

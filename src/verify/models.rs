@@ -22,15 +22,9 @@ pub fn fixture_weights(fx: &Fixture, key: &str) -> Result<Weights> {
     }
     let w = &fx.json["weights"];
     if w["synthetic_rule"].as_str() == Some(synthetic::RULE) {
-        return Ok(Weights::new(
-            format!("synthetic:{}", fx.name),
-            synthetic::build_from_table(w)?,
-        ));
+        return Ok(Weights::new(format!("synthetic:{}", fx.name), synthetic::build_from_table(w)?));
     }
-    Err(Error::Fixture(format!(
-        "{}: no weights file and no synthetic rule",
-        fx.name
-    )))
+    Err(Error::Fixture(format!("{}: no weights file and no synthetic rule", fx.name)))
 }
 
 fn slice_rows(t: &Tensor, sample: usize, rows: usize) -> Vec<f32> {
@@ -47,11 +41,7 @@ pub fn verify_dit<B: Backend>(be: &B, fx: &Fixture, precision: &str) -> Result<V
     let x = fx.tensor("x")?;
     let t = fx.tensor("t")?.data;
     let y = fx.ints("y")?;
-    let mut probe = Probe {
-        record_blocks: true,
-        record_routing: true,
-        ..Default::default()
-    };
+    let mut probe = Probe { record_blocks: true, record_routing: true, ..Default::default() };
     let out = dit.forward(be, &be.upload(&x)?, &t, &y, Some(&mut probe))?;
     let out = be.download(&out)?;
     let outputs: HashSet<String> = fx.outputs().into_iter().collect();
@@ -86,41 +76,22 @@ pub fn verify_dit<B: Backend>(be: &B, fx: &Fixture, precision: &str) -> Result<V
             error: flips as f64,
             tolerance: Tolerance::Informative,
             pass: judged.then_some(bad == 0),
-            note: format!(
-                "{flips} of {} decisions differ, {bad} with margin >= 1e-4",
-                rows * cfg.depth
-            ),
+            note: format!("{flips} of {} decisions differ, {bad} with margin >= 1e-4", rows * cfg.depth),
         });
     }
     for name in fx.outputs() {
         let got: Vec<f32> = match name.as_str() {
             "out" => out.data.clone(),
-            "tokens_embedded" => probe
-                .tokens_embedded
-                .as_ref()
-                .map(|t| t.data.clone())
-                .unwrap_or_default(),
-            "t_emb" => probe
-                .t_emb
-                .as_ref()
-                .map(|t| t.data.clone())
-                .unwrap_or_default(),
+            "tokens_embedded" => probe.tokens_embedded.as_ref().map(|t| t.data.clone()).unwrap_or_default(),
+            "t_emb" => probe.t_emb.as_ref().map(|t| t.data.clone()).unwrap_or_default(),
             "c" => probe.c.as_ref().map(|t| t.data.clone()).unwrap_or_default(),
             "block0_out" => probe.block_outs[0].data.clone(),
             "block0_topk_idx" => probe.routing[0].experts.iter().map(|&e| e as f32).collect(),
             "block0_topk_weight" => probe.routing[0].weights.clone(),
             "block0_out_s0" => slice_rows(&probe.block_outs[0], 0, 64),
             "tokens_embedded_s0" => slice_rows(probe.tokens_embedded.as_ref().unwrap(), 0, 64),
-            "blocks_out_s0_tok0to7" => probe
-                .block_outs
-                .iter()
-                .flat_map(|b| slice_rows(b, 0, 8))
-                .collect(),
-            "topk_weight_all" => probe
-                .routing
-                .iter()
-                .flat_map(|r| r.weights.clone())
-                .collect(),
+            "blocks_out_s0_tok0to7" => probe.block_outs.iter().flat_map(|b| slice_rows(b, 0, 8)).collect(),
+            "topk_weight_all" => probe.routing.iter().flat_map(|r| r.weights.clone()).collect(),
             "topk_idx_all" | "topk_margin_all" => continue,
             other => {
                 checks.push(Check {
@@ -162,13 +133,8 @@ pub fn verify_vae<B: Backend>(be: &B, fx: &Fixture, precision: &str) -> Result<V
         let vae = Vae::load(be, &cfg, &weights)?;
         drop(weights);
         let mut probe = VaeProbe::default();
-        let latent =
-            be.download(&vae.encode(be, &be.upload(&fx.tensor("rgb")?)?, Some(&mut probe))?)?;
-        let decoded = be.download(&vae.decode(
-            be,
-            &be.upload(&fx.tensor("latent_in")?)?,
-            Some(&mut probe),
-        )?)?;
+        let latent = be.download(&vae.encode(be, &be.upload(&fx.tensor("rgb")?)?, Some(&mut probe))?)?;
+        let decoded = be.download(&vae.decode(be, &be.upload(&fx.tensor("latent_in")?)?, Some(&mut probe))?)?;
         for name in fx.outputs() {
             let got = match name.as_str() {
                 "latent" => Some(&latent),

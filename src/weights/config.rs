@@ -64,9 +64,7 @@ impl DitConfig {
             match v.get(k) {
                 None | Some(Value::Null) => Ok(def),
                 Some(x) => x.as_u64().map(|x| x as usize).ok_or_else(|| {
-                    Error::Config(format!(
-                        "dit config: \"{k}\" must be a non-negative integer, got {x}"
-                    ))
+                    Error::Config(format!("dit config: \"{k}\" must be a non-negative integer, got {x}"))
                 }),
             }
         };
@@ -82,10 +80,7 @@ impl DitConfig {
             num_experts: get("num_experts", d.num_experts)?,
             top_k: get("top_k", d.top_k)?,
             label_table_rows: get("label_table_rows", d.label_table_rows)?,
-            layernorm_eps: v
-                .get("layernorm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-6),
+            layernorm_eps: v.get("layernorm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
             mlp_hidden: get("mlp_hidden", 4 * hidden)?,
             num_conv_in: get("num_conv_in", 4)?,
         };
@@ -105,28 +100,16 @@ impl DitConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("dit config: {m}")));
         if self.hidden_size == 0 || self.num_heads == 0 || self.hidden_size % self.num_heads != 0 {
-            return bad(format!(
-                "hidden_size {} is not a multiple of num_heads {}",
-                self.hidden_size, self.num_heads
-            ));
+            return bad(format!("hidden_size {} is not a multiple of num_heads {}", self.hidden_size, self.num_heads));
         }
         if self.patch_size == 0 || self.input_size % self.patch_size != 0 {
-            return bad(format!(
-                "input_size {} is not a multiple of patch_size {}",
-                self.input_size, self.patch_size
-            ));
+            return bad(format!("input_size {} is not a multiple of patch_size {}", self.input_size, self.patch_size));
         }
         if self.top_k == 0 || self.top_k > self.num_experts {
-            return bad(format!(
-                "top_k {} must be in 1..={} (num_experts)",
-                self.top_k, self.num_experts
-            ));
+            return bad(format!("top_k {} must be in 1..={} (num_experts)", self.top_k, self.num_experts));
         }
         if self.hidden_size % 4 != 0 {
-            return bad(format!(
-                "hidden_size {} must be a multiple of 4 (2-D sin-cos embedding)",
-                self.hidden_size
-            ));
+            return bad(format!("hidden_size {} must be a multiple of 4 (2-D sin-cos embedding)", self.hidden_size));
         }
         if self.in_channels % 3 != 0 || self.out_channels < self.in_channels / 3 {
             return bad(format!(
@@ -144,10 +127,7 @@ impl DitConfig {
         let (d, p, t) = (self.hidden_size, self.patch_size, self.num_tokens());
         let mut v: Vec<(String, Vec<usize>)> = vec![];
         for j in 1..=self.num_conv_in {
-            v.push((
-                format!("x_embedder.proj.conv_in_{j}.weight"),
-                vec![d, self.in_channels, p, p],
-            ));
+            v.push((format!("x_embedder.proj.conv_in_{j}.weight"), vec![d, self.in_channels, p, p]));
             v.push((format!("x_embedder.proj.conv_in_{j}.bias"), vec![d]));
         }
         v.push(("pos_embed".into(), vec![1, t, d]));
@@ -155,10 +135,7 @@ impl DitConfig {
         v.push(("t_embedder.mlp.0.bias".into(), vec![d]));
         v.push(("t_embedder.mlp.2.weight".into(), vec![d, d]));
         v.push(("t_embedder.mlp.2.bias".into(), vec![d]));
-        v.push((
-            "y_embedder.embedding_table.weight".into(),
-            vec![self.label_table_rows, d],
-        ));
+        v.push(("y_embedder.embedding_table.weight".into(), vec![self.label_table_rows, d]));
         for i in 0..self.depth {
             let b = format!("blocks.{i}");
             v.push((format!("{b}.adaLN_modulation.1.weight"), vec![6 * d, d]));
@@ -176,64 +153,41 @@ impl DitConfig {
                 v.push((format!("{x}.fc2.bias"), vec![d]));
             }
         }
-        v.push((
-            "final_layer.adaLN_modulation.1.weight".into(),
-            vec![2 * d, d],
-        ));
+        v.push(("final_layer.adaLN_modulation.1.weight".into(), vec![2 * d, d]));
         v.push(("final_layer.adaLN_modulation.1.bias".into(), vec![2 * d]));
-        v.push((
-            "final_layer.linear.weight".into(),
-            vec![p * p * self.out_channels, d],
-        ));
-        v.push((
-            "final_layer.linear.bias".into(),
-            vec![p * p * self.out_channels],
-        ));
+        v.push(("final_layer.linear.weight".into(), vec![p * p * self.out_channels, d]));
+        v.push(("final_layer.linear.bias".into(), vec![p * p * self.out_channels]));
         v
     }
 
     /// Infer the config from tensor shapes (a checkpoint without a config).
     pub fn infer(tensors: &BTreeMap<String, &RawTensor>) -> Result<Self> {
         let shape = |n: &str| -> Result<&Vec<usize>> {
-            tensors.get(n).map(|t| &t.shape).ok_or_else(|| {
-                Error::Config(format!(
-                    "cannot infer the DiT config: tensor \"{n}\" is missing"
-                ))
-            })
+            tensors
+                .get(n)
+                .map(|t| &t.shape)
+                .ok_or_else(|| Error::Config(format!("cannot infer the DiT config: tensor \"{n}\" is missing")))
         };
         let conv = shape("x_embedder.proj.conv_in_1.weight")?;
         if conv.len() != 4 {
-            return Err(Error::Config(format!(
-                "x_embedder.proj.conv_in_1.weight has shape {conv:?}, expected 4 dims"
-            )));
+            return Err(Error::Config(format!("x_embedder.proj.conv_in_1.weight has shape {conv:?}, expected 4 dims")));
         }
         let (d, cin, p) = (conv[0], conv[1], conv[2]);
         let pos = shape("pos_embed")?;
         let t = *pos.get(1).unwrap_or(&0);
         let grid = (t as f64).sqrt().round() as usize;
         if grid * grid != t {
-            return Err(Error::Config(format!(
-                "pos_embed has {t} tokens, not a square grid"
-            )));
+            return Err(Error::Config(format!("pos_embed has {t} tokens, not a square grid")));
         }
-        let depth = (0..)
-            .take_while(|i| tensors.contains_key(&format!("blocks.{i}.attn.qkv.weight")))
-            .count();
+        let depth = (0..).take_while(|i| tensors.contains_key(&format!("blocks.{i}.attn.qkv.weight"))).count();
         let num_experts = shape("blocks.0.moe.gate.weight")?[0];
         let mlp_hidden = shape("blocks.0.moe.experts.0.fc1.weight")?[0];
         let final_w = shape("final_layer.linear.weight")?;
-        let num_conv_in = (1..)
-            .take_while(|j| tensors.contains_key(&format!("x_embedder.proj.conv_in_{j}.weight")))
-            .count();
+        let num_conv_in =
+            (1..).take_while(|j| tensors.contains_key(&format!("x_embedder.proj.conv_in_{j}.weight"))).count();
         // Heads cannot be read off shapes: the published models use head_dim 72.
-        let num_heads = if d % 72 == 0 {
-            d / 72
-        } else {
-            (1..=d)
-                .rev()
-                .find(|h| d % h == 0 && d / h >= 64)
-                .unwrap_or(1)
-        };
+        let num_heads =
+            if d % 72 == 0 { d / 72 } else { (1..=d).rev().find(|h| d % h == 0 && d / h >= 64).unwrap_or(1) };
         let c = DitConfig {
             input_size: grid * p,
             patch_size: p,
@@ -288,9 +242,7 @@ impl VaeConfig {
             match v.get(k) {
                 None | Some(Value::Null) => Ok(def),
                 Some(x) => x.as_u64().map(|x| x as usize).ok_or_else(|| {
-                    Error::Config(format!(
-                        "vae config: \"{k}\" must be a non-negative integer, got {x}"
-                    ))
+                    Error::Config(format!("vae config: \"{k}\" must be a non-negative integer, got {x}"))
                 }),
             }
         };
@@ -298,31 +250,17 @@ impl VaeConfig {
             None => vec![128, 256, 512, 512],
             Some(a) => a
                 .as_array()
-                .and_then(|a| {
-                    a.iter()
-                        .map(|x| x.as_u64().map(|x| x as usize))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .ok_or_else(|| {
-                    Error::Config(
-                        "vae config: \"block_out_channels\" must be a list of integers".into(),
-                    )
-                })?,
+                .and_then(|a| a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| Error::Config("vae config: \"block_out_channels\" must be a list of integers".into()))?,
         };
         if let Some(act) = v.get("act_fn").and_then(Value::as_str) {
             if act != "silu" {
-                return Err(Error::Config(format!(
-                    "vae config: act_fn \"{act}\" is not supported (only silu)"
-                )));
+                return Err(Error::Config(format!("vae config: act_fn \"{act}\" is not supported (only silu)")));
             }
         }
         for key in ["down_block_types", "up_block_types"] {
             if let Some(a) = v.get(key).and_then(Value::as_array) {
-                let want = if key == "down_block_types" {
-                    "DownEncoderBlock2D"
-                } else {
-                    "UpDecoderBlock2D"
-                };
+                let want = if key == "down_block_types" { "DownEncoderBlock2D" } else { "UpDecoderBlock2D" };
                 if a.iter().any(|x| x.as_str() != Some(want)) || a.len() != blocks.len() {
                     return Err(Error::Config(format!(
                         "vae config: {key} must be {} x \"{want}\", got {a:?}",
@@ -343,27 +281,11 @@ impl VaeConfig {
             latent_channels: num("latent_channels", 4)?,
             layers_per_block: num("layers_per_block", 2)?,
             norm_num_groups: groups,
-            norm_eps: v
-                .get("groupnorm_eps")
-                .or(v.get("norm_eps"))
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-6),
-            scaling_factor: v
-                .get("scaling_factor")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.18215),
-            use_quant_conv: v
-                .get("use_quant_conv")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            use_post_quant_conv: v
-                .get("use_post_quant_conv")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            mid_block_add_attention: v
-                .get("mid_block_add_attention")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
+            norm_eps: v.get("groupnorm_eps").or(v.get("norm_eps")).and_then(Value::as_f64).unwrap_or(1e-6),
+            scaling_factor: v.get("scaling_factor").and_then(Value::as_f64).unwrap_or(0.18215),
+            use_quant_conv: v.get("use_quant_conv").and_then(Value::as_bool).unwrap_or(true),
+            use_post_quant_conv: v.get("use_post_quant_conv").and_then(Value::as_bool).unwrap_or(true),
+            mid_block_add_attention: v.get("mid_block_add_attention").and_then(Value::as_bool).unwrap_or(true),
             block_out_channels: blocks,
             raw: v.clone(),
         };
@@ -390,8 +312,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     pub fn from_json(v: &Value) -> Result<Self> {
         let dit = DitConfig::from_json(
-            v.get("dit")
-                .ok_or_else(|| Error::Config("percept.config has no \"dit\" object".into()))?,
+            v.get("dit").ok_or_else(|| Error::Config("percept.config has no \"dit\" object".into()))?,
         )?;
         let vae = match v.get("vae") {
             Some(x) if !x.is_null() => Some(VaeConfig::from_json(x)?),

@@ -15,10 +15,7 @@ pub struct Weights {
 
 impl Weights {
     pub fn new(source: impl Into<String>, tensors: Vec<(String, RawTensor)>) -> Self {
-        let mut w = Weights {
-            source: source.into(),
-            ..Default::default()
-        };
+        let mut w = Weights { source: source.into(), ..Default::default() };
         for (n, t) in tensors {
             w.insert(n, t);
         }
@@ -42,9 +39,7 @@ impl Weights {
         self.order.iter().map(move |n| (n, &self.map[n]))
     }
     pub fn get(&self, name: &str) -> Result<&RawTensor> {
-        self.map
-            .get(name)
-            .ok_or_else(|| Error::Weights(format!("{}: tensor \"{name}\" is missing", self.source)))
+        self.map.get(name).ok_or_else(|| Error::Weights(format!("{}: tensor \"{name}\" is missing", self.source)))
     }
     pub fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
@@ -54,16 +49,8 @@ impl Weights {
     }
     /// Split off the tensors whose names start with `prefix` (prefix removed).
     pub fn take_prefix(&mut self, prefix: &str) -> Weights {
-        let names: Vec<String> = self
-            .order
-            .iter()
-            .filter(|n| n.starts_with(prefix))
-            .cloned()
-            .collect();
-        let mut out = Weights {
-            source: self.source.clone(),
-            ..Default::default()
-        };
+        let names: Vec<String> = self.order.iter().filter(|n| n.starts_with(prefix)).cloned().collect();
+        let mut out = Weights { source: self.source.clone(), ..Default::default() };
         for n in names {
             let t = self.map.remove(&n).unwrap();
             out.insert(n[prefix.len()..].to_string(), t);
@@ -79,30 +66,23 @@ impl Weights {
             known.insert(name.as_str());
             match self.map.get(name) {
                 None => problems.push(format!("missing tensor \"{name}\" {shape:?}")),
-                Some(t) if &t.shape != shape => problems.push(format!(
-                    "tensor \"{name}\" has shape {:?}, expected {shape:?}",
-                    t.shape
-                )),
+                Some(t) if &t.shape != shape => {
+                    problems.push(format!("tensor \"{name}\" has shape {:?}, expected {shape:?}", t.shape))
+                }
                 Some(_) => {}
             }
         }
         for name in &self.order {
             if !known.contains(name.as_str()) {
-                problems.push(format!(
-                    "unexpected tensor \"{name}\" {:?}",
-                    self.map[name].shape
-                ));
+                problems.push(format!("unexpected tensor \"{name}\" {:?}", self.map[name].shape));
             }
         }
         if problems.is_empty() {
             return Ok(());
         }
         let shown = problems.len().min(40);
-        let more = if problems.len() > shown {
-            format!("\n  ... and {} more", problems.len() - shown)
-        } else {
-            String::new()
-        };
+        let more =
+            if problems.len() > shown { format!("\n  ... and {} more", problems.len() - shown) } else { String::new() };
         Err(Error::Weights(format!(
             "{}: {} does not match its config ({} problems):\n  {}{more}",
             self.source,

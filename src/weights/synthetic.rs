@@ -43,14 +43,12 @@ fn value(key: u64, i: u64, scale: f64, offset: f64) -> f32 {
 pub fn synth(name: &str, n: usize, scale: f64, offset: f64) -> Vec<f32> {
     let key = fnv1a64(name);
     let mut out = vec![0f32; n];
-    out.par_chunks_mut(1 << 16)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let base = (c << 16) as u64;
-            for (j, x) in chunk.iter_mut().enumerate() {
-                *x = value(key, base + j as u64, scale, offset);
-            }
-        });
+    out.par_chunks_mut(1 << 16).enumerate().for_each(|(c, chunk)| {
+        let base = (c << 16) as u64;
+        for (j, x) in chunk.iter_mut().enumerate() {
+            *x = value(key, base + j as u64, scale, offset);
+        }
+    });
     out
 }
 
@@ -58,9 +56,7 @@ pub fn synth(name: &str, n: usize, scale: f64, offset: f64) -> Vec<f32> {
 /// Dims [0, D/2) encode the column, [D/2, D) the row; each half is [sin(p w_j)..., cos(p w_j)...].
 pub fn sincos_pos_embed(dim: usize, grid: usize) -> Vec<f32> {
     let quarter = dim / 4;
-    let omega: Vec<f64> = (0..quarter)
-        .map(|j| 1.0 / 10000f64.powf(j as f64 / quarter as f64))
-        .collect();
+    let omega: Vec<f64> = (0..quarter).map(|j| 1.0 / 10000f64.powf(j as f64 / quarter as f64)).collect();
     let mut out = vec![0f32; grid * grid * dim];
     for h in 0..grid {
         for w in 0..grid {
@@ -89,17 +85,13 @@ pub fn build_from_table(table: &Value) -> Result<Vec<(String, RawTensor)>> {
         let shape: Vec<usize> = spec["shape"]
             .as_array()
             .and_then(|a| a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect())
-            .ok_or_else(|| {
-                Error::Weights(format!("synthetic table: tensor \"{name}\" has no shape"))
-            })?;
+            .ok_or_else(|| Error::Weights(format!("synthetic table: tensor \"{name}\" has no shape")))?;
         let n: usize = shape.iter().product();
         let data = if spec.get("init").and_then(Value::as_str) == Some("sincos") {
             let (t, d) = (shape[shape.len() - 2], shape[shape.len() - 1]);
             let grid = (t as f64).sqrt().round() as usize;
             if grid * grid != t {
-                return Err(Error::Weights(format!(
-                    "synthetic table: \"{name}\" has {t} tokens, not a square grid"
-                )));
+                return Err(Error::Weights(format!("synthetic table: \"{name}\" has {t} tokens, not a square grid")));
             }
             sincos_pos_embed(d, grid)
         } else {
@@ -107,21 +99,10 @@ pub fn build_from_table(table: &Value) -> Result<Vec<(String, RawTensor)>> {
             let offset = spec["offset"].as_f64();
             match (scale, offset) {
                 (Some(s), Some(o)) => synth(name, n, s, o),
-                _ => {
-                    return Err(Error::Weights(format!(
-                        "synthetic table: tensor \"{name}\" lacks scale/offset"
-                    )))
-                }
+                _ => return Err(Error::Weights(format!("synthetic table: tensor \"{name}\" lacks scale/offset"))),
             }
         };
-        out.push((
-            name.clone(),
-            RawTensor {
-                dtype: DType::F32,
-                shape,
-                bytes: Bytes::F32(Arc::new(data)),
-            },
-        ));
+        out.push((name.clone(), RawTensor { dtype: DType::F32, shape, bytes: Bytes::F32(Arc::new(data)) }));
     }
     Ok(out)
 }
@@ -135,20 +116,11 @@ mod tests {
         assert_eq!(fnv1a64("blocks.0.attn.qkv.weight"), 0xb8eed840ed199670);
         assert_eq!(
             synth("blocks.0.attn.qkv.weight", 4, 1.0, 0.0),
-            vec![
-                0.46731603145599365,
-                -0.1981898546218872,
-                0.650843620300293,
-                -0.6938408613204956
-            ]
+            vec![0.46731603145599365, -0.1981898546218872, 0.650843620300293, -0.6938408613204956]
         );
         assert_eq!(
             synth("blocks.0.adaLN_modulation.1.bias", 3, 0.2, 0.05),
-            vec![
-                0.23004066944122314,
-                -0.0027692317962646484,
-                -0.10803721100091934
-            ]
+            vec![0.23004066944122314, -0.0027692317962646484, -0.10803721100091934]
         );
     }
 }

@@ -31,17 +31,7 @@ pub fn conv2d_image(
     let plane = oh * ow;
     // Pointwise conv: the input already is the column matrix.
     if kh == 1 && kw == 1 && p.stride == 1 && p.pad == [0; 4] {
-        matmul(
-            o,
-            plane,
-            c,
-            Mat::rows(weight, c),
-            Mat::rows(x, plane),
-            out,
-            plane,
-            false,
-            true,
-        );
+        matmul(o, plane, c, Mat::rows(weight, c), Mat::rows(x, plane), out, plane, false, true);
     } else {
         let band = (BAND_VALUES / (ck * ow).max(1)).clamp(1, oh);
         let mut col = vec![0f32; ck * band * ow];
@@ -50,32 +40,25 @@ pub fn conv2d_image(
             let rows = band.min(oh - y0);
             let n = rows * ow;
             // col[(ci, ky, kx), (y, x)] = x[ci, y*s + ky - pt, x*s + kx - pl] (0 outside).
-            col[..ck * n]
-                .par_chunks_mut(n)
-                .enumerate()
-                .for_each(|(r, dst)| {
-                    let ci = r / (kh * kw);
-                    let ky = (r / kw) % kh;
-                    let kx = r % kw;
-                    let src = &x[ci * h * w..(ci + 1) * h * w];
-                    for yy in 0..rows {
-                        let iy = ((y0 + yy) * p.stride + ky) as isize - pt as isize;
-                        let d = &mut dst[yy * ow..(yy + 1) * ow];
-                        if iy < 0 || iy >= h as isize {
-                            d.fill(0.0);
-                            continue;
-                        }
-                        let srow = &src[iy as usize * w..(iy as usize + 1) * w];
-                        for (xx, v) in d.iter_mut().enumerate() {
-                            let ix = (xx * p.stride + kx) as isize - pl as isize;
-                            *v = if ix >= 0 && ix < w as isize {
-                                srow[ix as usize]
-                            } else {
-                                0.0
-                            };
-                        }
+            col[..ck * n].par_chunks_mut(n).enumerate().for_each(|(r, dst)| {
+                let ci = r / (kh * kw);
+                let ky = (r / kw) % kh;
+                let kx = r % kw;
+                let src = &x[ci * h * w..(ci + 1) * h * w];
+                for yy in 0..rows {
+                    let iy = ((y0 + yy) * p.stride + ky) as isize - pt as isize;
+                    let d = &mut dst[yy * ow..(yy + 1) * ow];
+                    if iy < 0 || iy >= h as isize {
+                        d.fill(0.0);
+                        continue;
                     }
-                });
+                    let srow = &src[iy as usize * w..(iy as usize + 1) * w];
+                    for (xx, v) in d.iter_mut().enumerate() {
+                        let ix = (xx * p.stride + kx) as isize - pl as isize;
+                        *v = if ix >= 0 && ix < w as isize { srow[ix as usize] } else { 0.0 };
+                    }
+                }
+            });
             matmul(
                 o,
                 n,
@@ -91,9 +74,7 @@ pub fn conv2d_image(
         }
     }
     if let Some(b) = bias {
-        out.par_chunks_mut(plane)
-            .zip(b.par_iter())
-            .for_each(|(row, b)| row.iter_mut().for_each(|v| *v += b));
+        out.par_chunks_mut(plane).zip(b.par_iter()).for_each(|(row, b)| row.iter_mut().for_each(|v| *v += b));
     }
 }
 
@@ -103,8 +84,5 @@ pub fn out_size(h: usize, w: usize, kh: usize, kw: usize, p: Conv2d) -> Option<(
     if h + pt + pb < kh || w + pl + pr < kw || p.stride == 0 {
         return None;
     }
-    Some((
-        (h + pt + pb - kh) / p.stride + 1,
-        (w + pl + pr - kw) / p.stride + 1,
-    ))
+    Some(((h + pt + pb - kh) / p.stride + 1, (w + pl + pr - kw) / p.stride + 1))
 }

@@ -20,12 +20,8 @@ pub fn silu(x: f32) -> f32 {
 pub fn apply(act: Act, data: &mut [f32]) {
     match act {
         Act::None => {}
-        Act::GeluTanh => data
-            .par_chunks_mut(CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|x| *x = gelu_tanh(*x))),
-        Act::Silu => data
-            .par_chunks_mut(CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|x| *x = silu(*x))),
+        Act::GeluTanh => data.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x = gelu_tanh(*x))),
+        Act::Silu => data.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x = silu(*x))),
     }
 }
 

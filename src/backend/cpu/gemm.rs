@@ -23,20 +23,12 @@ pub struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A contiguous row-major matrix with `cols` columns.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat {
-            data,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        Mat { data, row_stride: cols, col_stride: 1 }
     }
     /// The transpose of a contiguous row-major [rows, cols] matrix with `cols` columns:
     /// element (i, j) is data[j * cols + i].
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
-        Mat {
-            data,
-            row_stride: 1,
-            col_stride: cols,
-        }
+        Mat { data, row_stride: 1, col_stride: cols }
     }
 }
 
@@ -98,24 +90,6 @@ pub fn matmul(
 }
 
 /// `out[m, n] = x[m, k] · w[n, k]^T` (a linear layer's product).
-pub fn matmul_bt(
-    m: usize,
-    n: usize,
-    k: usize,
-    x: &[f32],
-    w: &[f32],
-    out: &mut [f32],
-    allow_threads: bool,
-) {
-    matmul(
-        m,
-        n,
-        k,
-        Mat::rows(x, k),
-        Mat::transposed(w, k),
-        out,
-        n,
-        false,
-        allow_threads,
-    );
+pub fn matmul_bt(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], out: &mut [f32], allow_threads: bool) {
+    matmul(m, n, k, Mat::rows(x, k), Mat::transposed(w, k), out, n, false, allow_threads);
 }

@@ -74,30 +74,18 @@ impl Backend for Cpu {
         let storage = if raw.dtype == DType::F32 && raw.as_f32_slice().is_some() {
             WeightStorage::Borrowed(raw.clone())
         } else {
-            WeightStorage::Owned(
-                raw.to_f32_vec()
-                    .map_err(|e| Error::Weights(format!("tensor \"{name}\": {e}")))?,
-            )
+            WeightStorage::Owned(raw.to_f32_vec().map_err(|e| Error::Weights(format!("tensor \"{name}\": {e}")))?)
         };
-        Ok(CpuWeight {
-            shape: raw.shape.clone(),
-            storage,
-        })
+        Ok(CpuWeight { shape: raw.shape.clone(), storage })
     }
     fn weight_cat(&self, name: &str, raws: &[&RawTensor]) -> Result<CpuWeight> {
         let mut data = Vec::new();
         let mut rows = 0;
-        let cols: usize = raws
-            .first()
-            .map(|r| r.shape[1..].iter().product())
-            .unwrap_or(0);
+        let cols: usize = raws.first().map(|r| r.shape[1..].iter().product()).unwrap_or(0);
         for r in raws {
             let c: usize = r.shape[1..].iter().product();
             if c != cols {
-                return Err(Error::Weights(format!(
-                    "{name}: cannot concatenate {:?} with {cols} columns",
-                    r.shape
-                )));
+                return Err(Error::Weights(format!("{name}: cannot concatenate {:?} with {cols} columns", r.shape)));
             }
             rows += r.shape[0];
             data.extend(r.to_f32_vec()?);
@@ -106,20 +94,13 @@ impl Backend for Cpu {
         if !shape.is_empty() {
             shape[0] = rows;
         }
-        Ok(CpuWeight {
-            shape,
-            storage: WeightStorage::Owned(data),
-        })
+        Ok(CpuWeight { shape, storage: WeightStorage::Owned(data) })
     }
 
     fn linear(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>, act: Act) -> Result<Tensor> {
         let k = last_dim(x);
         if w.shape.len() != 2 || w.shape[1] != k {
-            return Err(shape_err!(
-                "linear: input {:?} does not fit weight {:?}",
-                x.shape,
-                w.shape
-            ));
+            return Err(shape_err!("linear: input {:?} does not fit weight {:?}", x.shape, w.shape));
         }
         let n = w.shape[0];
         let m = x.numel() / k.max(1);
@@ -137,17 +118,10 @@ impl Backend for Cpu {
     }
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         if a.shape != b.shape {
-            return Err(shape_err!(
-                "add: shapes {:?} and {:?} differ",
-                a.shape,
-                b.shape
-            ));
+            return Err(shape_err!("add: shapes {:?} and {:?} differ", a.shape, b.shape));
         }
         let mut y = a.clone();
-        y.data
-            .par_iter_mut()
-            .zip(b.data.par_iter())
-            .for_each(|(x, y)| *x += y);
+        y.data.par_iter_mut().zip(b.data.par_iter()).for_each(|(x, y)| *x += y);
         Ok(y)
     }
     fn scale(&self, x: &Tensor, s: f32) -> Result<Tensor> {
@@ -155,33 +129,15 @@ impl Backend for Cpu {
         y.data.par_iter_mut().for_each(|v| *v *= s);
         Ok(y)
     }
-    fn conv2d(
-        &self,
-        x: &Tensor,
-        w: &CpuWeight,
-        b: Option<&CpuWeight>,
-        p: Conv2d,
-    ) -> Result<Tensor> {
+    fn conv2d(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>, p: Conv2d) -> Result<Tensor> {
         let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
-            return Err(shape_err!(
-                "conv2d: input {:?} and weight {:?} must be 4-D",
-                x.shape,
-                w.shape
-            ));
+            return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
         };
         if wc != c {
-            return Err(shape_err!(
-                "conv2d: input has {c} channels, weight {:?} expects {wc}",
-                w.shape
-            ));
+            return Err(shape_err!("conv2d: input has {c} channels, weight {:?} expects {wc}", w.shape));
         }
-        let (oh, ow) = conv::out_size(h, wd, kh, kw, p).ok_or_else(|| {
-            shape_err!(
-                "conv2d: input {:?} is smaller than the kernel {:?}",
-                x.shape,
-                w.shape
-            )
-        })?;
+        let (oh, ow) = conv::out_size(h, wd, kh, kw, p)
+            .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
         let mut out = vec![0f32; n * o * oh * ow];
         for i in 0..n {
             conv::conv2d_image(
@@ -205,17 +161,15 @@ impl Backend for Cpu {
             return Err(shape_err!("upsample: input {:?} must be NCHW", x.shape));
         };
         let mut out = vec![0f32; n * c * 4 * h * w];
-        out.par_chunks_mut(4 * h * w)
-            .zip(x.data.par_chunks(h * w))
-            .for_each(|(dst, src)| {
-                for y in 0..2 * h {
-                    let s = &src[(y / 2) * w..(y / 2 + 1) * w];
-                    let d = &mut dst[y * 2 * w..(y + 1) * 2 * w];
-                    for (xx, v) in d.iter_mut().enumerate() {
-                        *v = s[xx / 2];
-                    }
+        out.par_chunks_mut(4 * h * w).zip(x.data.par_chunks(h * w)).for_each(|(dst, src)| {
+            for y in 0..2 * h {
+                let s = &src[(y / 2) * w..(y / 2 + 1) * w];
+                let d = &mut dst[y * 2 * w..(y + 1) * 2 * w];
+                for (xx, v) in d.iter_mut().enumerate() {
+                    *v = s[xx / 2];
                 }
-            });
+            }
+        });
         Tensor::new(vec![n, c, 2 * h, 2 * w], out)
     }
     fn group_norm(
@@ -229,111 +183,55 @@ impl Backend for Cpu {
     ) -> Result<Tensor> {
         let (n, c) = (x.shape[0], x.shape[1]);
         if groups == 0 || c % groups != 0 || gamma.data().len() != c || beta.data().len() != c {
-            return Err(shape_err!(
-                "group_norm: {c} channels, {groups} groups, gamma {:?}",
-                gamma.shape
-            ));
+            return Err(shape_err!("group_norm: {c} channels, {groups} groups, gamma {:?}", gamma.shape));
         }
         let hw = x.numel() / (n * c);
         let mut y = x.clone();
-        norm::group_norm(
-            &mut y.data,
-            n,
-            c,
-            hw,
-            groups,
-            gamma.data(),
-            beta.data(),
-            eps,
-            silu,
-        );
+        norm::group_norm(&mut y.data, n, c, hw, groups, gamma.data(), beta.data(), eps, silu);
         Ok(y)
     }
-    fn modulated_layer_norm(
-        &self,
-        x: &Tensor,
-        mods: &Tensor,
-        shift: usize,
-        scale: usize,
-        eps: f32,
-    ) -> Result<Tensor> {
+    fn modulated_layer_norm(&self, x: &Tensor, mods: &Tensor, shift: usize, scale: usize, eps: f32) -> Result<Tensor> {
         let &[b, t, d] = x.shape.as_slice() else {
-            return Err(shape_err!(
-                "layer_norm: input {:?} must be [B, T, D]",
-                x.shape
-            ));
+            return Err(shape_err!("layer_norm: input {:?} must be [B, T, D]", x.shape));
         };
         let m = last_dim(mods);
         if mods.shape[0] != b || (shift.max(scale) + 1) * d > m {
-            return Err(shape_err!(
-                "layer_norm: modulation {:?} does not fit input {:?}",
-                mods.shape,
-                x.shape
-            ));
+            return Err(shape_err!("layer_norm: modulation {:?} does not fit input {:?}", mods.shape, x.shape));
         }
         let mut out = vec![0f32; x.numel()];
-        norm::modulated_layer_norm(
-            &x.data,
-            &mut out,
-            b,
-            t,
-            d,
-            &mods.data,
-            m,
-            shift * d,
-            scale * d,
-            eps,
-        );
+        norm::modulated_layer_norm(&x.data, &mut out, b, t, d, &mods.data, m, shift * d, scale * d, eps);
         Tensor::new(x.shape.clone(), out)
     }
     fn gated_add(&self, x: &mut Tensor, y: &Tensor, mods: &Tensor, gate: usize) -> Result<()> {
         if x.shape != y.shape || x.dims() != 3 {
-            return Err(shape_err!(
-                "gated_add: shapes {:?} and {:?}",
-                x.shape,
-                y.shape
-            ));
+            return Err(shape_err!("gated_add: shapes {:?} and {:?}", x.shape, y.shape));
         }
         let (t, d) = (x.shape[1], x.shape[2]);
         let m = last_dim(mods);
-        x.data
-            .par_chunks_mut(d)
-            .zip(y.data.par_chunks(d))
-            .enumerate()
-            .for_each(|(row, (xr, yr))| {
-                let g = &mods.data[(row / t) * m + gate * d..][..d];
-                for i in 0..d {
-                    xr[i] += g[i] * yr[i];
-                }
-            });
+        x.data.par_chunks_mut(d).zip(y.data.par_chunks(d)).enumerate().for_each(|(row, (xr, yr))| {
+            let g = &mods.data[(row / t) * m + gate * d..][..d];
+            for i in 0..d {
+                xr[i] += g[i] * yr[i];
+            }
+        });
         Ok(())
     }
     fn attention(&self, qkv: &Tensor, heads: usize) -> Result<Tensor> {
         let &[b, l, d3] = qkv.shape.as_slice() else {
-            return Err(shape_err!(
-                "attention: qkv {:?} must be [B, L, 3D]",
-                qkv.shape
-            ));
+            return Err(shape_err!("attention: qkv {:?} must be [B, L, 3D]", qkv.shape));
         };
         if d3 % (3 * heads) != 0 {
-            return Err(shape_err!(
-                "attention: qkv width {d3} is not 3 x {heads} heads"
-            ));
+            return Err(shape_err!("attention: qkv width {d3} is not 3 x {heads} heads"));
         }
         let hd = d3 / 3 / heads;
-        Tensor::new(
-            vec![b, l, d3 / 3],
-            attention::attention(&qkv.data, b, l, heads, hd),
-        )
+        Tensor::new(vec![b, l, d3 / 3], attention::attention(&qkv.data, b, l, heads, hd))
     }
     fn embedding(&self, table: &CpuWeight, ids: &[i64]) -> Result<Tensor> {
         let (rows, d) = (table.shape[0], table.shape[1]);
         let mut out = Vec::with_capacity(ids.len() * d);
         for &id in ids {
             if id < 0 || id as usize >= rows {
-                return Err(Error::Input(format!(
-                    "label {id} is outside the embedding table's {rows} rows"
-                )));
+                return Err(Error::Input(format!("label {id} is outside the embedding table's {rows} rows")));
             }
             out.extend_from_slice(&table.data()[id as usize * d..(id as usize + 1) * d]);
         }
@@ -352,19 +250,13 @@ impl Backend for Cpu {
             return Err(shape_err!("patch_embed: input {:?} must be NCHW", x.shape));
         };
         if labels.len() != b {
-            return Err(shape_err!(
-                "patch_embed: {} labels for a batch of {b}",
-                labels.len()
-            ));
+            return Err(shape_err!("patch_embed: {} labels for a batch of {b}", labels.len()));
         }
         let d = convs[0].0.shape[0];
         let (gh, gw) = (h / patch, w / patch);
         let t = gh * gw;
         if pos.data().len() != t * d {
-            return Err(shape_err!(
-                "patch_embed: pos_embed {:?} does not fit {t} tokens of {d}",
-                pos.shape
-            ));
+            return Err(shape_err!("patch_embed: pos_embed {:?} does not fit {t} tokens of {d}", pos.shape));
         }
         let mut out = vec![0f32; b * t * d];
         for i in 0..b {
@@ -393,31 +285,16 @@ impl Backend for Cpu {
                     }
                 });
             }
-            dst.par_iter_mut()
-                .zip(pos.data().par_iter())
-                .for_each(|(v, p)| *v += p);
+            dst.par_iter_mut().zip(pos.data().par_iter()).for_each(|(v, p)| *v += p);
         }
         Tensor::new(vec![b, t, d], out)
     }
-    fn unpatchify(
-        &self,
-        x: &Tensor,
-        patch: usize,
-        channels: usize,
-        gh: usize,
-        gw: usize,
-    ) -> Result<Tensor> {
+    fn unpatchify(&self, x: &Tensor, patch: usize, channels: usize, gh: usize, gw: usize) -> Result<Tensor> {
         let &[b, t, f] = x.shape.as_slice() else {
-            return Err(shape_err!(
-                "unpatchify: input {:?} must be [B, T, F]",
-                x.shape
-            ));
+            return Err(shape_err!("unpatchify: input {:?} must be [B, T, F]", x.shape));
         };
         if t != gh * gw || f != patch * patch * channels {
-            return Err(shape_err!(
-                "unpatchify: {:?} is not {gh}x{gw} tokens of {patch}x{patch}x{channels}",
-                x.shape
-            ));
+            return Err(shape_err!("unpatchify: {:?} is not {gh}x{gw} tokens of {patch}x{patch}x{channels}", x.shape));
         }
         let (h, w) = (gh * patch, gw * patch);
         let mut out = vec![0f32; b * channels * h * w];
@@ -460,66 +337,47 @@ impl Backend for Cpu {
             &refs(&w.fc2_w),
             &refs(&w.fc2_b),
         );
-        Ok((
-            Tensor::new(x.shape.clone(), out)?,
-            record.then_some(routing),
-        ))
+        Ok((Tensor::new(x.shape.clone(), out)?, record.then_some(routing)))
     }
     fn nchw_to_tokens(&self, x: &Tensor) -> Result<Tensor> {
         let &[n, c, h, w] = x.shape.as_slice() else {
-            return Err(shape_err!(
-                "nchw_to_tokens: input {:?} must be NCHW",
-                x.shape
-            ));
+            return Err(shape_err!("nchw_to_tokens: input {:?} must be NCHW", x.shape));
         };
         let l = h * w;
         let mut out = vec![0f32; x.numel()];
-        out.par_chunks_mut(l * c)
-            .zip(x.data.par_chunks(c * l))
-            .for_each(|(dst, src)| {
-                for ci in 0..c {
-                    for p in 0..l {
-                        dst[p * c + ci] = src[ci * l + p];
-                    }
+        out.par_chunks_mut(l * c).zip(x.data.par_chunks(c * l)).for_each(|(dst, src)| {
+            for ci in 0..c {
+                for p in 0..l {
+                    dst[p * c + ci] = src[ci * l + p];
                 }
-            });
+            }
+        });
         Tensor::new(vec![n, l, c], out)
     }
     fn tokens_to_nchw(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         let &[n, l, c] = x.shape.as_slice() else {
-            return Err(shape_err!(
-                "tokens_to_nchw: input {:?} must be [N, L, C]",
-                x.shape
-            ));
+            return Err(shape_err!("tokens_to_nchw: input {:?} must be [N, L, C]", x.shape));
         };
         if l != h * w {
             return Err(shape_err!("tokens_to_nchw: {l} tokens is not {h}x{w}"));
         }
         let mut out = vec![0f32; x.numel()];
-        out.par_chunks_mut(c * l)
-            .zip(x.data.par_chunks(l * c))
-            .for_each(|(dst, src)| {
-                for p in 0..l {
-                    for ci in 0..c {
-                        dst[ci * l + p] = src[p * c + ci];
-                    }
+        out.par_chunks_mut(c * l).zip(x.data.par_chunks(l * c)).for_each(|(dst, src)| {
+            for p in 0..l {
+                for ci in 0..c {
+                    dst[ci * l + p] = src[p * c + ci];
                 }
-            });
+            }
+        });
         Tensor::new(vec![n, c, h, w], out)
     }
     fn cat_channels(&self, parts: &[&Tensor]) -> Result<Tensor> {
-        let first = parts
-            .first()
-            .ok_or_else(|| shape_err!("cat_channels: no inputs"))?;
+        let first = parts.first().ok_or_else(|| shape_err!("cat_channels: no inputs"))?;
         let (n, hw) = (first.shape[0], numel(&first.shape[2..]));
         let mut c_total = 0;
         for p in parts {
             if p.shape[0] != n || numel(&p.shape[2..]) != hw {
-                return Err(shape_err!(
-                    "cat_channels: {:?} does not fit {:?}",
-                    p.shape,
-                    first.shape
-                ));
+                return Err(shape_err!("cat_channels: {:?} does not fit {:?}", p.shape, first.shape));
             }
             c_total += p.shape[1];
         }
@@ -537,10 +395,7 @@ impl Backend for Cpu {
     fn slice_channels(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         let (n, c) = (x.shape[0], x.shape[1]);
         if start + len > c {
-            return Err(shape_err!(
-                "slice_channels: {start}..{} of {c} channels",
-                start + len
-            ));
+            return Err(shape_err!("slice_channels: {start}..{} of {c} channels", start + len));
         }
         let hw = numel(&x.shape[2..]);
         let mut out = Vec::with_capacity(n * len * hw);

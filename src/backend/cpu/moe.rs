@@ -14,31 +14,19 @@ pub fn route(x: &[f32], n: usize, d: usize, gate: &[f32], e: usize, k: usize) ->
     matmul_bt(n, e, d, x, gate, &mut logits, true);
     let mut experts = vec![0i64; n * k];
     let mut weights = vec![0f32; n * k];
-    experts
-        .par_chunks_mut(k)
-        .zip(weights.par_chunks_mut(k))
-        .zip(logits.par_chunks(e))
-        .for_each(|((ex, wt), lg)| {
-            let mx = lg.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut p: Vec<f32> = lg.iter().map(|&v| (v - mx).exp()).collect();
-            let sum: f32 = p.iter().sum();
-            p.iter_mut().for_each(|v| *v /= sum);
-            let mut order: Vec<usize> = (0..e).collect();
-            order.sort_by(|&a, &b| {
-                p[b].partial_cmp(&p[a])
-                    .unwrap_or(std::cmp::Ordering::Equal)
-                    .then(a.cmp(&b))
-            });
-            for j in 0..k {
-                ex[j] = order[j] as i64;
-                wt[j] = p[order[j]];
-            }
-        });
-    Routing {
-        top_k: k,
-        experts,
-        weights,
-    }
+    experts.par_chunks_mut(k).zip(weights.par_chunks_mut(k)).zip(logits.par_chunks(e)).for_each(|((ex, wt), lg)| {
+        let mx = lg.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let mut p: Vec<f32> = lg.iter().map(|&v| (v - mx).exp()).collect();
+        let sum: f32 = p.iter().sum();
+        p.iter_mut().for_each(|v| *v /= sum);
+        let mut order: Vec<usize> = (0..e).collect();
+        order.sort_by(|&a, &b| p[b].partial_cmp(&p[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+        for j in 0..k {
+            ex[j] = order[j] as i64;
+            wt[j] = p[order[j]];
+        }
+    });
+    Routing { top_k: k, experts, weights }
 }
 
 /// Run the experts. `fc1[e]` [f, d] + bias, GELU-tanh, `fc2[e]` [d, f] + bias; out [n, d].

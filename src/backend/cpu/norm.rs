@@ -53,20 +53,17 @@ pub fn modulated_layer_norm(
     scale_off: usize,
     eps: f32,
 ) {
-    out.par_chunks_mut(d)
-        .zip(x.par_chunks(d))
-        .enumerate()
-        .for_each(|(row, (o, xr))| {
-            let bi = row / t;
-            let shift = &mods[bi * m + shift_off..][..d];
-            let scale = &mods[bi * m + scale_off..][..d];
-            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
-            let inv = 1.0 / (var + eps as f64).sqrt();
-            for i in 0..d {
-                let nrm = ((xr[i] as f64 - mean) * inv) as f32;
-                o[i] = nrm * (1.0 + scale[i]) + shift[i];
-            }
-        });
+    out.par_chunks_mut(d).zip(x.par_chunks(d)).enumerate().for_each(|(row, (o, xr))| {
+        let bi = row / t;
+        let shift = &mods[bi * m + shift_off..][..d];
+        let scale = &mods[bi * m + scale_off..][..d];
+        let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for i in 0..d {
+            let nrm = ((xr[i] as f64 - mean) * inv) as f32;
+            o[i] = nrm * (1.0 + scale[i]) + shift[i];
+        }
+    });
     let _ = b;
 }
