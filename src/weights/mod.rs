@@ -107,3 +107,4 @@ pub mod safetensors;
 pub mod store;
 pub mod synthetic;
 pub use store::Weights;
+pub mod model_file;
