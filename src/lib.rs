@@ -5,6 +5,7 @@ pub mod error;
 pub mod tensor;
 pub mod io;
 pub mod weights;
+pub mod scheduler;
 pub mod verify;
 
 pub use error::{Error, Result};

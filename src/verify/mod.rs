@@ -1,4 +1,5 @@
 //! `percept verify`: run every fixture in a folder and compare with the authors' outputs.
+pub mod ddim;
 pub mod fixture;
 
 use fixture::{Fixture, Tolerance};
