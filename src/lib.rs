@@ -1,14 +1,17 @@
 //! percept: inference engine for the generalist DiT-MoE perception diffusion model.
 //!
-//! Modules follow the data flow: weights -> model -> scheduler -> pipeline -> cli.
+//! Modules follow the data flow: weights -> model -> scheduler -> pipeline -> cli, on top of
+//! `tensor`, `backend`, `error` and `io`.
 pub mod backend;
+pub mod cli;
 pub mod error;
 pub mod io;
 pub mod model;
+pub mod pipeline;
+pub mod scheduler;
 pub mod tensor;
 pub mod verify;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};
-pub mod cli;

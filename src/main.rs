@@ -25,5 +25,6 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Verify { fixtures, backend, precision, skip_slow, only } => {
             percept::cli::verify::run(&fixtures, backend, precision, skip_slow, &only)
         }
+        Command::Bench { json, reps, only } => percept::cli::bench::run(json.as_deref(), reps, &only),
     }
 }

@@ -1,5 +1,6 @@
 //! The command line: clap definitions here, one module per subcommand.
 
+pub mod bench;
 pub mod verify;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -58,6 +59,18 @@ pub enum Command {
         #[arg(long)]
         skip_slow: bool,
         /// Only these fixtures (repeatable).
+        #[arg(long)]
+        only: Vec<String>,
+    },
+    /// Time whole runs (CPU rows without a GPU).
+    Bench {
+        /// Also write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Timed repetitions per row (median reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Only rows whose name contains this (repeatable).
         #[arg(long)]
         only: Vec<String>,
     },

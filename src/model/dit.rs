@@ -180,3 +180,24 @@ impl<B: Backend> Dit<B> {
         be.unpatchify(&out, cfg.patch_size, cfg.out_channels, g, g) // [B, C, S, S]
     }
 }
+
+impl DitConfig {
+    /// Multiply-add FLOPs (2 per MAC) of one forward at batch `b`, counting only the top-k
+    /// experts each token visits and the unpadded head dim.
+    pub fn forward_flops(&self, b: usize) -> f64 {
+        let (d, t, f) = (self.hidden_size as f64, self.num_tokens() as f64, self.mlp_hidden as f64);
+        let b = b as f64;
+        let k = self.top_k as f64;
+        let e = self.num_experts as f64;
+        let patch = 2.0 * t * d * (self.in_channels * self.patch_size * self.patch_size) as f64;
+        let per_block = 2.0 * d * 6.0 * d // adaLN (per sample)
+            + 2.0 * t * d * 3.0 * d // qkv
+            + 2.0 * 2.0 * t * t * d // scores and PV
+            + 2.0 * t * d * d // proj
+            + 2.0 * t * d * e // gate
+            + k * 2.0 * 2.0 * t * d * f; // experts fc1 + fc2
+        let final_layer = 2.0 * d * 2.0 * d + 2.0 * t * d * (self.patch_size * self.patch_size * self.out_channels) as f64;
+        let t_mlp = 2.0 * (256.0 * d + d * d);
+        b * (patch + self.depth as f64 * per_block + final_layer + t_mlp)
+    }
+}

@@ -2,3 +2,4 @@
 pub mod dit;
 pub mod loader;
 pub mod vae;
+pub mod flops;

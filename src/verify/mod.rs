@@ -1,4 +1,5 @@
 //! `percept verify`: run every fixture in a folder and compare with the authors' outputs.
+pub mod ddim;
 pub mod fixture;
 
 use fixture::{Fixture, Tolerance};
@@ -67,3 +68,4 @@ pub fn compare(fx: &Fixture, name: &str, got: &[f32], precision: &str) -> Result
 }
 pub mod models;
 pub mod run;
+pub mod pipeline;

@@ -41,7 +41,7 @@ pub fn list_fixtures(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// Verify one fixture on `backend`.
-pub fn verify_one<B: Backend>(be: &B, dir: &Path, name: &str, opts: &Options) -> Outcome {
+pub fn verify_one<B: Backend + Clone>(be: &B, dir: &Path, name: &str, opts: &Options) -> Outcome {
     let fx = match Fixture::load(dir, name) {
         Ok(f) => f,
         Err(e) => return Outcome::Failed(format!("{e}")),
@@ -53,6 +53,8 @@ pub fn verify_one<B: Backend>(be: &B, dir: &Path, name: &str, opts: &Options) ->
     let result = match fx.kind() {
         "dit_forward" => super::models::verify_dit(be, &fx, p),
         "vae" => super::models::verify_vae(be, &fx, p),
+        "pipeline" => super::pipeline::verify_pipeline(be, &fx, p),
+        "ddim" => super::ddim::verify_ddim(&fx, p),
         other => return Outcome::Skipped(format!("unknown kind \"{other}\"")),
     };
     match result {
