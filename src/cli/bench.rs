@@ -39,14 +39,11 @@ pub fn run(json_path: Option<&std::path::Path>, reps: usize, only: &[String]) ->
     println!("bench: no GPU backend in this build; benchmarking the CPU path ({}).", be.name());
     println!("       GPU rows (DiT batch 2-16, ensembles, 50-step runs) need a GPU.");
     let want = |n: &str| only.is_empty() || only.iter().any(|o| n.contains(o.as_str()));
-    let t0 = Instant::now();
-    let src = model_file::open(model_file::SYNTHETIC_GENERALIST, None)?;
-    println!("built synthetic:generalist weights in {:.1} s", t0.elapsed().as_secs_f64());
     let mut rows = Vec::new();
     let mut rng = NoiseRng::new(0);
-    let vae_cfg = src.config.vae.clone().unwrap();
     if want("vae") {
-        let vae = Vae::load(&be, &vae_cfg, &src.vae)?;
+        let (vae_cfg, vae_weights) = model_file::synthetic_sd2_vae()?;
+        let vae = Vae::load(&be, &vae_cfg, &vae_weights)?;
         let img = Tensor::new(vec![1, 3, 512, 512], rng.normals(3 * 512 * 512))?;
         let lat = Tensor::new(vec![1, 4, 64, 64], rng.normals(4 * 64 * 64))?;
         let x = be.upload(&img)?;
@@ -63,8 +60,10 @@ pub fn run(json_path: Option<&std::path::Path>, reps: usize, only: &[String]) ->
         }
     }
     if want("dit") {
-        let cfg = &src.config.dit;
-        let dit = Dit::load(&be, cfg, &src.dit)?;
+        let t0 = Instant::now();
+        let (cfg, weights) = model_file::synthetic_generalist_dit()?;
+        let dit = Dit::load(&be, &cfg, &weights)?;
+        println!("built the synthetic generalist DiT in {:.1} s", t0.elapsed().as_secs_f64());
         let s = cfg.input_size;
         let x = be.upload(&Tensor::new(vec![1, cfg.in_channels, s, s], rng.normals(cfg.in_channels * s * s))?)?;
         let ms = time_ms(reps, || dit.forward(&be, &x, &[501.0], &[1000], None).map(|_| ()).map_err(Into::into))?;

@@ -88,15 +88,26 @@ pub fn open(spec: &str, sd2: Option<&Path>) -> Result<ModelSource> {
     Ok(src)
 }
 
-fn synthetic_generalist() -> Result<ModelSource> {
-    let dit_table: Value = serde_json::from_str(synthetic::GENERALIST_DIT_TABLE).expect("embedded table is JSON");
+/// The SD-2 VAE's shape with synthetic weights.
+pub fn synthetic_sd2_vae() -> Result<(VaeConfig, Weights)> {
     let vae_table: Value = serde_json::from_str(synthetic::SD2_VAE_TABLE).expect("embedded table is JSON");
-    let dit = Weights::new(SYNTHETIC_GENERALIST, synthetic::build_from_table(&dit_table)?);
     let vae = Weights::new(SYNTHETIC_GENERALIST, synthetic::build_from_table(&vae_table)?);
-    let vae_cfg = VaeConfig::from_json(&vae_table["config"])?;
+    Ok((VaeConfig::from_json(&vae_table["config"])?, vae))
+}
+
+/// The published DiT's shape with synthetic weights (2.76 billion values, 11 GB).
+pub fn synthetic_generalist_dit() -> Result<(DitConfig, Weights)> {
+    let dit_table: Value = serde_json::from_str(synthetic::GENERALIST_DIT_TABLE).expect("embedded table is JSON");
+    let dit = Weights::new(SYNTHETIC_GENERALIST, synthetic::build_from_table(&dit_table)?);
+    Ok((DitConfig::from_json(&dit_table["config"])?, dit))
+}
+
+fn synthetic_generalist() -> Result<ModelSource> {
+    let (dit_cfg, dit) = synthetic_generalist_dit()?;
+    let (vae_cfg, vae) = synthetic_sd2_vae()?;
     Ok(ModelSource {
         config: ModelConfig {
-            dit: DitConfig::from_json(&dit_table["config"])?,
+            dit: dit_cfg,
             vae: Some(vae_cfg),
             scheduler: None,
             resolution: 512,
