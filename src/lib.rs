@@ -6,6 +6,7 @@ pub mod tensor;
 pub mod io;
 pub mod weights;
 pub mod verify;
+pub mod toydata;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};
