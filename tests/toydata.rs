@@ -427,3 +427,67 @@ fn amodal_masks_and_images_are_consistent() {
         "only {partly_hidden} of 8 objects are partly hidden"
     );
 }
+
+#[test]
+fn toy_data_refuses_impossible_options() {
+    let dir = Scratch::new("refuse");
+    let tiny = ToyDataOptions {
+        size: 4,
+        ..small_opts(0)
+    };
+    let err = toydata::generate(&dir.0, &tiny).unwrap_err().to_string();
+    assert!(err.contains("size 4"), "{err}");
+    let all_val = ToyDataOptions {
+        val_fraction: 1.0,
+        ..small_opts(0)
+    };
+    let err = toydata::generate(&dir.0, &all_val).unwrap_err().to_string();
+    assert!(err.contains("val_fraction 1"), "{err}");
+    assert!(!dir.0.exists(), "nothing is written for refused options");
+}
+
+#[test]
+fn toy_data_skips_datasets_with_no_samples() {
+    let dir = Scratch::new("skip");
+    let opts = ToyDataOptions {
+        n_depth: 0,
+        n_segment: 0,
+        ..small_opts(1)
+    };
+    let summary = toydata::generate(&dir.0, &opts).unwrap();
+    let tree = read_tree(&dir.0);
+    assert_eq!(summary.files, 3 * 3 + 1);
+    assert!(
+        tree.keys().all(|k| k.starts_with("FlyingChairs_small/")),
+        "{:?}",
+        tree.keys()
+    );
+}
+
+/// The committed `toy_data/` is exactly what the generator makes with the defaults: this also
+/// checks that generation gives the same bytes on this machine as where the set was made.
+#[test]
+fn shipped_toy_data_matches_the_generator() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("toy_data");
+    if !shipped.join("data_split").exists() {
+        eprintln!("skipping: no generated set in {}", shipped.display());
+        return;
+    }
+    let dir = Scratch::new("shipped");
+    toydata::generate(&dir.0, &ToyDataOptions::default()).unwrap();
+    let fresh = read_tree(&dir.0);
+    let committed = read_tree(&shipped);
+    for (name, bytes) in &fresh {
+        let have = committed.get(name);
+        assert!(
+            have == Some(bytes),
+            "toy_data/{name} differs from the generator's output ({}); regenerate with \
+             `cargo test --release --test main -- --ignored write_shipped_toy_data`",
+            if have.is_some() {
+                "other bytes"
+            } else {
+                "missing"
+            }
+        );
+    }
+}

@@ -106,8 +106,7 @@ impl AmodalScene {
         let highlight = [rng.range(-0.6, 0.6), rng.range(-0.8, 0.0)];
         let occluder_shape = Shape::random(&mut rng);
         let occluder_texture = Texture::random(&mut rng, (0.3, 0.8), (0.1, 1.0));
-        let mut best: Option<(f32, Sprite)> = None;
-        for _ in 0..48 {
+        let place_occluder = |rng: &mut Rng| {
             let (s, c) = super::rng::sin_cos(rng.range(0.0, std::f32::consts::TAU));
             let reach = radius * rng.range(0.6, 1.4);
             let placement = Affine2::similarity(
@@ -116,18 +115,20 @@ impl AmodalScene {
                 [centre[0] + c * reach, centre[1] + s * reach],
             );
             let occluder = Sprite::new(occluder_shape.clone(), occluder_texture.clone(), placement);
-            let hidden = hidden_share(&object, &occluder);
-            let miss = (hidden - (HIDDEN_MIN + HIDDEN_MAX) / 2.0).abs();
-            if best.as_ref().map_or(true, |(m, _)| miss < *m) {
-                best = Some((miss, occluder));
-            }
+            (hidden_share(&object, &occluder), occluder)
+        };
+        let miss = |hidden: f32| (hidden - (HIDDEN_MIN + HIDDEN_MAX) / 2.0).abs();
+        // Try placements until one hides a wanted share; else keep the closest.
+        let (mut hidden, mut occluder) = place_occluder(&mut rng);
+        for _ in 1..48 {
             if (HIDDEN_MIN..=HIDDEN_MAX).contains(&hidden) {
                 break;
             }
+            let (h, o) = place_occluder(&mut rng);
+            if miss(h) < miss(hidden) {
+                (hidden, occluder) = (h, o);
+            }
         }
-        let occluder = best
-            .map(|(_, o)| o)
-            .expect("at least one occluder placement is tried");
         AmodalScene {
             background,
             behind,

@@ -72,7 +72,9 @@ impl Camera {
         let half = size as f32 / 2.0;
         let focal = half / self.tan_half_fov;
         let (u, v) = ((x - half) / focal, (half - y) / focal);
-        self.forward.add(self.right.scale(u)).add(self.up.scale(v))
+        self.forward
+            .plus(self.right.scale(u))
+            .plus(self.up.scale(v))
     }
 }
 
@@ -148,7 +150,7 @@ impl Scene {
             rng.range(0.2, 1.2),
             rng.range(self.length * 0.5, self.length * 0.95),
         );
-        let forward = target.sub(position).normalized();
+        let forward = target.minus(position).normalized();
         let right = forward.cross(V3(0.0, 1.0, 0.0)).normalized();
         let up = right.cross(forward);
         Camera {
@@ -197,12 +199,12 @@ impl Scene {
                 continue;
             }
             let t = (at - comp(o, axis)) / dc;
-            if t > 0.0 && best.map_or(true, |b| t < b.0) {
+            if t > 0.0 && best.is_none_or(|b| t < b.0) {
                 best = Some((t, axis, surface));
             }
         }
         let (t, axis, surface) = best.unwrap_or((MAX_DEPTH_M, 2, 5));
-        let p = o.add(d.scale(t));
+        let p = o.plus(d.scale(t));
         let sign = if comp(d, axis) > 0.0 { -1.0 } else { 1.0 };
         let (normal, tex_p) = match axis {
             0 => (V3(sign, 0.0, 0.0), V3(p.2, p.1, 0.0)),
@@ -219,12 +221,12 @@ impl Scene {
 
     fn shade(&self, origin: V3, dir: V3) -> [f32; 3] {
         let hit = self.trace(origin, dir);
-        let p = origin.add(dir.scale(hit.t));
-        let to_light = self.light.sub(p);
+        let p = origin.plus(dir.scale(hit.t));
+        let to_light = self.light.minus(p);
         let dist2 = to_light.dot(to_light);
         let l = to_light.scale(1.0 / dist2.sqrt());
         let lambert = hit.normal.dot(l).max(0.0);
-        let lit = lambert > 0.0 && !self.shadowed(p.add(hit.normal.scale(1e-3)), to_light);
+        let lit = lambert > 0.0 && !self.shadowed(p.plus(hit.normal.scale(1e-3)), to_light);
         let light = self.ambient
             + if lit {
                 lambert * self.light_power / (1.0 + dist2)
@@ -313,7 +315,7 @@ fn random_object(rng: &mut Rng, half_width: f32, length: f32) -> Object {
 fn hit_solid(solid: &Solid, o: V3, d: V3) -> Option<(f32, V3, V3)> {
     match solid {
         Solid::Sphere { centre, radius } => {
-            let oc = o.sub(*centre);
+            let oc = o.minus(*centre);
             let a = d.dot(d);
             let b = d.dot(oc);
             let disc = b * b - a * (oc.dot(oc) - radius * radius);
@@ -324,7 +326,7 @@ fn hit_solid(solid: &Solid, o: V3, d: V3) -> Option<(f32, V3, V3)> {
             if t <= 1e-4 {
                 return None;
             }
-            let local = oc.add(d.scale(t));
+            let local = oc.plus(d.scale(t));
             Some((t, local.scale(1.0 / radius), local))
         }
         Solid::Cuboid {
@@ -334,7 +336,7 @@ fn hit_solid(solid: &Solid, o: V3, d: V3) -> Option<(f32, V3, V3)> {
         } => {
             // Into the box's frame: rotate by -yaw about y.
             let to_local = |v: V3| V3(c * v.0 + s * v.2, v.1, -s * v.0 + c * v.2);
-            let (lo, ld) = (to_local(o.sub(*centre)), to_local(d));
+            let (lo, ld) = (to_local(o.minus(*centre)), to_local(d));
             let (lo, ld, h) = (
                 [lo.0, lo.1, lo.2],
                 [ld.0, ld.1, ld.2],

@@ -74,9 +74,16 @@ pub struct Summary {
 pub fn generate(out: &Path, opts: &ToyDataOptions) -> Result<Summary> {
     validate(opts)?;
     let sink = Sink::default();
-    hypersim::write_dataset(out, opts, &sink)?;
-    chairs::write_dataset(out, opts, &sink)?;
-    gestalt::write_dataset(out, opts, &sink)?;
+    // A dataset asked for with a count of 0 is not written at all (no empty lists or folders).
+    if opts.n_depth > 0 {
+        hypersim::write_dataset(out, opts, &sink)?;
+    }
+    if opts.n_flow > 0 {
+        chairs::write_dataset(out, opts, &sink)?;
+    }
+    if opts.n_segment > 0 {
+        gestalt::write_dataset(out, opts, &sink)?;
+    }
     Ok(Summary {
         files: sink.files.load(Ordering::Relaxed),
         bytes: sink.bytes.load(Ordering::Relaxed),

@@ -12,10 +12,10 @@ pub type Rgb = [f32; 3];
 pub struct V3(pub f32, pub f32, pub f32);
 
 impl V3 {
-    pub fn add(self, o: V3) -> V3 {
+    pub fn plus(self, o: V3) -> V3 {
         V3(self.0 + o.0, self.1 + o.1, self.2 + o.2)
     }
-    pub fn sub(self, o: V3) -> V3 {
+    pub fn minus(self, o: V3) -> V3 {
         V3(self.0 - o.0, self.1 - o.1, self.2 - o.2)
     }
     pub fn scale(self, k: f32) -> V3 {
@@ -228,7 +228,7 @@ impl Texture {
     }
 
     pub fn sample(&self, p: V3) -> Rgb {
-        let q = p.scale(self.frequency).add(self.offset);
+        let q = p.scale(self.frequency).plus(self.offset);
         let t = match &self.pattern {
             Pattern::Noise { contrast } => {
                 (0.5 + (fbm(q, self.salt) - 0.5) * 2.0 * contrast).clamp(0.0, 1.0)
@@ -279,7 +279,7 @@ pub fn random_dir(rng: &mut Rng) -> V3 {
 /// A flat silhouette in its own coordinates, centred near the origin, within radius 1.15.
 #[derive(Clone, Debug)]
 pub enum Shape {
-    /// Star-shaped polygon: vertex k at angle 2 pi k / n and radius `radii[k]`.
+    /// Star-shaped polygon: vertex k at angle 2 pi k / n, radius in (0.5, 1].
     Polygon { vertices: Vec<[f32; 2]> },
     /// Union of ellipses (centre, inverse squared half-axes along a rotated frame).
     Blob { ellipses: Vec<Ellipse> },
