@@ -12,6 +12,7 @@ pub mod scheduler;
 pub mod tensor;
 pub mod verify;
 pub mod weights;
+pub mod toydata;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};

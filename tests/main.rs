@@ -1,5 +1,6 @@
 //! All integration tests in one binary (one link step).
-mod fixtures;
-mod support;
 mod ddim;
+mod fixtures;
 mod ops;
+mod support;
+mod toydata;
