@@ -1,5 +1,8 @@
 use clap::Parser;
-use percept::cli::{Cli, Command};
+use std::path::PathBuf;
+
+use percept::cli::{Cli, Command, ModelArgs, SampleArgs};
+use percept::pipeline::tasks::TaskKind;
 
 fn main() {
     let cli = Cli::parse();
@@ -25,6 +28,15 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Verify { fixtures, backend, precision, skip_slow, only } => {
             percept::cli::verify::run(&fixtures, backend, precision, skip_slow, &only)
         }
+        Command::Depth { images, model, sample } => run_task(TaskKind::Depth, &images, &model, &sample),
+        Command::Flow { frames, model, sample } => run_task(TaskKind::Flow, &frames, &model, &sample),
+        Command::Segment { images_and_masks, model, sample } => {
+            run_task(TaskKind::Segment, &images_and_masks, &model, &sample)
+        }
         Command::Bench { json, reps, only } => percept::cli::bench::run(json.as_deref(), reps, &only),
     }
+}
+
+fn run_task(task: TaskKind, inputs: &[PathBuf], model: &ModelArgs, sample: &SampleArgs) -> anyhow::Result<bool> {
+    percept::cli::predict::run(task, inputs, model, &sample.options(), &sample.out, sample.batch)
 }

@@ -1,9 +1,10 @@
 //! The command line: clap definitions here, one module per subcommand.
 
 pub mod bench;
+pub mod predict;
 pub mod verify;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -44,8 +45,74 @@ impl Precision {
     }
 }
 
+/// Where the model comes from and what runs it.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model file (.safetensors or .pt) or `synthetic:generalist` [env: PERCEPT_MODEL; default:
+    /// the embedded demo model].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Stable-Diffusion-2 folder (diffusers layout) for the VAE and scheduler [env: PERCEPT_SD2].
+    #[arg(long)]
+    pub sd2: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
+}
+
+/// Sampling flags shared by the task commands.
+#[derive(Args, Debug, Clone)]
+pub struct SampleArgs {
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Ensemble members per input (depth: Marigold alignment + median; segment: median; flow: mean).
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder.
+    #[arg(long, default_value = "percept_out")]
+    pub out: PathBuf,
+    /// Inputs per batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+}
+
+impl SampleArgs {
+    pub fn options(&self) -> crate::pipeline::tasks::SampleOptions {
+        crate::pipeline::tasks::SampleOptions { steps: self.steps, ensemble: self.ensemble, seed: self.seed }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Relative depth of images (files, folders or globs).
+    Depth {
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Optical flow between frame pairs (FRAME1 FRAME2 ..., or a folder of consecutive frames).
+    Flow {
+        #[arg(required = true)]
+        frames: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Amodal segmentation: the whole object from an image and its visible-object mask.
+    Segment {
+        #[arg(required = true)]
+        images_and_masks: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
     /// Check the engine against golden fixtures (the authors' own outputs).
     Verify {
         /// Folder of fixtures (NAME.json + NAME.io.safetensors).

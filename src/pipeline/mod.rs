@@ -105,3 +105,34 @@ impl<B: Backend> Engine<B> {
         self.backend.download(&self.vae.decode(&self.backend, latents, None)?)
     }
 }
+pub mod tasks;
+
+impl<B: Backend> Engine<B> {
+    /// Put a model on a backend: load and check the DiT and the VAE, build the scheduler (the
+    /// model's or the SD-2 folder's config, else the SD-2 defaults).
+    pub fn new(backend: B, src: &crate::weights::model_file::ModelSource) -> Result<Self> {
+        let vae_cfg = src.config.vae.clone().ok_or_else(|| Error::Config(format!("{}: no VAE config", src.description)))?;
+        let sched_cfg = match &src.scheduler {
+            Some(v) => crate::scheduler::SchedulerConfig::from_json(v)?,
+            None => crate::scheduler::SchedulerConfig::sd2(),
+        };
+        let dit = Dit::load(&backend, &src.config.dit, &src.dit)?;
+        let vae = Vae::load(&backend, &vae_cfg, &src.vae)?;
+        let down = vae_cfg.downscale();
+        if src.config.dit.input_size * down != src.config.resolution {
+            return Err(Error::Config(format!(
+                "{}: resolution {} does not match the DiT's {}x{} latents and the VAE's factor {down}",
+                src.description, src.config.resolution, src.config.dit.input_size, src.config.dit.input_size
+            )));
+        }
+        if src.config.dit.in_channels != 3 * vae_cfg.latent_channels {
+            return Err(Error::Config(format!(
+                "{}: the DiT takes {} input channels, but three VAE latents have {}",
+                src.description,
+                src.config.dit.in_channels,
+                3 * vae_cfg.latent_channels
+            )));
+        }
+        Ok(Engine { scheduler: Ddim::new(&sched_cfg)?, config: src.config.clone(), dit, vae, backend })
+    }
+}
