@@ -6,6 +6,7 @@ pub mod tensor;
 pub mod io;
 pub mod weights;
 pub mod scheduler;
+pub mod postprocess;
 pub mod verify;
 
 pub use error::{Error, Result};
