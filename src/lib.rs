@@ -10,6 +10,7 @@ pub mod model;
 pub mod pipeline;
 pub mod scheduler;
 pub mod tensor;
+pub mod postprocess;
 pub mod verify;
 pub mod weights;
 pub mod toydata;

@@ -4,3 +4,4 @@ mod fixtures;
 mod ops;
 mod support;
 mod toydata;
+mod postprocess;

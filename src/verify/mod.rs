@@ -1,6 +1,7 @@
 //! `percept verify`: run every fixture in a folder and compare with the authors' outputs.
 pub mod ddim;
 pub mod fixture;
+pub mod postprocess;
 
 use fixture::{Fixture, Tolerance};
 
