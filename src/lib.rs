@@ -4,6 +4,7 @@
 pub mod error;
 pub mod tensor;
 pub mod io;
+pub mod data;
 pub mod weights;
 pub mod verify;
 
