@@ -1,2 +1,4 @@
 //! All integration tests in one binary (one link step).
 mod support;
+mod data;
+mod io;

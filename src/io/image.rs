@@ -155,6 +155,13 @@ fn decode_dynamic(name: &str, bytes: &[u8]) -> Result<DynamicImage> {
     if w == 0 || h == 0 {
         return Err(input(format!("image has zero size ({w}x{h})")));
     }
+    // `from_decoder` allocates the whole claimed size up front, whatever the limits say.
+    let need = decoder.total_bytes();
+    if need > MAX_DECODE_BYTES {
+        return Err(input(format!(
+            "{w}x{h} {fmt} would need {need} bytes to decode, more than the {MAX_DECODE_BYTES} allowed"
+        )));
+    }
     // A damaged EXIF block is not worth refusing a readable picture for.
     let orientation = decoder
         .orientation()

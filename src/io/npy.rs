@@ -1,8 +1,8 @@
 //! NumPy `.npy` files of little-endian f32 (`'<f4'`), C order.
 //!
-//! Written as format version 1.0: the magic `\x93NUMPY`, version bytes 1 0, a little-endian u16
-//! header length, then the header dict padded with spaces and ended by `\n` so that the data starts
-//! at a multiple of 64 bytes, as `numpy.save` does. The reader also takes versions 2.0 and 3.0
+//! Written as format version 1.0, byte for byte as `numpy.save` writes it: the magic `\x93NUMPY`,
+//! version bytes 1 0, a little-endian u16 header length, then the header dict padded with spaces
+//! and ended by `\n` so that the data starts at a multiple of 64 bytes. The reader also takes versions 2.0 and 3.0
 //! (u32 header length) and refuses anything that is not `<f4` in C order.
 
 use std::path::Path;
@@ -28,10 +28,10 @@ fn shape_tuple(shape: &[usize]) -> String {
 
 /// The bytes of an `.npy` file holding `data` with `shape`.
 pub fn encode_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
-    let count: usize = shape.iter().product();
-    if count != data.len() {
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if count != Some(data.len()) {
         return Err(Error::Shape(format!(
-            "npy: shape {shape:?} holds {count} values, got {}",
+            "npy: shape {shape:?} does not hold the {} values given",
             data.len()
         )));
     }
@@ -39,8 +39,15 @@ pub fn encode_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
         "{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}",
         shape_tuple(shape)
     );
-    let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    // numpy.save leaves room to grow the first axis in place, then pads so the data starts at a
+    // multiple of 64 (a whole extra 64 when already aligned); doing the same keeps files
+    // byte-identical to numpy's.
+    if let Some(first) = shape.first() {
+        header.push_str(&" ".repeat(21usize.saturating_sub(first.to_string().len())));
+    }
+    let with_newline = header.len() + 1;
+    let pad = 64 - (MAGIC.len() + 4 + with_newline) % 64;
+    header.push_str(&" ".repeat(pad));
     header.push('\n');
     let header_len = u16::try_from(header.len()).map_err(|_| {
         Error::Shape(format!(
