@@ -268,6 +268,105 @@ fn io_exif_orientation_is_applied_to_jpeg() {
     assert!(at(&img, 0, 28, 8) > 0.9 && at(&img, 0, 4, 8) < 0.1);
 }
 
+/// A baseline JPEG with four components (Adobe CMYK, stored inverted as Photoshop writes it), one
+/// flat 8x8 block per component and MCU, one MCU per entry of `blocks` laid out left to right.
+/// Only DC coefficients are coded (quantiser 1, the Annex K luminance DC table, EOB for AC).
+fn cmyk_jpeg(blocks: &[[u8; 4]]) -> Vec<u8> {
+    let seg = |out: &mut Vec<u8>, marker: u8, body: &[u8]| {
+        out.extend_from_slice(&[0xFF, marker]);
+        out.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(body);
+    };
+    let mut out = vec![0xFF, 0xD8];
+    seg(&mut out, 0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x00");
+    let mut dqt = vec![0u8];
+    dqt.extend_from_slice(&[1; 64]);
+    seg(&mut out, 0xDB, &dqt);
+    let width = 8 * blocks.len() as u16;
+    let mut sof = vec![8, 0, 8];
+    sof.extend_from_slice(&width.to_be_bytes());
+    sof.push(4);
+    for id in 1..=4 {
+        sof.extend_from_slice(&[id, 0x11, 0]);
+    }
+    seg(&mut out, 0xC0, &sof);
+    let dc_bits = [0u8, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
+    let mut dht = vec![0x00];
+    dht.extend_from_slice(&dc_bits);
+    dht.extend(0..12u8);
+    seg(&mut out, 0xC4, &dht);
+    let mut dht = vec![0x10, 1];
+    dht.extend_from_slice(&[0; 15]);
+    dht.push(0x00);
+    seg(&mut out, 0xC4, &dht);
+    seg(&mut out, 0xDA, &[4, 1, 0, 2, 0, 3, 0, 4, 0, 0, 63, 0]);
+    // Canonical Huffman codes of the DC categories.
+    let mut dc_code = [(0u32, 0u32); 12];
+    let (mut code, mut sym) = (0u32, 0usize);
+    for (len, &n) in dc_bits.iter().enumerate() {
+        for _ in 0..n {
+            dc_code[sym] = (code, len as u32 + 1);
+            code += 1;
+            sym += 1;
+        }
+        code <<= 1;
+    }
+    let mut bits: Vec<bool> = Vec::new();
+    let mut put = |v: u32, n: u32| (0..n).rev().for_each(|i| bits.push(v >> i & 1 == 1));
+    let mut pred = [0i32; 4];
+    for block in blocks {
+        for c in 0..4 {
+            let dc = 8 * (block[c] as i32 - 128);
+            let diff = dc - pred[c];
+            pred[c] = dc;
+            let cat = 32 - diff.unsigned_abs().leading_zeros();
+            put(dc_code[cat as usize].0, dc_code[cat as usize].1);
+            let mag = if diff >= 0 {
+                diff
+            } else {
+                diff + (1 << cat) - 1
+            };
+            put(mag as u32, cat);
+            put(0, 1); // EOB
+        }
+    }
+    while bits.len() % 8 != 0 {
+        bits.push(true);
+    }
+    for byte in bits.chunks(8) {
+        let b = byte.iter().fold(0u8, |acc, &x| acc << 1 | x as u8);
+        out.push(b);
+        if b == 0xFF {
+            out.push(0);
+        }
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
+#[test]
+fn io_cmyk_jpeg_decodes_to_rgb() {
+    let t = TempDir::new("cmyk");
+    let p = t.join("c.jpg");
+    // Inverted storage: (255, 0, 255, 255) is pure magenta ink, (200, 200, 200, 128) a dark grey.
+    std::fs::write(&p, cmyk_jpeg(&[[255, 0, 255, 255], [200, 200, 200, 128]])).unwrap();
+    let img = load_image(&p).unwrap();
+    assert_eq!((img.width, img.height, img.channels), (16, 8, 3));
+    let near = |got: f32, want: f32| (got - want).abs() < 3.0 / 255.0;
+    for (x, want) in [
+        (3, [1.0, 0.0, 1.0]),
+        (12, [200.0 * 128.0 / 255.0 / 255.0; 3]),
+    ] {
+        for c in 0..3 {
+            assert!(
+                near(at(&img, c, x, 4), want[c]),
+                "x {x} c {c}: {}",
+                at(&img, c, x, 4)
+            );
+        }
+    }
+}
+
 #[test]
 fn io_format_is_sniffed_not_taken_from_the_extension() {
     let t = TempDir::new("sniff");
@@ -437,6 +536,14 @@ fn io_resize_nearest_samples_pixel_centres() {
         .collect();
     let out = resize_nearest(&mask, 37, 23, 512, 512).unwrap();
     assert!(out.iter().all(|&v| v == 0.0 || v == 1.0));
+    let img = percept::io::image::Image {
+        width: 4,
+        height: 1,
+        channels: 1,
+        data: vec![0.0, 1.0, 2.0, 3.0],
+    };
+    assert_eq!(img.resized_nearest(2, 1).unwrap().data, vec![1.0, 3.0]);
+    assert_eq!(img.into_rgb().to_tensor().unwrap().shape, vec![3, 1, 4]);
     assert!(resize_area(&mask, 37, 23, 0, 5).is_err());
     assert!(resize_bilinear(&mask[1..], 37, 23, 5, 5).is_err());
 }

@@ -55,7 +55,7 @@ impl Image {
         }
     }
 
-    /// Antialiased resize to `width` x `height` (area filter down, bilinear up).
+    /// Antialiased resize to `width` x `height` (area filter down, bilinear up): pictures.
     pub fn resized_area(&self, width: usize, height: usize) -> Result<Image> {
         let data = resize_area(&self.data, self.width, self.height, width, height)?;
         Ok(Image {
@@ -64,6 +64,25 @@ impl Image {
             channels: self.channels,
             data,
         })
+    }
+
+    /// Nearest-neighbour resize to `width` x `height`: masks keep their values.
+    pub fn resized_nearest(&self, width: usize, height: usize) -> Result<Image> {
+        let data = resize_nearest(&self.data, self.width, self.height, width, height)?;
+        Ok(Image {
+            width,
+            height,
+            channels: self.channels,
+            data,
+        })
+    }
+
+    /// The planes as a `[channels, height, width]` tensor.
+    pub fn to_tensor(&self) -> Result<crate::tensor::Tensor> {
+        crate::tensor::Tensor::new(
+            vec![self.channels, self.height, self.width],
+            self.data.clone(),
+        )
     }
 }
 
