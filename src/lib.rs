@@ -11,8 +11,9 @@ pub mod pipeline;
 pub mod scheduler;
 pub mod tensor;
 pub mod postprocess;
-pub mod verify;
+pub mod data;
 pub mod weights;
+pub mod verify;
 pub mod toydata;
 
 pub use error::{Error, Result};

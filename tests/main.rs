@@ -5,3 +5,5 @@ mod ops;
 mod support;
 mod toydata;
 mod postprocess;
+mod data;
+mod io;
