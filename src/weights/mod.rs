@@ -98,4 +98,5 @@ impl RawTensor {
         }
     }
 }
+pub mod pt;
 pub mod safetensors;
