@@ -260,6 +260,49 @@ fn pt_handcrafted_checkpoint_reads() {
 }
 
 #[test]
+fn pt_handcrafted_protocol4_ordered_dict() {
+    // What model.state_dict() looks like under protocol 4: an OrderedDict made by
+    // STACK_GLOBAL + REDUCE, items set, then its `_metadata` attribute set by BUILD; tensors
+    // wrapped in _rebuild_parameter; a half storage; memoized globals fetched back.
+    let short = |p: &mut Pkl, s: &str| {
+        p.op(&[0x8c, s.len() as u8]).op(s.as_bytes());
+    };
+    let mut p = Pkl::default();
+    p.op(&[0x80, 4, 0x95]).op(&0u64.to_le_bytes());
+    short(&mut p, "collections");
+    short(&mut p, "OrderedDict");
+    p.op(&[0x93, 0x94]).op(b")R").op(&[0x94]).op(b"(");
+    for (name, offset) in [("w", 0), ("v", 2)] {
+        short(&mut p, name);
+        p.op(&[0x94]).global("torch._utils", "_rebuild_parameter").op(b"(");
+        p.tensor_of(
+            |p| {
+                p.storage("HalfStorage", "7", 4);
+            },
+            offset,
+            &[2],
+            &[1],
+        );
+        p.op(&[0x88]).op(b"h").op(&[0]).op(b")R").op(b"tR");
+    }
+    p.op(b"u}");
+    short(&mut p, "_metadata");
+    p.op(b"h").op(&[0]).op(b")R");
+    short(&mut p, "");
+    p.op(b"}");
+    short(&mut p, "version");
+    p.int(1).op(b"sssb.");
+    let halves: Vec<u8> = [1.0f32, 2.0, 3.0, -4.0].iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+    let ck = read_pt_bytes("hand.pt", checkpoint(&p.0, &[("7", halves)])).unwrap();
+    assert_eq!(ck.source_key, None);
+    let w = ck.get("w").unwrap();
+    assert_eq!((w.dtype, w.shape.as_slice()), (DType::F16, &[2usize][..]));
+    assert_eq!(w.to_f32_vec().unwrap(), [1.0, 2.0]);
+    assert_eq!(ck.get("v").unwrap().to_f32_vec().unwrap(), [3.0, -4.0]);
+    assert_eq!(ck.tensors.len(), 2);
+}
+
+#[test]
 fn pt_refuses_tensor_from_unknown_global() {
     let pkl = Pkl::default().begin_dict().str("w").global("os", "system").op(b"(").str("rm").op(b"tR").end_dict();
     assert_mentions(&refusal(pkl, &[]), &["\"w\"", "unknown global os.system"]);
@@ -422,7 +465,7 @@ fn mutate(file: &Path, rounds: usize, seed: u64) -> (usize, usize) {
     let hot = 8192.min(original.len());
     for round in 0..rounds {
         let b = Arc::get_mut(&mut buf).unwrap();
-        let mode = rng.next_u64() % 4;
+        let mode = rng.next_u64() % 5;
         let mut touched = Vec::new();
         if mode == 0 {
             b.truncate((rng.next_u64() % original.len() as u64) as usize);
@@ -430,11 +473,15 @@ fn mutate(file: &Path, rounds: usize, seed: u64) -> (usize, usize) {
             for _ in 0..1 + rng.next_u64() % 4 {
                 let r = rng.next_u64() as usize;
                 let at = match mode {
-                    1 => r % hot,
+                    1 | 4 => r % hot,
                     2 => original.len() - 1 - r % hot,
                     _ => r % original.len(),
                 };
-                b[at] ^= 1 << (rng.next_u64() % 8);
+                if mode == 4 {
+                    b[at] = rng.next_u64() as u8;
+                } else {
+                    b[at] ^= 1 << (rng.next_u64() % 8);
+                }
                 touched.push(at);
             }
         }
@@ -466,10 +513,13 @@ fn mutate(file: &Path, rounds: usize, seed: u64) -> (usize, usize) {
 #[test]
 fn pt_mutations_never_panic() {
     let Some(dir) = fixtures_dir() else { return };
-    let (ok, err) = mutate(&dir.join("views.pt"), 6000, 1);
+    // PERCEPT_TEST_LEVEL=2 runs a 20 times longer campaign.
+    let level = std::env::var("PERCEPT_TEST_LEVEL").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
+    let scale = if level >= 2 { 20 } else { 1 };
+    let (ok, err) = mutate(&dir.join("views.pt"), 20_000 * scale, 1);
     eprintln!("views.pt: {ok} read, {err} refused");
     assert!(ok > 0 && err > 0);
-    let (ok, err) = mutate(&dir.join("dit_tiny.pt"), 1500, 2);
+    let (ok, err) = mutate(&dir.join("dit_tiny.pt"), 4000 * scale, 2);
     eprintln!("dit_tiny.pt: {ok} read, {err} refused");
     assert!(ok > 0 && err > 0);
 }

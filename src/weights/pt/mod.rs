@@ -31,9 +31,8 @@ const MAX_NESTING: usize = 32;
 /// Dict entries visited while collecting tensors (shared sub-dicts are visited once per use).
 const MAX_VISITS: usize = 1 << 22;
 
-/// The first bytes of a legacy (pre-1.6) `torch.save` file: PROTO 2, then the magic number as
-/// a LONG1 of 10 bytes.
-const LEGACY_MAGIC: [u8; 14] = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+/// The magic number a legacy (pre-1.6) `torch.save` file pickles first, as a LONG1 of 10 bytes.
+const LEGACY_MAGIC: [u8; 12] = [0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
 /// The tensors of a checkpoint's state dict, in its order.
 #[derive(Debug)]
@@ -45,6 +44,12 @@ pub struct PtCheckpoint {
     /// Entries of the state dict that are not tensors (plain numbers, strings, lists), which
     /// were left out, each as `name (what it is)`.
     pub skipped: Vec<String>,
+}
+
+impl PtCheckpoint {
+    pub fn get(&self, name: &str) -> Option<&RawTensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +99,10 @@ impl Source {
             Source::Memory(v) => v,
         }
     }
+    /// Whether [`Source::bytes`] copies.
+    fn copies(&self) -> bool {
+        matches!(self, Source::Memory(_))
+    }
     fn bytes(&self, r: Range<usize>) -> Bytes {
         match self {
             Source::Mapped(m) => Bytes::Mapped { map: m.clone(), offset: r.start, len: r.len() },
@@ -118,8 +127,8 @@ struct Reader<'a> {
     opts: PtOptions,
     /// Storage entries already located (and CRC-checked), by key.
     storages: HashMap<Rc<str>, Range<usize>>,
-    /// Bytes left for copies of non-contiguous views, so that many views of one storage cannot
-    /// multiply memory without bound.
+    /// Bytes left for copies (non-contiguous views; every tensor of an in-memory archive), so
+    /// that many views of one storage cannot multiply memory without bound.
     owned_budget: usize,
     zip: Option<zip::Archive>,
     prefix: String,
@@ -208,17 +217,19 @@ impl<'a> Reader<'a> {
             ));
         }
         let storage = entry.start..entry.start + declared;
-        let bytes = if l.contiguous {
-            let start = storage.start + l.offset * item;
-            self.src.bytes(start..start + l.numel * item)
-        } else {
-            let need = l.numel * item;
+        let need = l.numel * item;
+        if !l.contiguous || self.src.copies() {
             if need > self.owned_budget {
                 return Err(format!(
-                    "its non-contiguous views need more copied bytes ({need}) than the checkpoint could justify"
+                    "its views need more copied bytes ({need}) than the size of the checkpoint could justify"
                 ));
             }
             self.owned_budget -= need;
+        }
+        let bytes = if l.contiguous {
+            let start = storage.start + l.offset * item;
+            self.src.bytes(start..start + need)
+        } else {
             Bytes::Owned(Arc::new(view::materialise(&l, &self.src.as_slice()[storage], item)))
         };
         Ok(RawTensor { dtype, shape: l.shape, bytes })
@@ -256,8 +267,12 @@ fn entry_range(buf: &[u8], e: &zip::Entry, opts: PtOptions) -> Result<Range<usiz
 }
 
 fn check_not_legacy(buf: &[u8]) -> Result<(), String> {
+    // The legacy format opens with a pickle whose first value is the magic number; with another
+    // pickle protocol a FRAME may come first, so look a little way in.
+    let head = &buf[..buf.len().min(64)];
+    let magic = head.first() == Some(&0x80) && head.windows(LEGACY_MAGIC.len()).any(|w| w == LEGACY_MAGIC);
     let tar = buf.get(257..262) == Some(b"ustar");
-    if buf.starts_with(&LEGACY_MAGIC) || tar {
+    if magic || tar {
         return Err(
             "this is PyTorch's legacy (pre-1.6, non-zip) checkpoint format, which cannot be read without running Python; \
              re-save it in the zip format with `torch.save(torch.load(\"OLD.pt\", map_location=\"cpu\"), \"NEW.pt\")` \
@@ -265,7 +280,7 @@ fn check_not_legacy(buf: &[u8]) -> Result<(), String> {
                 .into(),
         );
     }
-    if buf.first() == Some(&0x80) && !buf.starts_with(b"PK") {
+    if head.first() == Some(&0x80) {
         return Err("this is a bare pickle, not a torch.save zip archive; re-save it with torch.save".into());
     }
     Ok(())
