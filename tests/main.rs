@@ -7,3 +7,4 @@ mod toydata;
 mod postprocess;
 mod data;
 mod io;
+mod pt;

@@ -103,6 +103,7 @@ impl RawTensor {
     }
 }
 pub mod config;
+pub mod pt;
 pub mod safetensors;
 pub mod store;
 pub mod synthetic;
