@@ -4,17 +4,17 @@
 //! `tensor`, `backend`, `error` and `io`.
 pub mod backend;
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod io;
 pub mod model;
 pub mod pipeline;
+pub mod postprocess;
 pub mod scheduler;
 pub mod tensor;
-pub mod postprocess;
-pub mod data;
-pub mod weights;
-pub mod verify;
 pub mod toydata;
+pub mod verify;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};

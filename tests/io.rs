@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 
 use image::{ExtendedColorType, ImageEncoder};
 use percept::io::image::{
-    decode_image_bytes, load_gray16, load_image, load_mask, load_rgb, resize_area, resize_bilinear,
-    resize_nearest, save_png_gray16, save_png_gray8, save_png_rgb8,
+    decode_image_bytes, load_gray16, load_image, load_mask, load_rgb, resize_area, resize_bilinear, resize_nearest,
+    save_png_gray16, save_png_gray8, save_png_rgb8,
 };
 use percept::io::inputs::{
-    expand_input, expand_inputs, glob_match, natural_cmp, output_stem, output_stems,
-    pair_flow_frames, pair_segment,
+    expand_input, expand_inputs, glob_match, natural_cmp, output_stem, output_stems, pair_flow_frames, pair_segment,
 };
 use percept::io::npy::{encode_npy_f32, parse_npy_f32, read_npy_f32, write_npy_f32};
 
@@ -39,9 +38,7 @@ impl Drop for TempDir {
 
 fn png_bytes(w: u32, h: u32, color: ExtendedColorType, buf: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(buf, w, h, color)
-        .unwrap();
+    image::codecs::png::PngEncoder::new(&mut out).write_image(buf, w, h, color).unwrap();
     out
 }
 
@@ -83,11 +80,7 @@ fn io_rgb_png_loads_exactly_as_chw_planes() {
     let (w, h) = (5usize, 3usize);
     let buf: Vec<u8> = (0..w * h * 3).map(|i| (i * 17 % 256) as u8).collect();
     let p = t.join("a.png");
-    std::fs::write(
-        &p,
-        png_bytes(w as u32, h as u32, ExtendedColorType::Rgb8, &buf),
-    )
-    .unwrap();
+    std::fs::write(&p, png_bytes(w as u32, h as u32, ExtendedColorType::Rgb8, &buf)).unwrap();
     let img = load_image(&p).unwrap();
     assert_eq!((img.width, img.height, img.channels), (w, h, 3));
     for y in 0..h {
@@ -116,10 +109,7 @@ fn io_rgba_is_composited_over_white_and_masks_over_black() {
     let want = [[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0 - a, 1.0 - a, 1.0]];
     for (x, px) in want.iter().enumerate() {
         for c in 0..3 {
-            assert!(
-                (at(&img, c, x, 0) - px[c]).abs() < 1e-6,
-                "pixel {x} channel {c}"
-            );
+            assert!((at(&img, c, x, 0) - px[c]).abs() < 1e-6, "pixel {x} channel {c}");
         }
     }
     let m = load_mask(&p).unwrap();
@@ -131,11 +121,7 @@ fn io_rgba_is_composited_over_white_and_masks_over_black() {
 fn io_gray_and_gray_alpha_load_as_one_channel_or_expand() {
     let t = TempDir::new("gray");
     let p = t.join("g.png");
-    std::fs::write(
-        &p,
-        png_bytes(2, 2, ExtendedColorType::L8, &[0, 51, 204, 255]),
-    )
-    .unwrap();
+    std::fs::write(&p, png_bytes(2, 2, ExtendedColorType::L8, &[0, 51, 204, 255])).unwrap();
     let g = load_image(&p).unwrap();
     assert_eq!(g.channels, 1);
     assert_eq!(g.data, vec![0.0, 0.2, 0.8, 1.0]);
@@ -144,11 +130,7 @@ fn io_gray_and_gray_alpha_load_as_one_channel_or_expand() {
     assert_eq!(rgb.plane(0), g.data.as_slice());
     assert_eq!(rgb.plane(2), g.data.as_slice());
     let pa = t.join("ga.png");
-    std::fs::write(
-        &pa,
-        png_bytes(2, 1, ExtendedColorType::La8, &[0, 0, 255, 255]),
-    )
-    .unwrap();
+    std::fs::write(&pa, png_bytes(2, 1, ExtendedColorType::La8, &[0, 0, 255, 255])).unwrap();
     assert_eq!(load_image(&pa).unwrap().data, vec![1.0, 1.0]);
     assert_eq!(load_mask(&pa).unwrap().data, vec![0.0, 1.0]);
 }
@@ -182,10 +164,7 @@ fn io_rgb8_writer_rounds_and_leaves_no_temp_file() {
     let chw = [0.0, 1.0, 0.5, 0.2, -1.0, 3.0];
     save_png_rgb8(&p, 2, 1, &chw).unwrap();
     let img = load_image(&p).unwrap();
-    assert_eq!(
-        img.data,
-        vec![0.0, 1.0, 128.0 / 255.0, 51.0 / 255.0, 0.0, 1.0]
-    );
+    assert_eq!(img.data, vec![0.0, 1.0, 128.0 / 255.0, 51.0 / 255.0, 0.0, 1.0]);
     let names: Vec<String> = std::fs::read_dir(t.join("sub"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -214,12 +193,7 @@ fn io_palette_png_expands_with_transparency() {
     std::fs::write(&p, bytes).unwrap();
     let img = load_image(&p).unwrap();
     assert_eq!((img.width, img.channels), (4, 3));
-    let want = [
-        [1.0, 0.0, 0.0],
-        [0.0, 1.0, 0.0],
-        [0.0, 0.0, 1.0],
-        [1.0, 1.0, 1.0],
-    ];
+    let want = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]];
     for (x, px) in want.iter().enumerate() {
         for c in 0..3 {
             assert_eq!(at(&img, c, x, 0), px[c], "pixel {x} channel {c}");
@@ -235,11 +209,7 @@ fn io_exif_orientation_is_applied_to_jpeg() {
     let mut rgb = Vec::new();
     for _y in 0..h {
         for x in 0..w {
-            rgb.extend_from_slice(if x < w / 2 {
-                &[255, 0, 0]
-            } else {
-                &[0, 0, 255]
-            });
+            rgb.extend_from_slice(if x < w / 2 { &[255, 0, 0] } else { &[0, 0, 255] });
         }
     }
     let plain = jpeg_bytes(w as u32, h as u32, &rgb);
@@ -253,14 +223,8 @@ fn io_exif_orientation_is_applied_to_jpeg() {
     std::fs::write(&p6, with_exif_orientation(&plain, 6)).unwrap();
     let img = load_rgb(&p6).unwrap();
     assert_eq!((img.width, img.height), (16, 32));
-    assert!(
-        at(&img, 0, 8, 4) > 0.9 && at(&img, 2, 8, 4) < 0.1,
-        "top should be red"
-    );
-    assert!(
-        at(&img, 0, 8, 28) < 0.1 && at(&img, 2, 8, 28) > 0.9,
-        "bottom should be blue"
-    );
+    assert!(at(&img, 0, 8, 4) > 0.9 && at(&img, 2, 8, 4) < 0.1, "top should be red");
+    assert!(at(&img, 0, 8, 28) < 0.1 && at(&img, 2, 8, 28) > 0.9, "bottom should be blue");
     // Orientation 3 (180 degrees): red on the right.
     std::fs::write(&p6, with_exif_orientation(&plain, 3)).unwrap();
     let img = load_rgb(&p6).unwrap();
@@ -321,11 +285,7 @@ fn cmyk_jpeg(blocks: &[[u8; 4]]) -> Vec<u8> {
             pred[c] = dc;
             let cat = 32 - diff.unsigned_abs().leading_zeros();
             put(dc_code[cat as usize].0, dc_code[cat as usize].1);
-            let mag = if diff >= 0 {
-                diff
-            } else {
-                diff + (1 << cat) - 1
-            };
+            let mag = if diff >= 0 { diff } else { diff + (1 << cat) - 1 };
             put(mag as u32, cat);
             put(0, 1); // EOB
         }
@@ -353,16 +313,9 @@ fn io_cmyk_jpeg_decodes_to_rgb() {
     let img = load_image(&p).unwrap();
     assert_eq!((img.width, img.height, img.channels), (16, 8, 3));
     let near = |got: f32, want: f32| (got - want).abs() < 3.0 / 255.0;
-    for (x, want) in [
-        (3, [1.0, 0.0, 1.0]),
-        (12, [200.0 * 128.0 / 255.0 / 255.0; 3]),
-    ] {
+    for (x, want) in [(3, [1.0, 0.0, 1.0]), (12, [200.0 * 128.0 / 255.0 / 255.0; 3])] {
         for c in 0..3 {
-            assert!(
-                near(at(&img, c, x, 4), want[c]),
-                "x {x} c {c}: {}",
-                at(&img, c, x, 4)
-            );
+            assert!(near(at(&img, c, x, 4), want[c]), "x {x} c {c}: {}", at(&img, c, x, 4));
         }
     }
 }
@@ -377,29 +330,19 @@ fn io_format_is_sniffed_not_taken_from_the_extension() {
     std::fs::write(&p, &ppm).unwrap();
     let img = load_image(&p).unwrap();
     assert_eq!((img.width, img.height, img.channels), (3, 1, 3));
-    assert_eq!(
-        img.data,
-        [255.0, 0.0, 1.0, 0.0, 128.0, 2.0, 0.0, 0.0, 3.0].map(|v| v / 255.0)
-    );
+    assert_eq!(img.data, [255.0, 0.0, 1.0, 0.0, 128.0, 2.0, 0.0, 0.0, 3.0].map(|v| v / 255.0));
     // 16-bit PGM: big-endian samples over maxval 65535.
     let mut pgm = b"P5\n2 1\n65535\n".to_vec();
     pgm.extend_from_slice(&[0x12, 0x34, 0xFF, 0xFF]);
     let p = t.join("g.pgm");
     std::fs::write(&p, &pgm).unwrap();
-    assert_eq!(
-        load_image(&p).unwrap().data,
-        vec![0x1234 as f32 / 65535.0, 1.0]
-    );
+    assert_eq!(load_image(&p).unwrap().data, vec![0x1234 as f32 / 65535.0, 1.0]);
     // PNG content behind a .jpg name, and a file with no extension.
     let png = png_bytes(1, 1, ExtendedColorType::Rgb8, &[9, 8, 7]);
     for name in ["x.jpg", "noext", "U.PNG"] {
         let p = t.join(name);
         std::fs::write(&p, &png).unwrap();
-        assert_eq!(
-            load_image(&p).unwrap().data,
-            [9.0, 8.0, 7.0].map(|v| v / 255.0),
-            "{name}"
-        );
+        assert_eq!(load_image(&p).unwrap().data, [9.0, 8.0, 7.0].map(|v| v / 255.0), "{name}");
     }
 }
 
@@ -408,21 +351,9 @@ fn io_load_errors_name_the_file_and_the_problem() {
     let t = TempDir::new("errs");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.png", vec![], "empty"),
-        (
-            "text.png",
-            b"hello, not an image".to_vec(),
-            "not a recognised image",
-        ),
-        (
-            "anim.gif",
-            b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
-            "unsupported image format",
-        ),
-        (
-            "cut.png",
-            png_bytes(8, 8, ExtendedColorType::L8, &[7; 64])[..40].to_vec(),
-            "corrupt",
-        ),
+        ("text.png", b"hello, not an image".to_vec(), "not a recognised image"),
+        ("anim.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(), "unsupported image format"),
+        ("cut.png", png_bytes(8, 8, ExtendedColorType::L8, &[7; 64])[..40].to_vec(), "corrupt"),
         ("zero.ppm", b"P6\n0 4\n255\n".to_vec(), "zero.ppm"),
     ];
     for (name, bytes, needle) in cases {
@@ -438,13 +369,7 @@ fn io_load_errors_name_the_file_and_the_problem() {
 
 #[test]
 fn io_resize_keeps_constant_images_constant() {
-    for &(w, h, ow, oh) in &[
-        (7, 5, 3, 2),
-        (3, 2, 7, 5),
-        (10, 10, 10, 10),
-        (13, 4, 5, 9),
-        (1, 1, 4, 3),
-    ] {
+    for &(w, h, ow, oh) in &[(7, 5, 3, 2), (3, 2, 7, 5), (10, 10, 10, 10), (13, 4, 5, 9), (1, 1, 4, 3)] {
         let data = vec![0.37f32; 2 * w * h];
         for (name, out) in [
             ("area", resize_area(&data, w, h, ow, oh).unwrap()),
@@ -452,10 +377,7 @@ fn io_resize_keeps_constant_images_constant() {
             ("nearest", resize_nearest(&data, w, h, ow, oh).unwrap()),
         ] {
             assert_eq!(out.len(), 2 * ow * oh, "{name}");
-            assert!(
-                out.iter().all(|v| (v - 0.37).abs() < 1e-6),
-                "{name} {w}x{h}->{ow}x{oh}"
-            );
+            assert!(out.iter().all(|v| (v - 0.37).abs() < 1e-6), "{name} {w}x{h}->{ow}x{oh}");
         }
     }
 }
@@ -477,71 +399,41 @@ fn io_resize_area_integer_factor_is_block_mean() {
                 }
                 let want = sum / (fx * fy) as f64;
                 let got = out[c * ow * oh + oy * ow + ox] as f64;
-                assert!(
-                    (got - want).abs() < 1e-6,
-                    "c{c} ({ox},{oy}): {got} vs {want}"
-                );
+                assert!((got - want).abs() < 1e-6, "c{c} ({ox},{oy}): {got} vs {want}");
             }
         }
     }
     // Non-integer factor 3 -> 2: each output covers 1.5 inputs.
     let out = resize_area(&[0.0, 10.0, 20.0], 3, 1, 2, 1).unwrap();
-    assert!(
-        (out[0] - 5.0 / 1.5).abs() < 1e-5 && (out[1] - 25.0 / 1.5).abs() < 1e-5,
-        "{out:?}"
-    );
+    assert!((out[0] - 5.0 / 1.5).abs() < 1e-5 && (out[1] - 25.0 / 1.5).abs() < 1e-5, "{out:?}");
 }
 
 #[test]
 fn io_resize_bilinear_matches_hand_computed_values() {
     // F.interpolate(arange(4).view(1,1,2,2), size=4, mode="bilinear", align_corners=False).
     let out = resize_bilinear(&[0.0, 1.0, 2.0, 3.0], 2, 2, 4, 4).unwrap();
-    let want = [
-        0.0, 0.25, 0.75, 1.0, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2.0, 2.25, 2.75, 3.0,
-    ];
+    let want = [0.0, 0.25, 0.75, 1.0, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2.0, 2.25, 2.75, 3.0];
     for (g, w) in out.iter().zip(want) {
         assert!((g - w).abs() < 1e-6, "{out:?}");
     }
     // Shrinking without antialiasing: 4 -> 2 averages neighbours; 3 -> 2 samples at 0.25, 1.75.
-    assert_eq!(
-        resize_bilinear(&[0.0, 1.0, 2.0, 3.0], 4, 1, 2, 1).unwrap(),
-        vec![0.5, 2.5]
-    );
+    assert_eq!(resize_bilinear(&[0.0, 1.0, 2.0, 3.0], 4, 1, 2, 1).unwrap(), vec![0.5, 2.5]);
     let out = resize_bilinear(&[0.0, 10.0, 20.0], 3, 1, 2, 1).unwrap();
-    assert!(
-        (out[0] - 2.5).abs() < 1e-5 && (out[1] - 17.5).abs() < 1e-5,
-        "{out:?}"
-    );
+    assert!((out[0] - 2.5).abs() < 1e-5 && (out[1] - 17.5).abs() < 1e-5, "{out:?}");
     // The antialiased resize uses bilinear when growing.
     let x = [0.0, 1.0, 2.0, 3.0];
-    assert_eq!(
-        resize_area(&x, 2, 2, 4, 4).unwrap(),
-        resize_bilinear(&x, 2, 2, 4, 4).unwrap()
-    );
+    assert_eq!(resize_area(&x, 2, 2, 4, 4).unwrap(), resize_bilinear(&x, 2, 2, 4, 4).unwrap());
 }
 
 #[test]
 fn io_resize_nearest_samples_pixel_centres() {
-    assert_eq!(
-        resize_nearest(&[0.0, 1.0, 2.0, 3.0], 4, 1, 2, 1).unwrap(),
-        vec![1.0, 3.0]
-    );
-    assert_eq!(
-        resize_nearest(&[5.0, 6.0], 2, 1, 4, 1).unwrap(),
-        vec![5.0, 5.0, 6.0, 6.0]
-    );
+    assert_eq!(resize_nearest(&[0.0, 1.0, 2.0, 3.0], 4, 1, 2, 1).unwrap(), vec![1.0, 3.0]);
+    assert_eq!(resize_nearest(&[5.0, 6.0], 2, 1, 4, 1).unwrap(), vec![5.0, 5.0, 6.0, 6.0]);
     let mut rng = Rng(3);
-    let mask: Vec<f32> = (0..37 * 23)
-        .map(|_| (rng.uniform() > 0.0) as u8 as f32)
-        .collect();
+    let mask: Vec<f32> = (0..37 * 23).map(|_| (rng.uniform() > 0.0) as u8 as f32).collect();
     let out = resize_nearest(&mask, 37, 23, 512, 512).unwrap();
     assert!(out.iter().all(|&v| v == 0.0 || v == 1.0));
-    let img = percept::io::image::Image {
-        width: 4,
-        height: 1,
-        channels: 1,
-        data: vec![0.0, 1.0, 2.0, 3.0],
-    };
+    let img = percept::io::image::Image { width: 4, height: 1, channels: 1, data: vec![0.0, 1.0, 2.0, 3.0] };
     assert_eq!(img.resized_nearest(2, 1).unwrap().data, vec![1.0, 3.0]);
     assert_eq!(img.into_rgb().to_tensor().unwrap().shape, vec![3, 1, 4]);
     assert!(resize_area(&mask, 37, 23, 0, 5).is_err());
@@ -552,21 +444,14 @@ fn io_resize_nearest_samples_pixel_centres() {
 fn io_npy_header_bytes_match_numpy() {
     let bytes = encode_npy_f32(&[2, 3], &[0.0, 1.0, 2.0, 3.0, 4.0, -1.5]).unwrap();
     // np.save(f, np.zeros((2, 3), "<f4")) with numpy 2.4: a 128-byte header.
-    let mut want =
-        b"\x93NUMPY\x01\x00\x76\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"
-            .to_vec();
+    let mut want = b"\x93NUMPY\x01\x00\x76\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }".to_vec();
     want.resize(127, b' ');
     want.push(b'\n');
     assert_eq!(&bytes[..128], want.as_slice());
     assert_eq!(bytes.len(), 128 + 24);
     assert_eq!(&bytes[128 + 20..], &(-1.5f32).to_le_bytes());
     // Every header ends on a 64-byte boundary, with the newline last.
-    for shape in [
-        vec![],
-        vec![3],
-        vec![1, 384, 512],
-        vec![2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3],
-    ] {
+    for shape in [vec![], vec![3], vec![1, 384, 512], vec![2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3]] {
         let n: usize = shape.iter().product();
         let b = encode_npy_f32(&shape, &vec![0.5; n]).unwrap();
         let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
@@ -621,46 +506,22 @@ fn touch(p: &Path) {
 #[test]
 fn io_inputs_expand_dirs_and_globs() {
     let t = TempDir::new("inputs");
-    for n in [
-        "f10.png",
-        "f2.PNG",
-        "f1.jpeg",
-        "notes.txt",
-        ".hidden.png",
-        "g.ppm",
-        "sub/f3.png",
-    ] {
+    for n in ["f10.png", "f2.PNG", "f1.jpeg", "notes.txt", ".hidden.png", "g.ppm", "sub/f3.png"] {
         touch(&t.join(n));
     }
     let names = |v: Vec<PathBuf>| -> Vec<String> {
-        v.iter()
-            .map(|p| p.strip_prefix(&t.0).unwrap().to_string_lossy().into_owned())
-            .collect()
+        v.iter().map(|p| p.strip_prefix(&t.0).unwrap().to_string_lossy().into_owned()).collect()
     };
-    assert_eq!(
-        names(expand_input(&t.0).unwrap()),
-        ["f1.jpeg", "f2.PNG", "f10.png", "g.ppm"]
-    );
-    assert_eq!(
-        names(expand_input(&t.join("f*")).unwrap()),
-        ["f1.jpeg", "f2.PNG", "f10.png"]
-    );
-    assert_eq!(
-        names(expand_input(&t.join("f?.*")).unwrap()),
-        ["f1.jpeg", "f2.PNG"]
-    );
-    assert_eq!(
-        names(expand_input(&t.join("[fg][!1]*")).unwrap()),
-        ["f2.PNG", "g.ppm"]
-    );
+    assert_eq!(names(expand_input(&t.0).unwrap()), ["f1.jpeg", "f2.PNG", "f10.png", "g.ppm"]);
+    assert_eq!(names(expand_input(&t.join("f*")).unwrap()), ["f1.jpeg", "f2.PNG", "f10.png"]);
+    assert_eq!(names(expand_input(&t.join("f?.*")).unwrap()), ["f1.jpeg", "f2.PNG"]);
+    assert_eq!(names(expand_input(&t.join("[fg][!1]*")).unwrap()), ["f2.PNG", "g.ppm"]);
     // An explicit file is taken whatever its extension; arguments keep their order.
     let both = expand_inputs(&[t.join("notes.txt"), t.join("sub")]).unwrap();
     assert_eq!(names(both), ["notes.txt", "sub/f3.png"]);
-    for (arg, needle) in [
-        ("nope.png", "no such file"),
-        ("z*.png", "no image files match"),
-        ("*/f3.png", "file-name part"),
-    ] {
+    for (arg, needle) in
+        [("nope.png", "no such file"), ("z*.png", "no image files match"), ("*/f3.png", "file-name part")]
+    {
         let err = expand_input(&t.join(arg)).unwrap_err().to_string();
         assert!(err.contains(needle), "{arg}: {err}");
     }
@@ -682,32 +543,15 @@ fn io_glob_matcher_and_natural_order() {
 #[test]
 fn io_output_stems_keep_same_stem_inputs_apart() {
     let t = TempDir::new("stems");
-    let paths: Vec<PathBuf> = [
-        "run/a/x.png",
-        "run/b/x.png",
-        "run/b/y.png",
-        "run/c/z.png",
-        "run/c/z.jpg",
-    ]
-    .iter()
-    .map(|p| t.join(p))
-    .collect();
+    let paths: Vec<PathBuf> =
+        ["run/a/x.png", "run/b/x.png", "run/b/y.png", "run/c/z.png", "run/c/z.jpg"].iter().map(|p| t.join(p)).collect();
     let stems = output_stems(&paths);
-    let s: Vec<String> = stems
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let s: Vec<String> = stems.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     assert_eq!(s, ["a/x", "b/x", "y", "z.png", "z.jpg"]);
     let twice = output_stems(&[t.join("q.png"), t.join("q.png")]);
     assert_ne!(twice[0], twice[1]);
-    assert_eq!(
-        output_stem(&t.join("run/a/x.png"), &t.join("run")),
-        PathBuf::from("a/x")
-    );
-    assert_eq!(
-        output_stem(Path::new("/elsewhere/x.png"), &t.join("run")),
-        PathBuf::from("x")
-    );
+    assert_eq!(output_stem(&t.join("run/a/x.png"), &t.join("run")), PathBuf::from("a/x"));
+    assert_eq!(output_stem(Path::new("/elsewhere/x.png"), &t.join("run")), PathBuf::from("x"));
 }
 
 #[test]
@@ -723,58 +567,26 @@ fn io_flow_frames_and_segment_masks_pair_up() {
     assert_eq!(
         chairs.pairs,
         vec![
-            (
-                PathBuf::from("d/00006_img1.ppm"),
-                PathBuf::from("d/00006_img2.ppm")
-            ),
-            (
-                PathBuf::from("d/00018_img1.ppm"),
-                PathBuf::from("d/00018_img2.ppm")
-            ),
+            (PathBuf::from("d/00006_img1.ppm"), PathBuf::from("d/00006_img2.ppm")),
+            (PathBuf::from("d/00018_img1.ppm"), PathBuf::from("d/00018_img2.ppm")),
         ]
     );
     assert_eq!(chairs.unpaired, p(&["d/00043_img1.ppm"]));
     let seq = pair_flow_frames(&p(&["f10.png", "f2.png", "f1.png"]));
-    assert_eq!(
-        seq.pairs,
-        vec![
-            ("f1.png".into(), "f2.png".into()),
-            ("f2.png".into(), "f10.png".into())
-        ]
-    );
-    assert_eq!(
-        pair_flow_frames(&p(&["only.png"])).unpaired,
-        p(&["only.png"])
-    );
+    assert_eq!(seq.pairs, vec![("f1.png".into(), "f2.png".into()), ("f2.png".into(), "f10.png".into())]);
+    assert_eq!(pair_flow_frames(&p(&["only.png"])).unpaired, p(&["only.png"]));
 
-    let images = p(&[
-        "o/10000015_occlusion.png",
-        "o/1000011_occlusion.png",
-        "o/77_occlusion.png",
-    ]);
-    let masks = p(&[
-        "m/1000011_visible_mask.png",
-        "m/10000015_visible_mask.png",
-        "m/5_visible_mask.png",
-    ]);
+    let images = p(&["o/10000015_occlusion.png", "o/1000011_occlusion.png", "o/77_occlusion.png"]);
+    let masks = p(&["m/1000011_visible_mask.png", "m/10000015_visible_mask.png", "m/5_visible_mask.png"]);
     let seg = pair_segment(&images, &masks);
     assert_eq!(
         seg.pairs,
         vec![
-            (
-                "o/10000015_occlusion.png".into(),
-                "m/10000015_visible_mask.png".into()
-            ),
-            (
-                "o/1000011_occlusion.png".into(),
-                "m/1000011_visible_mask.png".into()
-            ),
+            ("o/10000015_occlusion.png".into(), "m/10000015_visible_mask.png".into()),
+            ("o/1000011_occlusion.png".into(), "m/1000011_visible_mask.png".into()),
         ]
     );
-    assert_eq!(
-        seg.unpaired,
-        p(&["o/77_occlusion.png", "m/5_visible_mask.png"])
-    );
+    assert_eq!(seg.unpaired, p(&["o/77_occlusion.png", "m/5_visible_mask.png"]));
 }
 
 /// CRC-32 (IEEE), bit by bit: enough for a few thousand small chunks.
@@ -783,11 +595,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -810,12 +618,7 @@ fn fix_png_crcs(b: &mut [u8]) {
 
 /// Mutate `seed` `n` times (truncations, bit flips biased to the header, byte stomps) and run
 /// `decode` on each; returns how many decoded without error. A panic fails the test.
-fn mutate_and_decode(
-    seed: &[u8],
-    n: usize,
-    rng: &mut Rng,
-    decode: impl Fn(&[u8]) -> bool,
-) -> usize {
+fn mutate_and_decode(seed: &[u8], n: usize, rng: &mut Rng, decode: impl Fn(&[u8]) -> bool) -> usize {
     let mut ok = 0;
     for i in 0..n {
         let mut b = seed.to_vec();
@@ -855,9 +658,7 @@ fn mutate_and_decode(
 fn io_decoders_survive_mutated_seed_files() {
     let Some(seed) = seed_data_dir() else { return };
     let toy = seed.join("toy_data");
-    let png =
-        std::fs::read(toy.join("Pix2Gestalt_small/visible_object_mask/10000015_visible_mask.png"))
-            .unwrap();
+    let png = std::fs::read(toy.join("Pix2Gestalt_small/visible_object_mask/10000015_visible_mask.png")).unwrap();
     let ppm = std::fs::read(toy.join("FlyingChairs_small/data/00006_img1.ppm")).unwrap();
     let flo = std::fs::read(toy.join("FlyingChairs_small/data/00006_flow.flo")).unwrap();
     // No JPEG in the seed data: encode a seed picture, with an EXIF block to mutate as well.
@@ -884,10 +685,7 @@ fn io_decoders_survive_mutated_seed_files() {
     for (name, bytes) in [("png", &png), ("jpeg", &jpeg), ("ppm", &ppm)] {
         assert!(image_ok(bytes), "{name} seed must decode");
         let ok = mutate_and_decode(bytes, 1000, &mut rng, image_ok);
-        assert!(
-            ok < 1000,
-            "{name}: every mutation decoded, so nothing was really mutated"
-        );
+        assert!(ok < 1000, "{name}: every mutation decoded, so nothing was really mutated");
         eprintln!("{name}: {ok}/1000 mutants decoded, the rest refused");
     }
     let flo_ok = |b: &[u8]| percept::io::flo::parse_flo(b).is_ok();

@@ -1,10 +1,10 @@
 //! All integration tests in one binary (one link step).
+mod data;
 mod ddim;
 mod fixtures;
+mod io;
 mod ops;
+mod postprocess;
+mod pt;
 mod support;
 mod toydata;
-mod postprocess;
-mod data;
-mod io;
-mod pt;

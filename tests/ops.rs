@@ -158,17 +158,15 @@ fn moe_routes_top_k_and_combines_unnormalised_weights() {
     for (n, d, f, e, k) in [(13, 8, 12, 5, 2), (4, 6, 4, 3, 1), (9, 4, 6, 4, 3)] {
         let x = t(&[n, d], &mut rng);
         let gate = rng.vec(e * d);
-        let (w1, b1, w2, b2): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) =
-            (0..e).map(|_| (rng.vec(f * d), rng.vec(f), rng.vec(d * f), rng.vec(d))).fold(
-                (vec![], vec![], vec![], vec![]),
-                |mut acc, (a, b, c, dd)| {
-                    acc.0.push(a);
-                    acc.1.push(b);
-                    acc.2.push(c);
-                    acc.3.push(dd);
-                    acc
-                },
-            );
+        let (w1, b1, w2, b2): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = (0..e)
+            .map(|_| (rng.vec(f * d), rng.vec(f), rng.vec(d * f), rng.vec(d)))
+            .fold((vec![], vec![], vec![], vec![]), |mut acc, (a, b, c, dd)| {
+                acc.0.push(a);
+                acc.1.push(b);
+                acc.2.push(c);
+                acc.3.push(dd);
+                acc
+            });
         let wts = MoeWeights {
             gate: be.weight("gate", &raw(&[e, d], gate.clone())).unwrap(),
             fc1_w: w1.iter().map(|v| be.weight("", &raw(&[f, d], v.clone())).unwrap()).collect(),
@@ -219,11 +217,14 @@ fn linear_with_fused_activations() {
         let got = be.linear(&x, &w, Some(&b), act).unwrap();
         let want: Vec<f32> = (0..m * n)
             .map(|i| {
-                let v = bv[i % n] as f64 + (0..k).map(|j| x.data[(i / n) * k + j] as f64 * wv[(i % n) * k + j] as f64).sum::<f64>();
+                let v = bv[i % n] as f64
+                    + (0..k).map(|j| x.data[(i / n) * k + j] as f64 * wv[(i % n) * k + j] as f64).sum::<f64>();
                 (match act {
                     Act::None => v,
                     Act::Silu => v / (1.0 + (-v).exp()),
-                    Act::GeluTanh => 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh()),
+                    Act::GeluTanh => {
+                        0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+                    }
                 }) as f32
             })
             .collect();

@@ -18,11 +18,7 @@ fn postprocess_fixture_every_output_passes() {
     for c in &checks {
         println!("{}", c.line());
     }
-    let failed: Vec<_> = checks
-        .iter()
-        .filter(|c| c.pass == Some(false))
-        .map(|c| c.line())
-        .collect();
+    let failed: Vec<_> = checks.iter().filter(|c| c.pass == Some(false)).map(|c| c.line()).collect();
     assert!(failed.is_empty(), "failed:\n{}", failed.join("\n"));
 }
 
@@ -34,32 +30,12 @@ fn postprocess_deterministic_ensemble_parts_are_tight() {
     let checks = verify_postprocess(&fx, "f32").unwrap();
     let err = |name: &str| checks.iter().find(|c| c.output == name).unwrap().error;
     assert_eq!(err("ens_depth_small"), 0.0);
-    assert!(
-        err("ens_param_init") == 0.0,
-        "init params differ: {}",
-        err("ens_param_init")
-    );
-    assert!(
-        err("ens_eval_costs") < 1e-6,
-        "cost: {}",
-        err("ens_eval_costs")
-    );
-    assert!(
-        err("ens_depth_noopt") < 1e-6,
-        "noopt depth: {}",
-        err("ens_depth_noopt")
-    );
-    assert!(
-        err("ens_uncertainty_noopt") < 1e-6,
-        "noopt uncertainty: {}",
-        err("ens_uncertainty_noopt")
-    );
+    assert!(err("ens_param_init") == 0.0, "init params differ: {}", err("ens_param_init"));
+    assert!(err("ens_eval_costs") < 1e-6, "cost: {}", err("ens_eval_costs"));
+    assert!(err("ens_depth_noopt") < 1e-6, "noopt depth: {}", err("ens_depth_noopt"));
+    assert!(err("ens_uncertainty_noopt") < 1e-6, "noopt uncertainty: {}", err("ens_uncertainty_noopt"));
     assert!(err("spectral_lut") < 1e-7, "lut: {}", err("spectral_lut"));
-    assert!(
-        err("depth_color") == 0.0,
-        "depth colours: {}",
-        err("depth_color")
-    );
+    assert!(err("depth_color") == 0.0, "depth colours: {}", err("depth_color"));
 }
 
 #[test]
@@ -69,11 +45,7 @@ fn postprocess_bfgs_first_gradient_points_match_scipy() {
     let Some(dir) = fixtures_dir() else { return };
     let fx = Fixture::load(&dir, "postprocess").unwrap();
     let ens = fx.tensor("depth_ens").unwrap();
-    let opts = EnsembleOptions {
-        max_res: Some(50),
-        max_iter: 2,
-        ..EnsembleOptions::default()
-    };
+    let opts = EnsembleOptions { max_res: Some(50), max_iter: 2, ..EnsembleOptions::default() };
     let out = ensemble_depth(&ens.data, 5, 64, 64, &opts).unwrap();
     let want = fx.tensor("ens_eval_params").unwrap().data;
     for (i, (p, _)) in out.search.evaluations.iter().take(11).enumerate() {
@@ -91,14 +63,9 @@ fn postprocess_ensemble_of_affine_copies_recovers_the_shape() {
     let mut rng = Rng(3);
     let base: Vec<f32> = rng.vec(h * w);
     let affine = [(1.0f32, 0.0f32), (2.0, 0.5), (0.5, -0.3)];
-    let members: Vec<f32> = affine
-        .iter()
-        .flat_map(|&(s, t)| base.iter().map(move |&b| b * s + t))
-        .collect();
+    let members: Vec<f32> = affine.iter().flat_map(|&(s, t)| base.iter().map(move |&b| b * s + t)).collect();
     let out = ensemble_depth(&members, 3, h, w, &EnsembleOptions::default()).unwrap();
-    let (lo, hi) = base
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(l, u), &v| (l.min(v), u.max(v)));
+    let (lo, hi) = base.iter().fold((f32::MAX, f32::MIN), |(l, u), &v| (l.min(v), u.max(v)));
     for (d, b) in out.depth.iter().zip(&base) {
         assert!((d - (b - lo) / (hi - lo)).abs() < 1e-5);
     }
@@ -115,10 +82,7 @@ fn postprocess_resize_nearest_exact_and_max_res() {
     let src: Vec<f32> = (0..16).map(|v| v as f32).collect();
     assert_eq!(resize_nearest_exact(&src, 4, 4, 4, 4), src);
     // nearest-exact samples pixel centres: (0 + 0.5) * 2 -> source 1
-    assert_eq!(
-        resize_nearest_exact(&src, 4, 4, 2, 2),
-        vec![5.0, 7.0, 13.0, 15.0]
-    );
+    assert_eq!(resize_nearest_exact(&src, 4, 4, 2, 2), vec![5.0, 7.0, 13.0, 15.0]);
     // no resize when already small enough
     let (stack, nh, nw) = alignment_stack(&src, 1, 4, 4, Some(50));
     assert_eq!((stack, nh, nw), (src.clone(), 4, 4));
@@ -174,10 +138,7 @@ fn postprocess_depth_metrics_formulas() {
 
 #[test]
 fn postprocess_iou_psnr_and_amodal_mask() {
-    assert_eq!(
-        mask_iou(&[true, true, false, false], &[true, false, true, false]).unwrap(),
-        1.0 / 3.0
-    );
+    assert_eq!(mask_iou(&[true, true, false, false], &[true, false, true, false]).unwrap(), 1.0 / 3.0);
     assert_eq!(mask_iou(&[false; 3], &[false; 3]).unwrap(), 1.0);
     let a = [0.0f32, 0.5, 1.0, 0.25];
     let b = [0.1f32, 0.5, 1.0, 0.25];
@@ -198,23 +159,12 @@ fn postprocess_flow_colours() {
     assert_eq!(px(0), [0.9, 0.9, 0.9]);
     // u = 1, v = 0: angle 0, hue 0.5 -> cyan-ish (r = 0 after saturation 1)
     let [r, g, b] = px(1);
-    assert!(
-        r.abs() < 1e-6 && (g - 0.9).abs() < 1e-6 && (b - 0.9).abs() < 1e-6,
-        "{:?}",
-        px(1)
-    );
+    assert!(r.abs() < 1e-6 && (g - 0.9).abs() < 1e-6 && (b - 0.9).abs() < 1e-6, "{:?}", px(1));
     // u = -1, v = 0: angle pi, hue 1 -> red
     let [r, g, b] = px(3);
-    assert!(
-        (r - 0.9).abs() < 1e-6 && g.abs() < 1e-6 && b.abs() < 1e-6,
-        "{:?}",
-        px(3)
-    );
+    assert!((r - 0.9).abs() < 1e-6 && g.abs() < 1e-6 && b.abs() < 1e-6, "{:?}", px(3));
     // an all-zero field is grey everywhere, not NaN
-    assert!(flow_to_color(&[0.0; 3], &[0.0; 3])
-        .unwrap()
-        .iter()
-        .all(|&x| x == 0.9));
+    assert!(flow_to_color(&[0.0; 3], &[0.0; 3]).unwrap().iter().all(|&x| x == 0.9));
     assert!(flow_to_color(&[0.0; 3], &[0.0; 2]).is_err());
 }
 

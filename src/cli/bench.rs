@@ -50,12 +50,20 @@ pub fn run(json_path: Option<&std::path::Path>, reps: usize, only: &[String]) ->
         let z = be.upload(&lat)?;
         if want("vae_encode") {
             let ms = time_ms(reps, || vae.encode(&be, &x, None).map(|_| ()).map_err(Into::into))?;
-            rows.push(Row { name: "cpu/vae_encode/512x512/b1".into(), ms, flops: vae_encode_flops(&vae_cfg, 512, 512) });
+            rows.push(Row {
+                name: "cpu/vae_encode/512x512/b1".into(),
+                ms,
+                flops: vae_encode_flops(&vae_cfg, 512, 512),
+            });
             report(rows.last().unwrap());
         }
         if want("vae_decode") {
             let ms = time_ms(reps, || vae.decode(&be, &z, None).map(|_| ()).map_err(Into::into))?;
-            rows.push(Row { name: "cpu/vae_decode/512x512/b1".into(), ms, flops: vae_decode_flops(&vae_cfg, 512, 512) });
+            rows.push(Row {
+                name: "cpu/vae_decode/512x512/b1".into(),
+                ms,
+                flops: vae_decode_flops(&vae_cfg, 512, 512),
+            });
             report(rows.last().unwrap());
         }
     }

@@ -75,7 +75,14 @@ fn outputs_for(task: TaskKind, stem: &Path, out: &Path, ensemble: usize) -> Vec<
 }
 
 /// Run a task over its command-line inputs. Returns false if any input failed.
-pub fn run(task: TaskKind, args: &[PathBuf], model: &ModelArgs, sample: &SampleOptions, out: &Path, batch: usize) -> Result<bool> {
+pub fn run(
+    task: TaskKind,
+    args: &[PathBuf],
+    model: &ModelArgs,
+    sample: &SampleOptions,
+    out: &Path,
+    batch: usize,
+) -> Result<bool> {
     if args.is_empty() {
         bail!("no inputs given");
     }
@@ -188,7 +195,16 @@ fn load_job(task: TaskKind, job: &Job, res: usize) -> Result<(Request, (usize, u
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_outputs(task: TaskKind, pred: &Prediction, stem: &Path, out: &Path, res: usize, w: usize, h: usize, k: usize) -> Result<()> {
+fn write_outputs(
+    task: TaskKind,
+    pred: &Prediction,
+    stem: &Path,
+    out: &Path,
+    res: usize,
+    w: usize,
+    h: usize,
+    k: usize,
+) -> Result<()> {
     let paths = outputs_for(task, stem, out, k);
     let back = |plane: &[f32]| resize_bilinear(plane, res, res, w, h);
     match pred {

@@ -78,13 +78,8 @@ fn read_split(path: &Path) -> Result<Vec<u32>> {
         .enumerate()
         .filter(|(_, l)| !l.is_empty())
         .map(|(i, l)| {
-            l.parse::<u32>().map_err(|_| {
-                Error::Input(format!(
-                    "{}:{}: expected 1 or 2, found {l:?}",
-                    path.display(),
-                    i + 1
-                ))
-            })
+            l.parse::<u32>()
+                .map_err(|_| Error::Input(format!("{}:{}: expected 1 or 2, found {l:?}", path.display(), i + 1)))
         })
         .collect()
 }

@@ -45,13 +45,8 @@ fn by_id(dir: &Path, sub: &str) -> Result<HashMap<String, Option<PathBuf>>> {
         )));
     }
     let mut map: HashMap<String, Option<PathBuf>> = HashMap::new();
-    for p in entries(&folder)?
-        .into_iter()
-        .filter(|p| p.is_file() && has_image_extension(p))
-    {
-        map.entry(segment_key(&p))
-            .and_modify(|e| *e = None)
-            .or_insert(Some(p));
+    for p in entries(&folder)?.into_iter().filter(|p| p.is_file() && has_image_extension(p)) {
+        map.entry(segment_key(&p)).and_modify(|e| *e = None).or_insert(Some(p));
     }
     Ok(map)
 }
@@ -66,27 +61,15 @@ pub fn list(dir: &Path) -> Result<(Vec<GestaltSample>, usize)> {
     let occ_ids = by_id(dir, OCCLUSION)?;
     let mut samples = Vec::new();
     let mut skipped = 0;
-    for p in entries(&occ)?
-        .into_iter()
-        .filter(|p| p.is_file() && has_image_extension(p))
-    {
+    for p in entries(&occ)?.into_iter().filter(|p| p.is_file() && has_image_extension(p)) {
         let id = segment_key(&p);
         let get = |m: &HashMap<String, Option<PathBuf>>| m.get(&id).cloned().flatten();
         match (get(&occ_ids), get(&visible), get(&whole), get(&whole_mask)) {
             (Some(occlusion), Some(visible_mask), Some(whole), Some(whole_mask)) => {
-                samples.push(GestaltSample {
-                    name: id,
-                    occlusion,
-                    visible_mask,
-                    whole,
-                    whole_mask,
-                })
+                samples.push(GestaltSample { name: id, occlusion, visible_mask, whole, whole_mask })
             }
             _ => {
-                log::debug!(
-                    "pix2gestalt: skipping {}: a partner file is absent or ambiguous",
-                    p.display()
-                );
+                log::debug!("pix2gestalt: skipping {}: a partner file is absent or ambiguous", p.display());
                 skipped += 1;
             }
         }
@@ -104,10 +87,7 @@ pub fn load(sample: &GestaltSample) -> Result<GestaltData> {
     };
     let size = |i: &Image| (i.width, i.height);
     let s = size(&d.occlusion);
-    if [&d.visible_mask, &d.whole, &d.whole_mask]
-        .iter()
-        .any(|i| size(i) != s)
-    {
+    if [&d.visible_mask, &d.whole, &d.whole_mask].iter().any(|i| size(i) != s) {
         return Err(Error::Input(format!(
             "pix2gestalt sample {}: sizes differ: occlusion {:?}, visible mask {:?}, whole {:?}, whole mask {:?}",
             sample.name,

@@ -34,9 +34,7 @@ fn is_scene(p: &Path) -> bool {
 }
 
 fn has_scenes(dir: &Path) -> bool {
-    entries(dir)
-        .map(|e| e.iter().any(|p| is_scene(p)))
-        .unwrap_or(false)
+    entries(dir).map(|e| e.iter().any(|p| is_scene(p))).unwrap_or(false)
 }
 
 /// The folder the scene folders are in: `dir`, or `dir/val` when only that holds them (the
@@ -69,10 +67,7 @@ fn sample_name(rel_rgb: &str) -> String {
 /// whose files are both present and how many were skipped for absent files.
 pub fn list(dir: &Path, list: Option<&Path>) -> Result<(Vec<HypersimSample>, usize)> {
     if !dir.is_dir() {
-        return Err(Error::Input(format!(
-            "{}: Hypersim data folder not found",
-            dir.display()
-        )));
+        return Err(Error::Input(format!("{}: Hypersim data folder not found", dir.display())));
     }
     let pairs = match list {
         Some(l) => read_list(l)?,
@@ -91,11 +86,7 @@ pub fn list(dir: &Path, list: Option<&Path>) -> Result<(Vec<HypersimSample>, usi
     for (rgb, depth) in pairs {
         let (rgb_path, depth_path) = (root.join(&rgb), root.join(&depth));
         if rgb_path.is_file() && depth_path.is_file() {
-            samples.push(HypersimSample {
-                name: sample_name(&rgb),
-                rgb: rgb_path,
-                depth: depth_path,
-            });
+            samples.push(HypersimSample { name: sample_name(&rgb), rgb: rgb_path, depth: depth_path });
         } else {
             log::debug!("hypersim: skipping {rgb} {depth}: file absent");
             skipped += 1;
@@ -142,10 +133,7 @@ fn scan(root: &Path) -> Result<Vec<(String, String)>> {
             let name = file_name(&f);
             let is_png = f.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
             if let (Some(view), true) = (name.strip_prefix("rgb_"), is_png) {
-                pairs.push((
-                    format!("{scene_name}/{name}"),
-                    format!("{scene_name}/depth_plane_{view}"),
-                ));
+                pairs.push((format!("{scene_name}/{name}"), format!("{scene_name}/depth_plane_{view}")));
             }
         }
     }
@@ -156,16 +144,8 @@ fn scan(root: &Path) -> Result<Vec<(String, String)>> {
 pub fn load_depth(path: &Path) -> Result<DepthGt> {
     let (width, height, mm) = load_gray16(path)?;
     let depth: Vec<f32> = mm.iter().map(|&v| v as f32 / 1000.0).collect();
-    let valid = depth
-        .iter()
-        .map(|&d| d > MIN_DEPTH_M && d < MAX_DEPTH_M)
-        .collect();
-    Ok(DepthGt {
-        width,
-        height,
-        depth,
-        valid,
-    })
+    let valid = depth.iter().map(|&d| d > MIN_DEPTH_M && d < MAX_DEPTH_M).collect();
+    Ok(DepthGt { width, height, depth, valid })
 }
 
 /// Load a sample: the RGB image (3 channels in [0, 1]) and its depth, checked to be the same size.

@@ -31,15 +31,9 @@ fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned()
+    p.file_name().unwrap_or_default().to_string_lossy().into_owned()
 }
 
 fn file_stem(p: &Path) -> String {
-    p.file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned()
+    p.file_stem().unwrap_or_default().to_string_lossy().into_owned()
 }

@@ -48,41 +48,24 @@ impl Image {
         for _ in 0..3 {
             data.extend_from_slice(&self.data);
         }
-        Image {
-            channels: 3,
-            data,
-            ..self
-        }
+        Image { channels: 3, data, ..self }
     }
 
     /// Antialiased resize to `width` x `height` (area filter down, bilinear up): pictures.
     pub fn resized_area(&self, width: usize, height: usize) -> Result<Image> {
         let data = resize_area(&self.data, self.width, self.height, width, height)?;
-        Ok(Image {
-            width,
-            height,
-            channels: self.channels,
-            data,
-        })
+        Ok(Image { width, height, channels: self.channels, data })
     }
 
     /// Nearest-neighbour resize to `width` x `height`: masks keep their values.
     pub fn resized_nearest(&self, width: usize, height: usize) -> Result<Image> {
         let data = resize_nearest(&self.data, self.width, self.height, width, height)?;
-        Ok(Image {
-            width,
-            height,
-            channels: self.channels,
-            data,
-        })
+        Ok(Image { width, height, channels: self.channels, data })
     }
 
     /// The planes as a `[channels, height, width]` tensor.
     pub fn to_tensor(&self) -> Result<crate::tensor::Tensor> {
-        crate::tensor::Tensor::new(
-            vec![self.channels, self.height, self.width],
-            self.data.clone(),
-        )
+        crate::tensor::Tensor::new(vec![self.channels, self.height, self.width], self.data.clone())
     }
 }
 
@@ -135,10 +118,7 @@ pub fn load_gray16(path: &Path) -> Result<(usize, usize, Vec<u16>)> {
             let (w, h) = (buf.width() as usize, buf.height() as usize);
             Ok((w, h, buf.into_raw()))
         }
-        other => Err(Error::Input(format!(
-            "{name}: expected a 16-bit grayscale PNG, found {:?}",
-            other.color()
-        ))),
+        other => Err(Error::Input(format!("{name}: expected a 16-bit grayscale PNG, found {:?}", other.color()))),
     }
 }
 
@@ -147,29 +127,18 @@ fn decode_dynamic(name: &str, bytes: &[u8]) -> Result<DynamicImage> {
         return Err(Error::Input(format!("{name}: empty file, not an image")));
     }
     let input = |msg: String| Error::Input(format!("{name}: {msg}"));
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| input(format!("cannot read: {e}")))?;
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| input(format!("cannot read: {e}")))?;
     let format = match reader.format() {
         Some(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Pnm)) => f,
-        Some(f) => {
-            return Err(input(format!(
-                "unsupported image format {f:?}; expected PNG, JPEG or PPM/PGM"
-            )))
-        }
-        None => {
-            return Err(input(
-                "not a recognised image (expected PNG, JPEG or PPM/PGM content)".into(),
-            ))
-        }
+        Some(f) => return Err(input(format!("unsupported image format {f:?}; expected PNG, JPEG or PPM/PGM"))),
+        None => return Err(input("not a recognised image (expected PNG, JPEG or PPM/PGM content)".into())),
     };
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     let fmt = format!("{format:?}").to_uppercase();
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| input(format!("corrupt or unsupported {fmt}: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| input(format!("corrupt or unsupported {fmt}: {e}")))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(input(format!("image has zero size ({w}x{h})")));
@@ -182,11 +151,8 @@ fn decode_dynamic(name: &str, bytes: &[u8]) -> Result<DynamicImage> {
         )));
     }
     // A damaged EXIF block is not worth refusing a readable picture for.
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder)
-        .map_err(|e| input(format!("corrupt or truncated {fmt}: {e}")))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| input(format!("corrupt or truncated {fmt}: {e}")))?;
     img.apply_orientation(orientation);
     Ok(img)
 }
@@ -241,30 +207,14 @@ fn to_planes(img: &DynamicImage, target: Target) -> Image {
                 data[c * n + p] = over(rgb[c]);
             }
         } else {
-            let l = if has_color {
-                0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-            } else {
-                rgb[0]
-            };
+            let l = if has_color { 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] } else { rgb[0] };
             data[p] = over(l);
         }
     }
-    Image {
-        width: w,
-        height: h,
-        channels: out_c,
-        data,
-    }
+    Image { width: w, height: h, channels: out_c, data }
 }
 
-fn check_len(
-    path: &Path,
-    what: &str,
-    len: usize,
-    width: usize,
-    height: usize,
-    channels: usize,
-) -> Result<()> {
+fn check_len(path: &Path, what: &str, len: usize, width: usize, height: usize, channels: usize) -> Result<()> {
     if width == 0 || height == 0 || len != channels * width * height {
         return Err(Error::Shape(format!(
             "{}: {what} {width}x{height} with {channels} channel(s) needs {} values, got {len}",
@@ -273,10 +223,7 @@ fn check_len(
         )));
     }
     if width > u32::MAX as usize || height > u32::MAX as usize {
-        return Err(Error::Shape(format!(
-            "{}: {width}x{height} is too large for PNG",
-            path.display()
-        )));
+        return Err(Error::Shape(format!("{}: {width}x{height} is too large for PNG", path.display())));
     }
     Ok(())
 }
@@ -290,13 +237,7 @@ fn to_u16(v: f32) -> u16 {
     (v.clamp(0.0, 1.0) * 65535.0).round() as u16
 }
 
-fn write_png(
-    path: &Path,
-    width: usize,
-    height: usize,
-    color: image::ExtendedColorType,
-    buf: &[u8],
-) -> Result<()> {
+fn write_png(path: &Path, width: usize, height: usize, color: image::ExtendedColorType, buf: &[u8]) -> Result<()> {
     use image::ImageEncoder;
     let mut encoded = Vec::new();
     image::codecs::png::PngEncoder::new(&mut encoded)
@@ -329,9 +270,6 @@ pub fn save_png_gray8(path: &Path, width: usize, height: usize, plane: &[f32]) -
 pub fn save_png_gray16(path: &Path, width: usize, height: usize, plane: &[f32]) -> Result<()> {
     check_len(path, "16-bit image", plane.len(), width, height, 1)?;
     // The encoder takes native-endian samples and writes PNG's big-endian.
-    let buf: Vec<u8> = plane
-        .iter()
-        .flat_map(|&v| to_u16(v).to_ne_bytes())
-        .collect();
+    let buf: Vec<u8> = plane.iter().flat_map(|&v| to_u16(v).to_ne_bytes()).collect();
     write_png(path, width, height, image::ExtendedColorType::L16, &buf)
 }

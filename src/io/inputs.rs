@@ -49,55 +49,25 @@ pub fn expand_input(arg: &Path) -> Result<Vec<PathBuf>> {
     let name = arg.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if !has_glob_chars(name) {
         if has_glob_chars(&arg.to_string_lossy()) {
-            return Err(Error::Input(format!(
-                "{}: wildcards are supported in the file-name part only",
-                arg.display()
-            )));
+            return Err(Error::Input(format!("{}: wildcards are supported in the file-name part only", arg.display())));
         }
-        return Err(Error::Input(format!(
-            "{}: no such file or directory",
-            arg.display()
-        )));
+        return Err(Error::Input(format!("{}: no such file or directory", arg.display())));
     }
-    let parent = arg
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = arg.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if has_glob_chars(&parent.to_string_lossy()) {
-        return Err(Error::Input(format!(
-            "{}: wildcards are supported in the file-name part only",
-            arg.display()
-        )));
+        return Err(Error::Input(format!("{}: wildcards are supported in the file-name part only", arg.display())));
     }
     if !parent.is_dir() {
-        return Err(Error::Input(format!(
-            "{}: no such directory {}",
-            arg.display(),
-            parent.display()
-        )));
+        return Err(Error::Input(format!("{}: no such directory {}", arg.display(), parent.display())));
     }
     let explicit_hidden = name.starts_with('.');
-    let files = list_dir(parent, |n| {
-        (explicit_hidden || !n.starts_with('.')) && glob_match(name, n)
-    })?;
+    let files = list_dir(parent, |n| (explicit_hidden || !n.starts_with('.')) && glob_match(name, n))?;
     if files.is_empty() {
-        return Err(Error::Input(format!(
-            "{}: no image files match",
-            arg.display()
-        )));
+        return Err(Error::Input(format!("{}: no image files match", arg.display())));
     }
     // Keep the pattern's own spelling of the directory (no "./" prefix when it had none).
     let rebase = arg.parent().is_some_and(|p| p.as_os_str().is_empty());
-    Ok(files
-        .into_iter()
-        .map(|f| {
-            if rebase {
-                PathBuf::from(f.file_name().unwrap_or_default())
-            } else {
-                f
-            }
-        })
-        .collect())
+    Ok(files.into_iter().map(|f| if rebase { PathBuf::from(f.file_name().unwrap_or_default()) } else { f }).collect())
 }
 
 /// Expand every argument in order (each directory or glob sorted within itself).
@@ -249,9 +219,7 @@ fn match_class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
 /// (`base/a/x.png` -> `a/x`, then `a/x_depth.png`). A path outside `base` keeps its file stem.
 pub fn output_stem(path: &Path, base: &Path) -> PathBuf {
     let abs = normalize(path);
-    let rel = abs
-        .strip_prefix(normalize(base))
-        .unwrap_or_else(|_| Path::new(""));
+    let rel = abs.strip_prefix(normalize(base)).unwrap_or_else(|_| Path::new(""));
     let stem = path.file_stem().unwrap_or_default();
     match rel.parent() {
         Some(dir) if rel.file_name().is_some() => dir.join(stem),
@@ -264,10 +232,7 @@ pub fn output_stem(path: &Path, base: &Path) -> PathBuf {
 /// directory, other extension) keep their extension in the stem, and a file listed twice gets
 /// `_2`, `_3`, ... so no output is overwritten by another input's.
 pub fn output_stems(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut stems: Vec<PathBuf> = paths
-        .iter()
-        .map(|p| PathBuf::from(p.file_stem().unwrap_or_default()))
-        .collect();
+    let mut stems: Vec<PathBuf> = paths.iter().map(|p| PathBuf::from(p.file_stem().unwrap_or_default())).collect();
     for group in duplicate_groups(&stems) {
         let members: Vec<PathBuf> = group.iter().map(|&i| normalize(&paths[i])).collect();
         let base = common_dir(&members);
@@ -283,11 +248,7 @@ pub fn output_stems(paths: &[PathBuf]) -> Vec<PathBuf> {
     }
     for group in duplicate_groups(&stems) {
         for (k, &i) in group.iter().enumerate().skip(1) {
-            let name = format!(
-                "{}_{}",
-                stems[i].file_name().unwrap_or_default().to_string_lossy(),
-                k + 1
-            );
+            let name = format!("{}_{}", stems[i].file_name().unwrap_or_default().to_string_lossy(), k + 1);
             stems[i] = stems[i].with_file_name(name);
         }
     }
@@ -312,12 +273,7 @@ fn common_dir(paths: &[PathBuf]) -> PathBuf {
         let dir = p.parent().unwrap_or(Path::new("/")).to_path_buf();
         base = Some(match base {
             None => dir,
-            Some(b) => b
-                .components()
-                .zip(dir.components())
-                .take_while(|(x, y)| x == y)
-                .map(|(x, _)| x)
-                .collect(),
+            Some(b) => b.components().zip(dir.components()).take_while(|(x, y)| x == y).map(|(x, _)| x).collect(),
         });
     }
     base.unwrap_or_default()
@@ -347,10 +303,7 @@ pub struct Pairing {
 }
 
 fn stem_str(p: &Path) -> String {
-    p.file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned()
+    p.file_stem().unwrap_or_default().to_string_lossy().into_owned()
 }
 
 /// Pair frames for optical flow. FlyingChairs-style names (`X_img1.*`, `X_img2.*`, every input
@@ -366,19 +319,10 @@ pub fn pair_flow_frames(paths: &[PathBuf]) -> Pairing {
         });
     if !chairs {
         if sorted.len() < 2 {
-            return Pairing {
-                pairs: vec![],
-                unpaired: sorted,
-            };
+            return Pairing { pairs: vec![], unpaired: sorted };
         }
-        let pairs = sorted
-            .windows(2)
-            .map(|w| (w[0].clone(), w[1].clone()))
-            .collect();
-        return Pairing {
-            pairs,
-            unpaired: vec![],
-        };
+        let pairs = sorted.windows(2).map(|w| (w[0].clone(), w[1].clone())).collect();
+        return Pairing { pairs, unpaired: vec![] };
     }
     let mut second: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
     for p in sorted.iter().filter(|p| stem_str(p).ends_with("_img2")) {
@@ -386,10 +330,7 @@ pub fn pair_flow_frames(paths: &[PathBuf]) -> Pairing {
     }
     let mut out = Pairing::default();
     for p in sorted.iter().filter(|p| stem_str(p).ends_with("_img1")) {
-        match second
-            .get_mut(&chairs_key(p))
-            .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
-        {
+        match second.get_mut(&chairs_key(p)).and_then(|v| (!v.is_empty()).then(|| v.remove(0))) {
             Some(q) => out.pairs.push((p.clone(), q)),
             None => out.unpaired.push(p.clone()),
         }
@@ -437,11 +378,6 @@ pub fn pair_segment(images: &[PathBuf], masks: &[PathBuf]) -> Pairing {
             _ => out.unpaired.push(img.clone()),
         }
     }
-    out.unpaired.extend(
-        masks
-            .iter()
-            .filter(|m| !used.contains(&segment_key(m)))
-            .cloned(),
-    );
+    out.unpaired.extend(masks.iter().filter(|m| !used.contains(&segment_key(m))).cloned());
     out
 }

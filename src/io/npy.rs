@@ -15,14 +15,7 @@ fn shape_tuple(shape: &[usize]) -> String {
     match shape {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     }
 }
 
@@ -30,15 +23,9 @@ fn shape_tuple(shape: &[usize]) -> String {
 pub fn encode_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count != Some(data.len()) {
-        return Err(Error::Shape(format!(
-            "npy: shape {shape:?} does not hold the {} values given",
-            data.len()
-        )));
+        return Err(Error::Shape(format!("npy: shape {shape:?} does not hold the {} values given", data.len())));
     }
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}",
-        shape_tuple(shape)
-    );
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}", shape_tuple(shape));
     // numpy.save leaves room to grow the first axis in place, then pads so the data starts at a
     // multiple of 64 (a whole extra 64 when already aligned); doing the same keeps files
     // byte-identical to numpy's.
@@ -49,11 +36,8 @@ pub fn encode_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     let pad = 64 - (MAGIC.len() + 4 + with_newline) % 64;
     header.push_str(&" ".repeat(pad));
     header.push('\n');
-    let header_len = u16::try_from(header.len()).map_err(|_| {
-        Error::Shape(format!(
-            "npy: shape {shape:?} makes a header too long for version 1.0"
-        ))
-    })?;
+    let header_len = u16::try_from(header.len())
+        .map_err(|_| Error::Shape(format!("npy: shape {shape:?} makes a header too long for version 1.0")))?;
     let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + 4 * data.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
@@ -102,14 +86,12 @@ pub fn parse_npy_f32(b: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), St
         .checked_add(header_len)
         .filter(|&e| e <= b.len())
         .ok_or_else(|| format!("truncated .npy header: {header_len} bytes announced"))?;
-    let header = std::str::from_utf8(&b[header_start..data_start])
-        .map_err(|_| "the .npy header is not text".to_string())?;
+    let header =
+        std::str::from_utf8(&b[header_start..data_start]).map_err(|_| "the .npy header is not text".to_string())?;
     let descr = dict_value(header, "descr")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     if descr != "<f4" {
-        return Err(format!(
-            "dtype {descr}, expected little-endian float32 '<f4'"
-        ));
+        return Err(format!("dtype {descr}, expected little-endian float32 '<f4'"));
     }
     match dict_value(header, "fortran_order")? {
         "False" => {}
@@ -121,36 +103,21 @@ pub fn parse_npy_f32(b: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), St
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| format!("shape {shape:?} is too large"))?;
-    let need = count
-        .checked_mul(4)
-        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    let need = count.checked_mul(4).ok_or_else(|| format!("shape {shape:?} is too large"))?;
     let body = &b[data_start..];
     if body.len() < need {
-        return Err(format!(
-            "truncated .npy data: shape {shape:?} needs {need} bytes, file has {}",
-            body.len()
-        ));
+        return Err(format!("truncated .npy data: shape {shape:?} needs {need} bytes, file has {}", body.len()));
     }
-    let data = body[..need]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let data = body[..need].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     Ok((shape, data))
 }
 
 /// The raw text of `'key': value` in the header dict, up to the next top-level comma or brace.
 fn dict_value<'a>(header: &'a str, key: &str) -> std::result::Result<&'a str, String> {
     let missing = || format!("the .npy header has no '{key}': {header:?}");
-    let at = header
-        .find(&format!("'{key}'"))
-        .or_else(|| header.find(&format!("\"{key}\"")))
-        .ok_or_else(missing)?;
+    let at = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\""))).ok_or_else(missing)?;
     let rest = &header[at + key.len() + 2..];
-    let rest = rest
-        .trim_start()
-        .strip_prefix(':')
-        .ok_or_else(missing)?
-        .trim_start();
+    let rest = rest.trim_start().strip_prefix(':').ok_or_else(missing)?.trim_start();
     let mut depth = 0usize;
     for (i, c) in rest.char_indices() {
         match c {
@@ -172,18 +139,12 @@ fn dict_value<'a>(header: &'a str, key: &str) -> std::result::Result<&'a str, St
 }
 
 fn parse_shape(s: &str) -> std::result::Result<Vec<usize>, String> {
-    let inner = s
-        .strip_prefix('(')
-        .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| format!("shape {s} is not a tuple"))?;
+    let inner =
+        s.strip_prefix('(').and_then(|s| s.strip_suffix(')')).ok_or_else(|| format!("shape {s} is not a tuple"))?;
     inner
         .split(',')
         .map(str::trim)
         .filter(|d| !d.is_empty())
-        .map(|d| {
-            d.trim_end_matches('L')
-                .parse::<usize>()
-                .map_err(|_| format!("bad dimension {d:?} in shape {s}"))
-        })
+        .map(|d| d.trim_end_matches('L').parse::<usize>().map_err(|_| format!("bad dimension {d:?} in shape {s}")))
         .collect()
 }

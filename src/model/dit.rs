@@ -196,7 +196,8 @@ impl DitConfig {
             + 2.0 * t * d * d // proj
             + 2.0 * t * d * e // gate
             + k * 2.0 * 2.0 * t * d * f; // experts fc1 + fc2
-        let final_layer = 2.0 * d * 2.0 * d + 2.0 * t * d * (self.patch_size * self.patch_size * self.out_channels) as f64;
+        let final_layer =
+            2.0 * d * 2.0 * d + 2.0 * t * d * (self.patch_size * self.patch_size * self.out_channels) as f64;
         let t_mlp = 2.0 * (256.0 * d + d * d);
         b * (patch + self.depth as f64 * per_block + final_layer + t_mlp)
     }

@@ -111,7 +111,8 @@ impl<B: Backend> Engine<B> {
     /// Put a model on a backend: load and check the DiT and the VAE, build the scheduler (the
     /// model's or the SD-2 folder's config, else the SD-2 defaults).
     pub fn new(backend: B, src: &crate::weights::model_file::ModelSource) -> Result<Self> {
-        let vae_cfg = src.config.vae.clone().ok_or_else(|| Error::Config(format!("{}: no VAE config", src.description)))?;
+        let vae_cfg =
+            src.config.vae.clone().ok_or_else(|| Error::Config(format!("{}: no VAE config", src.description)))?;
         let sched_cfg = match &src.scheduler {
             Some(v) => crate::scheduler::SchedulerConfig::from_json(v)?,
             None => crate::scheduler::SchedulerConfig::sd2(),

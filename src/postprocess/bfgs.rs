@@ -75,34 +75,21 @@ fn axpy(x: &[f64], alpha: f64, p: &[f64]) -> Vec<f64> {
 
 /// Minimise `f` from `x0`; `gtol` bounds the largest gradient component (scipy's `tol` for
 /// BFGS), `max_iter` the number of iterations.
-pub fn minimize_bfgs(
-    f: &mut dyn FnMut(&[f64]) -> f64,
-    x0: &[f64],
-    gtol: f64,
-    max_iter: usize,
-) -> BfgsResult {
+pub fn minimize_bfgs(f: &mut dyn FnMut(&[f64]) -> f64, x0: &[f64], gtol: f64, max_iter: usize) -> BfgsResult {
     let n = x0.len();
-    let mut obj = Objective {
-        f,
-        last: None,
-        evaluations: Vec::new(),
-    };
+    let mut obj = Objective { f, last: None, evaluations: Vec::new() };
     let mut xk = x0.to_vec();
     let mut old_fval = obj.value(&xk);
     let mut gfk = obj.gradient(&xk);
     // identity; scipy starts from an integer eye, the same numbers
-    let mut hk: Vec<f64> = (0..n * n)
-        .map(|i| if i / n == i % n { 1.0 } else { 0.0 })
-        .collect();
+    let mut hk: Vec<f64> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
     // sets the first trial step to a move of about 1
     let mut old_old_fval = old_fval + dot(&gfk, &gfk).sqrt() / 2.0;
     let mut k = 0;
     let mut gnorm = gfk.iter().fold(0.0f64, |m, g| m.max(g.abs()));
     let mut failed = false;
     while gnorm > gtol && k < max_iter {
-        let pk: Vec<f64> = (0..n)
-            .map(|i| -dot(&hk[i * n..(i + 1) * n], &gfk))
-            .collect();
+        let pk: Vec<f64> = (0..n).map(|i| -dot(&hk[i * n..(i + 1) * n], &gfk)).collect();
         let found = line_search_wolfe1(&mut obj, &xk, &pk, &gfk, old_fval, old_old_fval)
             .or_else(|| line_search_wolfe2(&mut obj, &xk, &pk, &gfk, old_fval, old_old_fval));
         let Some(ls) = found else {
@@ -133,45 +120,23 @@ pub fn minimize_bfgs(
             break;
         }
         let rhok_inv = dot(&yk, &sk);
-        let rhok = if rhok_inv == 0.0 {
-            1000.0
-        } else {
-            1.0 / rhok_inv
-        };
+        let rhok = if rhok_inv == 0.0 { 1000.0 } else { 1.0 / rhok_inv };
         hk = bfgs_update(&hk, &sk, &yk, rhok);
     }
-    BfgsResult {
-        x: xk,
-        fun: old_fval,
-        nit: k,
-        evaluations: obj.evaluations,
-        line_search_failed: failed,
-    }
+    BfgsResult { x: xk, fun: old_fval, nit: k, evaluations: obj.evaluations, line_search_failed: failed }
 }
 
 /// H <- (I - rho s y^T) H (I - rho y s^T) + rho s s^T
 fn bfgs_update(h: &[f64], s: &[f64], y: &[f64], rho: f64) -> Vec<f64> {
     let n = s.len();
     let eye = |i: usize, j: usize| if i == j { 1.0 } else { 0.0 };
-    let a1: Vec<f64> = (0..n * n)
-        .map(|ij| eye(ij / n, ij % n) - s[ij / n] * y[ij % n] * rho)
-        .collect();
-    let a2: Vec<f64> = (0..n * n)
-        .map(|ij| eye(ij / n, ij % n) - y[ij / n] * s[ij % n] * rho)
-        .collect();
+    let a1: Vec<f64> = (0..n * n).map(|ij| eye(ij / n, ij % n) - s[ij / n] * y[ij % n] * rho).collect();
+    let a2: Vec<f64> = (0..n * n).map(|ij| eye(ij / n, ij % n) - y[ij / n] * s[ij % n] * rho).collect();
     let matmul = |a: &[f64], b: &[f64]| -> Vec<f64> {
-        (0..n * n)
-            .map(|ij| {
-                (0..n)
-                    .map(|l| a[(ij / n) * n + l] * b[l * n + ij % n])
-                    .sum()
-            })
-            .collect()
+        (0..n * n).map(|ij| (0..n).map(|l| a[(ij / n) * n + l] * b[l * n + ij % n]).sum()).collect()
     };
     let t = matmul(&a1, &matmul(h, &a2));
-    (0..n * n)
-        .map(|ij| t[ij] + rho * s[ij / n] * s[ij % n])
-        .collect()
+    (0..n * n).map(|ij| t[ij] + rho * s[ij / n] * s[ij % n]).collect()
 }
 
 struct LineSearch {
@@ -231,11 +196,7 @@ fn line_search_wolfe1(
         g = dot(&gx, pk);
         grad = Some(gx);
     }
-    (task == Task::Convergence).then_some(LineSearch {
-        alpha: stp,
-        fval: f,
-        grad,
-    })
+    (task == Task::Convergence).then_some(LineSearch { alpha: stp, fval: f, grad })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,14 +307,7 @@ impl Dcsrch {
         if out != Task::Fg {
             return (stp, out);
         }
-        let cur = StepState {
-            stx: self.stx,
-            fx: self.fx,
-            dx: self.gx,
-            sty: self.sty,
-            fy: self.fy,
-            dy: self.gy,
-        };
+        let cur = StepState { stx: self.stx, fx: self.fx, dx: self.gx, sty: self.sty, fy: self.fy, dy: self.gy };
         if self.stage == 1 && f <= self.fx && f > ftest {
             // modified function psi(stp) = f(stp) - f(0) - ftol * stp * f'(0) while in stage 1
             let modified = StepState {
@@ -363,15 +317,8 @@ impl Dcsrch {
                 dy: cur.dy - self.gtest,
                 ..cur
             };
-            let (next, s) = dcstep(
-                modified,
-                stp,
-                f - stp * self.gtest,
-                g - self.gtest,
-                &mut self.brackt,
-                self.stmin,
-                self.stmax,
-            );
+            let (next, s) =
+                dcstep(modified, stp, f - stp * self.gtest, g - self.gtest, &mut self.brackt, self.stmin, self.stmax);
             stp = s;
             self.stx = next.stx;
             self.sty = next.sty;
@@ -402,10 +349,7 @@ impl Dcsrch {
             self.stmax = stp + XTRAPU * (stp - self.stx);
         }
         stp = stp.max(self.stpmin).min(self.stpmax);
-        if self.brackt
-            && (stp <= self.stmin
-                || stp >= self.stmax
-                || self.stmax - self.stmin <= self.xtol * self.stmax)
+        if self.brackt && (stp <= self.stmin || stp >= self.stmax || self.stmax - self.stmin <= self.xtol * self.stmax)
         {
             stp = self.stx;
         }
@@ -434,23 +378,8 @@ fn sign(x: f64) -> f64 {
 }
 
 /// MINPACK-2 `dcstep`: a safeguarded cubic/quadratic step and the update of the bracket.
-fn dcstep(
-    st: StepState,
-    stp: f64,
-    fp: f64,
-    dp: f64,
-    brackt: &mut bool,
-    stpmin: f64,
-    stpmax: f64,
-) -> (StepState, f64) {
-    let StepState {
-        mut stx,
-        mut fx,
-        mut dx,
-        mut sty,
-        mut fy,
-        mut dy,
-    } = st;
+fn dcstep(st: StepState, stp: f64, fp: f64, dp: f64, brackt: &mut bool, stpmin: f64, stpmax: f64) -> (StepState, f64) {
+    let StepState { mut stx, mut fx, mut dx, mut sty, mut fy, mut dy } = st;
     let sgnd = sign(dp) * sign(dx);
     let stpf;
     if fp > fx {
@@ -465,11 +394,7 @@ fn dcstep(
         let r = p / q;
         let stpc = stx + r * (stp - stx);
         let stpq = stx + ((dx / ((fx - fp) / (stp - stx) + dx)) / 2.0) * (stp - stx);
-        stpf = if (stpc - stx).abs() <= (stpq - stx).abs() {
-            stpc
-        } else {
-            stpc + (stpq - stpc) / 2.0
-        };
+        stpf = if (stpc - stx).abs() <= (stpq - stx).abs() { stpc } else { stpc + (stpq - stpc) / 2.0 };
         *brackt = true;
     } else if sgnd < 0.0 {
         let theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp;
@@ -483,19 +408,12 @@ fn dcstep(
         let r = p / q;
         let stpc = stp + r * (stx - stp);
         let stpq = stp + (dp / (dp - dx)) * (stx - stp);
-        stpf = if (stpc - stp).abs() > (stpq - stp).abs() {
-            stpc
-        } else {
-            stpq
-        };
+        stpf = if (stpc - stp).abs() > (stpq - stp).abs() { stpc } else { stpq };
         *brackt = true;
     } else if dp.abs() < dx.abs() {
         let theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp;
         let s = theta.abs().max(dx.abs()).max(dp.abs());
-        let mut gamma = s
-            * (0.0f64)
-                .max((theta / s) * (theta / s) - (dx / s) * (dp / s))
-                .sqrt();
+        let mut gamma = s * (0.0f64).max((theta / s) * (theta / s) - (dx / s) * (dp / s)).sqrt();
         if stp > stx {
             gamma = -gamma;
         }
@@ -511,23 +429,11 @@ fn dcstep(
         };
         let stpq = stp + (dp / (dp - dx)) * (stx - stp);
         if *brackt {
-            let mut f = if (stpc - stp).abs() < (stpq - stp).abs() {
-                stpc
-            } else {
-                stpq
-            };
-            f = if stp > stx {
-                f.min(stp + 0.66 * (sty - stp))
-            } else {
-                f.max(stp + 0.66 * (sty - stp))
-            };
+            let mut f = if (stpc - stp).abs() < (stpq - stp).abs() { stpc } else { stpq };
+            f = if stp > stx { f.min(stp + 0.66 * (sty - stp)) } else { f.max(stp + 0.66 * (sty - stp)) };
             stpf = f;
         } else {
-            let f = if (stpc - stp).abs() > (stpq - stp).abs() {
-                stpc
-            } else {
-                stpq
-            };
+            let f = if (stpc - stp).abs() > (stpq - stp).abs() { stpc } else { stpq };
             stpf = f.max(stpmin).min(stpmax);
         }
     } else if *brackt {
@@ -560,17 +466,7 @@ fn dcstep(
         fx = fp;
         dx = dp;
     }
-    (
-        StepState {
-            stx,
-            fx,
-            dx,
-            sty,
-            fy,
-            dy,
-        },
-        stpf,
-    )
+    (StepState { stx, fx, dx, sty, fy, dy }, stpf)
 }
 
 /// scipy's `line_search_wolfe2` (Nocedal & Wright, algorithms 3.5 and 3.6).
@@ -613,19 +509,11 @@ fn line_search_wolfe2(
                 phi0,
                 derphi0,
             )?;
-            return Some(LineSearch {
-                alpha: z.0,
-                fval: z.1,
-                grad: last_grad,
-            });
+            return Some(LineSearch { alpha: z.0, fval: z.1, grad: last_grad });
         }
         let derphi_a1 = derphi(obj, &mut last_grad, alpha1);
         if derphi_a1.abs() <= -C2 * derphi0 {
-            return Some(LineSearch {
-                alpha: alpha1,
-                fval: phi_a1,
-                grad: last_grad,
-            });
+            return Some(LineSearch { alpha: alpha1, fval: phi_a1, grad: last_grad });
         }
         if derphi_a1 >= 0.0 {
             let z = zoom(
@@ -639,11 +527,7 @@ fn line_search_wolfe2(
                 phi0,
                 derphi0,
             )?;
-            return Some(LineSearch {
-                alpha: z.0,
-                fval: z.1,
-                grad: last_grad,
-            });
+            return Some(LineSearch { alpha: z.0, fval: z.1, grad: last_grad });
         }
         let alpha2 = (2.0 * alpha1).min(AMAX);
         alpha0 = alpha1;
@@ -653,11 +537,7 @@ fn line_search_wolfe2(
         derphi_a0 = derphi_a1;
     }
     // scipy returns the last trial without a gradient ("did not converge")
-    Some(LineSearch {
-        alpha: alpha1,
-        fval: phi_a1,
-        grad: None,
-    })
+    Some(LineSearch { alpha: alpha1, fval: phi_a1, grad: None })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -677,11 +557,7 @@ fn zoom(
     let mut a_rec = 0.0;
     for i in 0..=10 {
         let dalpha = a_hi - a_lo;
-        let (a, b) = if dalpha < 0.0 {
-            (a_hi, a_lo)
-        } else {
-            (a_lo, a_hi)
-        };
+        let (a, b) = if dalpha < 0.0 { (a_hi, a_lo) } else { (a_lo, a_hi) };
         let mut a_j = None;
         if i > 0 {
             let cchk = delta1 * dalpha;
@@ -768,11 +644,7 @@ mod tests {
     fn bfgs_minimises_a_quadratic() {
         let mut f = |x: &[f64]| (x[0] - 3.0).powi(2) + 10.0 * (x[1] + 1.0).powi(2) + 1.0;
         let r = minimize_bfgs(&mut f, &[0.0, 0.0], 1e-6, 200);
-        assert!(
-            (r.x[0] - 3.0).abs() < 1e-4 && (r.x[1] + 1.0).abs() < 1e-4,
-            "{:?}",
-            r.x
-        );
+        assert!((r.x[0] - 3.0).abs() < 1e-4 && (r.x[1] + 1.0).abs() < 1e-4, "{:?}", r.x);
         assert!((r.fun - 1.0).abs() < 1e-8);
     }
 
@@ -780,11 +652,7 @@ mod tests {
     fn bfgs_minimises_rosenbrock() {
         let mut f = |x: &[f64]| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
         let r = minimize_bfgs(&mut f, &[-1.2, 1.0], 1e-5, 400);
-        assert!(
-            (r.x[0] - 1.0).abs() < 1e-3 && (r.x[1] - 1.0).abs() < 1e-3,
-            "{:?}",
-            r.x
-        );
+        assert!((r.x[0] - 1.0).abs() < 1e-3 && (r.x[1] - 1.0).abs() < 1e-3, "{:?}", r.x);
     }
 
     #[test]

@@ -26,9 +26,8 @@ pub fn spectral_lut() -> [[f32; 3]; 256] {
     const N: usize = 256;
     let m = SPECTRAL_POINTS.len();
     // numpy's linspace(0, 1, m) * (N - 1): i * (1 / (m - 1)), the last exactly 1
-    let xs: Vec<f64> = (0..m)
-        .map(|i| if i == m - 1 { 1.0 } else { i as f64 * (1.0 / (m - 1) as f64) } * (N - 1) as f64)
-        .collect();
+    let xs: Vec<f64> =
+        (0..m).map(|i| if i == m - 1 { 1.0 } else { i as f64 * (1.0 / (m - 1) as f64) } * (N - 1) as f64).collect();
     let mut lut = [[0.0f32; 3]; N];
     for (c, channel) in (0..3).map(|c| (c, SPECTRAL_POINTS.map(|p| p[c] as f64 / 255.0))) {
         lut[0][c] = channel[0] as f32;
@@ -104,34 +103,19 @@ fn hsv_to_rgb(h: f64, s: f64, v: f64) -> [f64; 3] {
 /// (0.9, 0.9, 0.9); an all-zero field is all grey (the authors' code would divide 0 by 0).
 pub fn flow_to_color(u: &[f32], v: &[f32]) -> Result<Vec<f32>> {
     if u.len() != v.len() {
-        return Err(Error::Shape(format!(
-            "flow colours: u has {} pixels, v {}",
-            u.len(),
-            v.len()
-        )));
+        return Err(Error::Shape(format!("flow colours: u has {} pixels, v {}", u.len(), v.len())));
     }
-    let uv: Vec<(f64, f64)> = u
-        .iter()
-        .zip(v)
-        .map(|(&a, &b)| (a as f64, b as f64))
-        .collect();
+    let uv: Vec<(f64, f64)> = u.iter().zip(v).map(|(&a, &b)| (a as f64, b as f64)).collect();
     Ok(flow_to_color_f64(&uv))
 }
 
 fn flow_to_color_f64(uv: &[(f64, f64)]) -> Vec<f32> {
     let n = uv.len();
-    let max_mag = uv
-        .iter()
-        .map(|(x, y)| (x * x + y * y).sqrt())
-        .fold(0.0f64, f64::max);
+    let max_mag = uv.iter().map(|(x, y)| (x * x + y * y).sqrt()).fold(0.0f64, f64::max);
     let mut out = vec![0.0f32; 3 * n];
     for (p, &(x, y)) in uv.iter().enumerate() {
         let mag = (x * x + y * y).sqrt();
-        let sat = if max_mag > 0.0 {
-            (mag / max_mag).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let sat = if max_mag > 0.0 { (mag / max_mag).clamp(0.0, 1.0) } else { 0.0 };
         let hue = (y.atan2(x) + std::f64::consts::PI) / (2.0 * std::f64::consts::PI);
         let rgb = hsv_to_rgb(hue, sat, 0.9);
         for c in 0..3 {
@@ -144,22 +128,9 @@ fn flow_to_color_f64(uv: &[(f64, f64)]) -> Vec<f32> {
 /// The authors' `create_colored_map`: the prediction is first fitted to the ground truth per
 /// component (least squares), then both are coloured. Returns (prediction, ground truth), each
 /// [3, n].
-pub fn create_colored_map(
-    px: &[f32],
-    py: &[f32],
-    gx: &[f32],
-    gy: &[f32],
-) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn create_colored_map(px: &[f32], py: &[f32], gx: &[f32], gy: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
     let [_, ax, bx, ay, by] = epe_with_fit(px, gx, py, gy)?;
-    let pred: Vec<(f64, f64)> = px
-        .iter()
-        .zip(py)
-        .map(|(&x, &y)| (ax * x as f64 + bx, ay * y as f64 + by))
-        .collect();
-    let gt: Vec<(f64, f64)> = gx
-        .iter()
-        .zip(gy)
-        .map(|(&x, &y)| (x as f64, y as f64))
-        .collect();
+    let pred: Vec<(f64, f64)> = px.iter().zip(py).map(|(&x, &y)| (ax * x as f64 + bx, ay * y as f64 + by)).collect();
+    let gt: Vec<(f64, f64)> = gx.iter().zip(gy).map(|(&x, &y)| (x as f64, y as f64)).collect();
     Ok((flow_to_color_f64(&pred), flow_to_color_f64(&gt)))
 }

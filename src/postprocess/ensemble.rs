@@ -89,9 +89,7 @@ pub fn alignment_stack(
     match max_res {
         Some(m) if h.max(w) > m => {
             let (nh, nw) = max_res_size(h, w, m);
-            let small = (0..k).flat_map(|i| {
-                resize_nearest_exact(&members[i * h * w..(i + 1) * h * w], h, w, nh, nw)
-            });
+            let small = (0..k).flat_map(|i| resize_nearest_exact(&members[i * h * w..(i + 1) * h * w], h, w, nh, nw));
             (small.collect(), nh, nw)
         }
         _ => (members.to_vec(), h, w),
@@ -125,11 +123,7 @@ pub struct AlignmentCost<'a> {
 
 impl<'a> AlignmentCost<'a> {
     pub fn new(stack: &'a [f32], k: usize, regularizer: f64) -> Self {
-        AlignmentCost {
-            stack,
-            k,
-            regularizer,
-        }
+        AlignmentCost { stack, k, regularizer }
     }
 
     pub fn eval(&self, params: &[f64]) -> f64 {
@@ -180,13 +174,7 @@ fn align_f32(stack: &[f32], k: usize, params: &[f64]) -> Vec<f32> {
 }
 
 /// Ensemble `k` depth predictions `members` [k, h, w] into one relative depth in [0, 1].
-pub fn ensemble_depth(
-    members: &[f32],
-    k: usize,
-    h: usize,
-    w: usize,
-    opts: &EnsembleOptions,
-) -> Result<Ensemble> {
+pub fn ensemble_depth(members: &[f32], k: usize, h: usize, w: usize, opts: &EnsembleOptions) -> Result<Ensemble> {
     if k == 0 || h == 0 || w == 0 || members.len() != k * h * w {
         return Err(Error::Shape(format!(
             "ensemble_depth: {} values for {k} members of {h}x{w}; expected k * h * w with every size >= 1",
@@ -194,9 +182,7 @@ pub fn ensemble_depth(
         )));
     }
     if let Some(bad) = members.iter().find(|v| !v.is_finite()) {
-        return Err(Error::Input(format!(
-            "ensemble_depth: members contain a non-finite value ({bad})"
-        )));
+        return Err(Error::Input(format!("ensemble_depth: members contain a non-finite value ({bad})")));
     }
     let (stack, _, _) = alignment_stack(members, k, h, w, opts.max_res);
     let x0 = init_params(&stack, k);
@@ -235,10 +221,5 @@ pub fn ensemble_depth(
     let range = (hi - lo).max(1e-6);
     let depth = median.iter().map(|&m| ((m - lo) / range) as f32).collect();
     let uncertainty = uncertainty.map(|u| u.iter().map(|&v| (v / range) as f32).collect());
-    Ok(Ensemble {
-        depth,
-        uncertainty,
-        params,
-        search,
-    })
+    Ok(Ensemble { depth, uncertainty, params, search })
 }

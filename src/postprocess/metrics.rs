@@ -17,10 +17,7 @@ use crate::error::{Error, Result};
 /// returned `fitted` covers every pixel. A constant prediction gets alpha = 0, beta = mean(gt).
 pub fn depth_fit(pred: &[f32], gt: &[f32], valid: Option<&[bool]>) -> Result<(f64, f64, Vec<f32>)> {
     let (alpha, beta) = fit_affine(pred, gt, valid)?;
-    let fitted = pred
-        .iter()
-        .map(|&p| (alpha * p as f64 + beta) as f32)
-        .collect();
+    let fitted = pred.iter().map(|&p| (alpha * p as f64 + beta) as f32).collect();
     Ok((alpha, beta, fitted))
 }
 
@@ -61,11 +58,7 @@ pub fn epe_with_fit(px: &[f32], gx: &[f32], py: &[f32], gy: &[f32]) -> Result<[f
     let (ax, bx) = fit_affine(px, gx, None)?;
     let (ay, by) = fit_affine(py, gy, None)?;
     if py.len() != px.len() {
-        return Err(Error::Shape(format!(
-            "epe: x has {} pixels, y {}",
-            px.len(),
-            py.len()
-        )));
+        return Err(Error::Shape(format!("epe: x has {} pixels, y {}", px.len(), py.len())));
     }
     let epe = (0..px.len())
         .map(|i| {
@@ -110,12 +103,7 @@ pub struct DepthMetrics {
 
 /// AbsRel and delta1 after the least-squares fit on `valid` (pixels where gt is in range);
 /// `range` clamps the fitted prediction (Hypersim: (1e-5, 65) metres).
-pub fn depth_metrics(
-    pred: &[f32],
-    gt: &[f32],
-    valid: &[bool],
-    range: Option<(f64, f64)>,
-) -> Result<DepthMetrics> {
+pub fn depth_metrics(pred: &[f32], gt: &[f32], valid: &[bool], range: Option<(f64, f64)>) -> Result<DepthMetrics> {
     let (alpha, beta) = fit_affine(pred, gt, Some(valid))?;
     let (mut n, mut abs_rel, mut good) = (0usize, 0.0f64, 0usize);
     for i in (0..pred.len()).filter(|&i| valid[i]) {
@@ -126,9 +114,7 @@ pub fn depth_metrics(
         d = d.max(1e-6);
         let g = gt[i] as f64;
         if g <= 0.0 {
-            return Err(Error::Input(format!(
-                "depth metrics: valid pixel {i} has ground truth {g} <= 0"
-            )));
+            return Err(Error::Input(format!("depth metrics: valid pixel {i} has ground truth {g} <= 0")));
         }
         n += 1;
         abs_rel += (d - g).abs() / g;
@@ -136,48 +122,25 @@ pub fn depth_metrics(
             good += 1;
         }
     }
-    Ok(DepthMetrics {
-        abs_rel: abs_rel / n as f64,
-        delta1: good as f64 / n as f64,
-        alpha,
-        beta,
-        valid_pixels: n,
-    })
+    Ok(DepthMetrics { abs_rel: abs_rel / n as f64, delta1: good as f64 / n as f64, alpha, beta, valid_pixels: n })
 }
 
 /// Intersection over union of two masks (1 when both are empty).
 pub fn mask_iou(pred: &[bool], gt: &[bool]) -> Result<f64> {
     if pred.len() != gt.len() {
-        return Err(Error::Shape(format!(
-            "iou: masks have {} and {} pixels",
-            pred.len(),
-            gt.len()
-        )));
+        return Err(Error::Shape(format!("iou: masks have {} and {} pixels", pred.len(), gt.len())));
     }
     let inter = pred.iter().zip(gt).filter(|(a, b)| **a && **b).count();
     let union = pred.iter().zip(gt).filter(|(a, b)| **a || **b).count();
-    Ok(if union == 0 {
-        1.0
-    } else {
-        inter as f64 / union as f64
-    })
+    Ok(if union == 0 { 1.0 } else { inter as f64 / union as f64 })
 }
 
 /// Peak signal-to-noise ratio in dB for images with values up to `peak` (1 for [0, 1] images).
 pub fn psnr(pred: &[f32], gt: &[f32], peak: f64) -> Result<f64> {
     if pred.len() != gt.len() || pred.is_empty() {
-        return Err(Error::Shape(format!(
-            "psnr: images have {} and {} values",
-            pred.len(),
-            gt.len()
-        )));
+        return Err(Error::Shape(format!("psnr: images have {} and {} values", pred.len(), gt.len())));
     }
-    let mse = pred
-        .iter()
-        .zip(gt)
-        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-        .sum::<f64>()
-        / pred.len() as f64;
+    let mse = pred.iter().zip(gt).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>() / pred.len() as f64;
     Ok(10.0 * (peak * peak / mse).log10())
 }
 
@@ -185,7 +148,5 @@ pub fn psnr(pred: &[f32], gt: &[f32], peak: f64) -> Result<f64> {
 /// 0.95, i.e. not the white background (CONVENTIONS.md).
 pub fn amodal_mask(rgb: &[f32]) -> Vec<bool> {
     let n = rgb.len() / 3;
-    (0..n)
-        .map(|p| (rgb[p] as f64 + rgb[n + p] as f64 + rgb[2 * n + p] as f64) / 3.0 < 0.95)
-        .collect()
+    (0..n).map(|p| (rgb[p] as f64 + rgb[n + p] as f64 + rgb[2 * n + p] as f64) / 3.0 < 0.95).collect()
 }

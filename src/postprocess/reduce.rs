@@ -33,18 +33,13 @@ pub fn median_over_members(members: &[f32], k: usize) -> Vec<f32> {
 /// Amodal segmentation ensemble: members clamped to [-1, 1], then the per-pixel median
 /// (clamping commutes with the median, so this is also the median, clamped).
 pub fn amodal_median(members: &[f32], k: usize) -> Vec<f32> {
-    median_over_members(members, k)
-        .into_iter()
-        .map(|v| v.clamp(-1.0, 1.0))
-        .collect()
+    median_over_members(members, k).into_iter().map(|v| v.clamp(-1.0, 1.0)).collect()
 }
 
 /// Per-pixel mean of `k` stacked members (flow ensembles), accumulated in f64.
 pub fn mean_over_members(members: &[f32], k: usize) -> Vec<f32> {
     let n = members.len() / k.max(1);
-    (0..n)
-        .map(|p| ((0..k).map(|m| members[m * n + p] as f64).sum::<f64>() / k as f64) as f32)
-        .collect()
+    (0..n).map(|p| ((0..k).map(|m| members[m * n + p] as f64).sum::<f64>() / k as f64) as f32).collect()
 }
 
 /// Lanes of torch's `Vectorized<float>` in its CPU sum kernel (the AVX2 build).
@@ -173,10 +168,7 @@ mod tests {
         assert_eq!(median_lower(&mut [4.0, 1.0, 3.0, 2.0]), 2.0);
         assert_eq!(median_lower(&mut [5.0, 1.0, 3.0]), 3.0);
         assert_eq!(median_lower(&mut [7.0]), 7.0);
-        assert_eq!(
-            median_over_members(&[1.0, 10.0, 4.0, 20.0, 2.0, 30.0, 3.0, 40.0], 4),
-            vec![2.0, 20.0]
-        );
+        assert_eq!(median_over_members(&[1.0, 10.0, 4.0, 20.0, 2.0, 30.0, 3.0, 40.0], 4), vec![2.0, 20.0]);
     }
 
     #[test]
@@ -185,10 +177,7 @@ mod tests {
             let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 997.0).collect();
             let exact: f64 = x.iter().map(|&v| v as f64).sum();
             let got = torch_sum_f32(&x) as f64;
-            assert!(
-                (got - exact).abs() <= 1e-6 * exact.abs().max(1.0),
-                "n={n}: {got} vs {exact}"
-            );
+            assert!((got - exact).abs() <= 1e-6 * exact.abs().max(1.0), "n={n}: {got} vs {exact}");
         }
     }
 }

@@ -57,17 +57,13 @@ impl Ddim {
         let t = config.num_train_timesteps;
         let betas: Vec<f32> = match (&config.trained_betas, config.beta_schedule) {
             (Some(b), _) => b.iter().map(|&x| x as f32).collect(),
-            (None, BetaSchedule::Linear) => {
-                torch_linspace_f32(config.beta_start as f32, config.beta_end as f32, t)
+            (None, BetaSchedule::Linear) => torch_linspace_f32(config.beta_start as f32, config.beta_end as f32, t),
+            (None, BetaSchedule::ScaledLinear) => {
+                torch_linspace_f32(config.beta_start.sqrt() as f32, config.beta_end.sqrt() as f32, t)
+                    .into_iter()
+                    .map(|b| b * b)
+                    .collect()
             }
-            (None, BetaSchedule::ScaledLinear) => torch_linspace_f32(
-                config.beta_start.sqrt() as f32,
-                config.beta_end.sqrt() as f32,
-                t,
-            )
-            .into_iter()
-            .map(|b| b * b)
-            .collect(),
             (None, BetaSchedule::SquaredcosCapV2) => cosine_betas(t),
         };
         // torch's CPU cumprod accumulates float32 inputs in double and rounds each output
@@ -79,25 +75,14 @@ impl Ddim {
                 acc as f32
             })
             .collect();
-        if alphas_cumprod
-            .iter()
-            .any(|a| !(a.is_finite() && *a > 0.0 && *a <= 1.0))
-        {
+        if alphas_cumprod.iter().any(|a| !(a.is_finite() && *a > 0.0 && *a <= 1.0)) {
             return Err(Error::Config(
                 "scheduler config: the betas give alphas_cumprod outside (0, 1]; check beta_start/beta_end/trained_betas"
                     .into(),
             ));
         }
-        let final_alpha_cumprod = if config.set_alpha_to_one {
-            1.0
-        } else {
-            alphas_cumprod[0]
-        };
-        Ok(Ddim {
-            config: config.clone(),
-            alphas_cumprod,
-            final_alpha_cumprod,
-        })
+        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
+        Ok(Ddim { config: config.clone(), alphas_cumprod, final_alpha_cumprod })
     }
 
     pub fn config(&self) -> &SchedulerConfig {
@@ -128,22 +113,13 @@ impl Ddim {
                 let step = if n > 1 { last / (n - 1) as f64 } else { 0.0 };
                 (0..n)
                     .rev()
-                    .map(|i| {
-                        if n > 1 && i == n - 1 {
-                            last
-                        } else {
-                            i as f64 * step
-                        }
-                    })
+                    .map(|i| if n > 1 && i == n - 1 { last } else { i as f64 * step })
                     .map(|v| v.round_ties_even() as i64)
                     .collect()
             }
             TimestepSpacing::Leading => {
                 let ratio = (t / n) as i64;
-                (0..n as i64)
-                    .rev()
-                    .map(|i| i * ratio + self.config.steps_offset)
-                    .collect()
+                (0..n as i64).rev().map(|i| i * ratio + self.config.steps_offset).collect()
             }
             TimestepSpacing::Trailing => {
                 // numpy's arange(t, 0, -ratio): length ceil(t / ratio), values start + i * delta
@@ -152,9 +128,7 @@ impl Ddim {
                 let start = t as f64;
                 let len = (start / ratio).ceil() as usize;
                 let delta = (start - ratio) - start;
-                (0..len)
-                    .map(|i| (start + i as f64 * delta).round_ties_even() as i64 - 1)
-                    .collect()
+                (0..len).map(|i| (start + i as f64 * delta).round_ties_even() as i64 - 1).collect()
             }
         };
         Ok(ts)
@@ -163,28 +137,19 @@ impl Ddim {
     /// The scalars for `step(t)` in an `n`-step schedule.
     pub fn coefficients(&self, t: i64, num_inference_steps: usize) -> Result<StepCoefficients> {
         if num_inference_steps == 0 {
-            return Err(Error::Input(
-                "scheduler: step() needs num_inference_steps >= 1".into(),
-            ));
+            return Err(Error::Input("scheduler: step() needs num_inference_steps >= 1".into()));
         }
         let train = self.config.num_train_timesteps as i64;
         let alpha = self.alpha_at(t)?;
         let prev_t = t - train / num_inference_steps as i64;
-        let alpha_prev = if prev_t >= 0 {
-            self.alpha_at(prev_t)?
-        } else {
-            self.final_alpha_cumprod
-        };
+        let alpha_prev = if prev_t >= 0 { self.alpha_at(prev_t)? } else { self.final_alpha_cumprod };
         Ok(StepCoefficients {
             sqrt_alpha: alpha.sqrt(),
             sqrt_one_minus_alpha: (1.0f32 - alpha).sqrt(),
             sqrt_alpha_prev: alpha_prev.sqrt(),
             sqrt_one_minus_alpha_prev: (1.0f32 - alpha_prev).sqrt(),
             prediction_type: self.config.prediction_type,
-            clip: self
-                .config
-                .clip_sample
-                .then_some(self.config.clip_sample_range),
+            clip: self.config.clip_sample.then_some(self.config.clip_sample_range),
         })
     }
 
@@ -200,10 +165,7 @@ impl Ddim {
         pred_x0: Option<&mut [f32]>,
     ) -> Result<()> {
         let n = sample.len();
-        if model_output.len() != n
-            || prev.len() != n
-            || pred_x0.as_ref().is_some_and(|p| p.len() != n)
-        {
+        if model_output.len() != n || prev.len() != n || pred_x0.as_ref().is_some_and(|p| p.len() != n) {
             return Err(Error::Shape(format!(
                 "ddim step: model_output has {} elements, sample {}, prev {}, pred_x0 {:?}; all must match",
                 model_output.len(),
@@ -255,23 +217,13 @@ fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     let step = (end - start) / (steps - 1) as f32;
     let halfway = steps / 2;
     (0..steps)
-        .map(|i| {
-            if i < halfway {
-                step.mul_add(i as f32, start)
-            } else {
-                (-step).mul_add((steps - i - 1) as f32, end)
-            }
-        })
+        .map(|i| if i < halfway { step.mul_add(i as f32, start) } else { (-step).mul_add((steps - i - 1) as f32, end) })
         .collect()
 }
 
 /// diffusers' `betas_for_alpha_bar` with the cosine transform (f64, capped at 0.999, then f32).
 fn cosine_betas(t: usize) -> Vec<f32> {
-    let alpha_bar = |x: f64| {
-        ((x + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
-            .cos()
-            .powi(2)
-    };
+    let alpha_bar = |x: f64| ((x + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
     (0..t)
         .map(|i| {
             let t1 = i as f64 / t as f64;

@@ -88,12 +88,9 @@ impl SchedulerConfig {
 
     /// Parse a scheduler config object; `null` counts as absent.
     pub fn from_json(json: &Value) -> Result<Self> {
-        let obj = json.as_object().ok_or_else(|| {
-            Error::Config(format!(
-                "scheduler config must be a JSON object, found {}",
-                kind_of(json)
-            ))
-        })?;
+        let obj = json
+            .as_object()
+            .ok_or_else(|| Error::Config(format!("scheduler config must be a JSON object, found {}", kind_of(json))))?;
         let get = |key: &str| obj.get(key).filter(|v| !v.is_null());
         let mut cfg = Self::sd2();
 
@@ -102,13 +99,7 @@ impl SchedulerConfig {
                 "linear" => BetaSchedule::Linear,
                 "scaled_linear" => BetaSchedule::ScaledLinear,
                 "squaredcos_cap_v2" => BetaSchedule::SquaredcosCapV2,
-                other => {
-                    return Err(unsupported(
-                        "beta_schedule",
-                        other,
-                        "linear, scaled_linear, squaredcos_cap_v2",
-                    ))
-                }
+                other => return Err(unsupported("beta_schedule", other, "linear, scaled_linear, squaredcos_cap_v2")),
             };
         }
         if let Some(v) = get("beta_start") {
@@ -131,13 +122,7 @@ impl SchedulerConfig {
                 "epsilon" => PredictionType::Epsilon,
                 "v_prediction" => PredictionType::VPrediction,
                 "sample" => PredictionType::Sample,
-                other => {
-                    return Err(unsupported(
-                        "prediction_type",
-                        other,
-                        "epsilon, v_prediction, sample",
-                    ))
-                }
+                other => return Err(unsupported("prediction_type", other, "epsilon, v_prediction, sample")),
             };
         }
         if let Some(v) = get("set_alpha_to_one") {
@@ -146,9 +131,7 @@ impl SchedulerConfig {
         if let Some(v) = get("steps_offset") {
             let n = number(v, "steps_offset")?;
             if n.fract() != 0.0 || n.abs() > 1e9 {
-                return Err(Error::Config(format!(
-                    "scheduler config: \"steps_offset\" must be an integer, found {v}"
-                )));
+                return Err(Error::Config(format!("scheduler config: \"steps_offset\" must be an integer, found {v}")));
             }
             cfg.steps_offset = n as i64;
         }
@@ -163,13 +146,7 @@ impl SchedulerConfig {
                 "leading" => TimestepSpacing::Leading,
                 "trailing" => TimestepSpacing::Trailing,
                 "linspace" => TimestepSpacing::Linspace,
-                other => {
-                    return Err(unsupported(
-                        "timestep_spacing",
-                        other,
-                        "leading, trailing, linspace",
-                    ))
-                }
+                other => return Err(unsupported("timestep_spacing", other, "leading, trailing, linspace")),
             };
         }
         if let Some(v) = get("trained_betas") {
@@ -179,10 +156,7 @@ impl SchedulerConfig {
                     kind_of(v)
                 ))
             })?;
-            let betas = list
-                .iter()
-                .map(|b| number(b, "trained_betas"))
-                .collect::<Result<Vec<f64>>>()?;
+            let betas = list.iter().map(|b| number(b, "trained_betas")).collect::<Result<Vec<f64>>>()?;
             cfg.trained_betas = Some(betas);
         }
         for key in ["thresholding", "rescale_betas_zero_snr"] {
@@ -201,9 +175,7 @@ impl SchedulerConfig {
     /// Values that parse but cannot describe a schedule.
     pub fn validate(&self) -> Result<()> {
         if self.num_train_timesteps == 0 {
-            return Err(Error::Config(
-                "scheduler config: \"num_train_timesteps\" must be at least 1".into(),
-            ));
+            return Err(Error::Config("scheduler config: \"num_train_timesteps\" must be at least 1".into()));
         }
         if let Some(b) = &self.trained_betas {
             if b.len() != self.num_train_timesteps {
@@ -221,8 +193,7 @@ impl SchedulerConfig {
                 )));
             }
         }
-        if self.clip_sample && !(self.clip_sample_range.is_finite() && self.clip_sample_range > 0.0)
-        {
+        if self.clip_sample && !(self.clip_sample_range.is_finite() && self.clip_sample_range > 0.0) {
             return Err(Error::Config(format!(
                 "scheduler config: \"clip_sample_range\" must be > 0, found {}",
                 self.clip_sample_range
@@ -244,32 +215,20 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 fn unsupported(key: &str, found: &str, expected: &str) -> Error {
-    Error::Config(format!(
-        "scheduler config: \"{key}\" is \"{found}\", expected one of {expected}"
-    ))
+    Error::Config(format!("scheduler config: \"{key}\" is \"{found}\", expected one of {expected}"))
 }
 
 fn string<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
-    v.as_str().ok_or_else(|| {
-        Error::Config(format!(
-            "scheduler config: \"{key}\" must be a string, found {}",
-            kind_of(v)
-        ))
-    })
+    v.as_str()
+        .ok_or_else(|| Error::Config(format!("scheduler config: \"{key}\" must be a string, found {}", kind_of(v))))
 }
 
 fn number(v: &Value, key: &str) -> Result<f64> {
-    v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
-        Error::Config(format!(
-            "scheduler config: \"{key}\" must be a number, found {v}"
-        ))
-    })
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| Error::Config(format!("scheduler config: \"{key}\" must be a number, found {v}")))
 }
 
 fn boolean(v: &Value, key: &str) -> Result<bool> {
-    v.as_bool().ok_or_else(|| {
-        Error::Config(format!(
-            "scheduler config: \"{key}\" must be true or false, found {v}"
-        ))
-    })
+    v.as_bool().ok_or_else(|| Error::Config(format!("scheduler config: \"{key}\" must be true or false, found {v}")))
 }

@@ -66,16 +66,9 @@ impl FlowScene {
                 Affine2::IDENTITY
             } else {
                 let centre = [rng.range(0.2, 0.8) * s, rng.range(0.2, 0.8) * s];
-                let to_centre = Affine2 {
-                    m: Affine2::IDENTITY.m,
-                    t: [-centre[0], -centre[1]],
-                };
-                let shift = [
-                    centre[0] + rng.range(-0.05, 0.05) * s,
-                    centre[1] + rng.range(-0.05, 0.05) * s,
-                ];
-                Affine2::similarity(rng.range(-0.05, 0.05), rng.range(0.93, 1.07), shift)
-                    .after(&to_centre)
+                let to_centre = Affine2 { m: Affine2::IDENTITY.m, t: [-centre[0], -centre[1]] };
+                let shift = [centre[0] + rng.range(-0.05, 0.05) * s, centre[1] + rng.range(-0.05, 0.05) * s];
+                Affine2::similarity(rng.range(-0.05, 0.05), rng.range(0.93, 1.07), shift).after(&to_centre)
             },
         };
         let mut layers = vec![background];
@@ -87,10 +80,7 @@ impl FlowScene {
             let moved = Affine2::similarity(
                 angle + rng.range(-0.2, 0.2),
                 radius * rng.range(0.9, 1.1),
-                [
-                    centre[0] + rng.range(-0.1, 0.1) * s,
-                    centre[1] + rng.range(-0.1, 0.1) * s,
-                ],
+                [centre[0] + rng.range(-0.1, 0.1) * s, centre[1] + rng.range(-0.1, 0.1) * s],
             );
             layers.push(Layer {
                 shape: Some(Shape::random(&mut rng)),
@@ -107,11 +97,7 @@ impl FlowScene {
     fn top(&self, p: [f32; 2], to_texture: &[Affine2]) -> (usize, [f32; 2]) {
         for k in (1..self.layers.len()).rev() {
             let t = to_texture[k].apply(p);
-            if self.layers[k]
-                .shape
-                .as_ref()
-                .is_some_and(|shape| shape.contains(t))
-            {
+            if self.layers[k].shape.as_ref().is_some_and(|shape| shape.contains(t)) {
                 return (k, t);
             }
         }
@@ -138,11 +124,7 @@ impl FlowScene {
 
     pub fn render(&self, size: usize) -> FlowSample {
         let to_tex1: Vec<Affine2> = self.layers.iter().map(|l| l.placement.inverse()).collect();
-        let to_tex2: Vec<Affine2> = self
-            .layers
-            .iter()
-            .map(|l| l.motion.after(&l.placement).inverse())
-            .collect();
+        let to_tex2: Vec<Affine2> = self.layers.iter().map(|l| l.motion.after(&l.placement).inverse()).collect();
         let img1 = self.render_frame(size, &to_tex1);
         let img2 = self.render_frame(size, &to_tex2);
         let n = size * size;
@@ -162,19 +144,7 @@ impl FlowScene {
                 occluded[i] = !inside || self.top(q, &to_tex2).0 > k;
             }
         }
-        FlowSample {
-            size,
-            img1,
-            img2,
-            flow: Flow {
-                width: size,
-                height: size,
-                u,
-                v,
-            },
-            layer,
-            occluded,
-        }
+        FlowSample { size, img1, img2, flow: Flow { width: size, height: size, u, v }, layer, occluded }
     }
 }
 
@@ -186,27 +156,14 @@ pub fn sample_stem(index: usize) -> String {
 pub(super) fn write_dataset(out: &Path, opts: &ToyDataOptions, sink: &Sink) -> Result<()> {
     let root = out.join("FlyingChairs_small");
     let data = root.join("data");
-    (0..opts.n_flow)
-        .into_par_iter()
-        .try_for_each(|i| -> Result<()> {
-            let sample = FlowScene::random(opts.seed, i, opts.size).render(opts.size);
-            let stem = sample_stem(i);
-            sink.write(
-                &data.join(format!("{stem}_img1.ppm")),
-                &ppm_rgb8(&sample.img1, opts.size),
-            )?;
-            sink.write(
-                &data.join(format!("{stem}_img2.ppm")),
-                &ppm_rgb8(&sample.img2, opts.size),
-            )?;
-            sink.write_flo(&data.join(format!("{stem}_flow.flo")), &sample.flow)
-        })?;
+    (0..opts.n_flow).into_par_iter().try_for_each(|i| -> Result<()> {
+        let sample = FlowScene::random(opts.seed, i, opts.size).render(opts.size);
+        let stem = sample_stem(i);
+        sink.write(&data.join(format!("{stem}_img1.ppm")), &ppm_rgb8(&sample.img1, opts.size))?;
+        sink.write(&data.join(format!("{stem}_img2.ppm")), &ppm_rgb8(&sample.img2, opts.size))?;
+        sink.write_flo(&data.join(format!("{stem}_flow.flo")), &sample.flow)
+    })?;
     let first_val = opts.n_flow - val_count(opts.n_flow, opts.val_fraction);
-    let lines: Vec<String> = (0..opts.n_flow)
-        .map(|i| if i < first_val { "1" } else { "2" }.to_string())
-        .collect();
-    sink.write(
-        &root.join("FlyingChairs_train_val.txt"),
-        &join_lines(&lines),
-    )
+    let lines: Vec<String> = (0..opts.n_flow).map(|i| if i < first_val { "1" } else { "2" }.to_string()).collect();
+    sink.write(&root.join("FlyingChairs_train_val.txt"), &join_lines(&lines))
 }

@@ -30,12 +30,7 @@ pub struct Sprite {
 
 impl Sprite {
     fn new(shape: Shape, texture: Texture, placement: Affine2) -> Sprite {
-        Sprite {
-            shape,
-            texture,
-            placement,
-            to_shape: placement.inverse(),
-        }
+        Sprite { shape, texture, placement, to_shape: placement.inverse() }
     }
 
     /// The shape-space point under image point `p` (unit square), if the sprite covers it.
@@ -84,19 +79,12 @@ impl AmodalScene {
                     rng.range(0.1, 0.25),
                     [rng.range(0.0, 1.0), rng.range(0.0, 1.0)],
                 );
-                Sprite::new(
-                    Shape::random(&mut rng),
-                    Texture::random(&mut rng, (0.3, 0.8), (0.15, 1.0)),
-                    placement,
-                )
+                Sprite::new(Shape::random(&mut rng), Texture::random(&mut rng, (0.3, 0.8), (0.15, 1.0)), placement)
             })
             .collect();
         let radius = rng.range(0.17, 0.28);
         let margin = radius * SHAPE_REACH + 0.02;
-        let centre = [
-            rng.range(margin, 1.0 - margin),
-            rng.range(margin, 1.0 - margin),
-        ];
+        let centre = [rng.range(margin, 1.0 - margin), rng.range(margin, 1.0 - margin)];
         // The object sits mostly upright, as photographed objects do.
         let object = Sprite::new(
             Shape::random(&mut rng),
@@ -129,13 +117,7 @@ impl AmodalScene {
                 (hidden, occluder) = (h, o);
             }
         }
-        AmodalScene {
-            background,
-            behind,
-            object,
-            highlight,
-            occluder,
-        }
+        AmodalScene { background, behind, object, highlight, occluder }
     }
 
     fn object_colour(&self, t: [f32; 2]) -> Rgb {
@@ -157,10 +139,7 @@ impl AmodalScene {
         for y in 0..size {
             for x in 0..size {
                 let i = y * size + x;
-                let p = [
-                    (x as f32 + 0.5) / size as f32,
-                    (y as f32 + 0.5) / size as f32,
-                ];
+                let p = [(x as f32 + 0.5) / size as f32, (y as f32 + 0.5) / size as f32];
                 let object_px = self.object.at(p).map(|t| self.object_colour(t).map(to_u8));
                 let scene = if let Some(t) = self.occluder.at(p) {
                     self.occluder.texture.sample2(t).map(to_u8)
@@ -168,14 +147,8 @@ impl AmodalScene {
                     s.visible_mask[i] = 255;
                     c
                 } else {
-                    let sprite = self
-                        .behind
-                        .iter()
-                        .rev()
-                        .find_map(|b| b.at(p).map(|t| b.texture.sample2(t)));
-                    sprite
-                        .unwrap_or_else(|| self.background.sample2(p))
-                        .map(to_u8)
+                    let sprite = self.behind.iter().rev().find_map(|b| b.at(p).map(|t| b.texture.sample2(t)));
+                    sprite.unwrap_or_else(|| self.background.sample2(p)).map(to_u8)
                 };
                 s.occlusion[i * 3..i * 3 + 3].copy_from_slice(&scene);
                 if let Some(c) = object_px {
@@ -195,10 +168,7 @@ fn hidden_share(object: &Sprite, occluder: &Sprite) -> f32 {
     let (mut area, mut hidden) = (0usize, 0usize);
     for y in 0..GRID {
         for x in 0..GRID {
-            let p = [
-                (x as f32 + 0.5) / GRID as f32,
-                (y as f32 + 0.5) / GRID as f32,
-            ];
+            let p = [(x as f32 + 0.5) / GRID as f32, (y as f32 + 0.5) / GRID as f32];
             if object.at(p).is_some() {
                 area += 1;
                 hidden += occluder.at(p).is_some() as usize;
@@ -216,27 +186,17 @@ pub fn sample_id(index: usize) -> String {
 pub(super) fn write_dataset(out: &Path, opts: &ToyDataOptions, sink: &Sink) -> Result<()> {
     let first_val = opts.n_segment - val_count(opts.n_segment, opts.val_fraction);
     let root = out.join("Pix2Gestalt_small");
-    (0..opts.n_segment)
-        .into_par_iter()
-        .try_for_each(|i| -> Result<()> {
-            let s = AmodalScene::random(opts.seed, i).render(opts.size);
-            let dir = root.join(if i < first_val { "train" } else { "val" });
-            let id = sample_id(i);
-            sink.write(
-                &dir.join("occlusion").join(format!("{id}_occlusion.png")),
-                &png_rgb8(&s.occlusion, opts.size)?,
-            )?;
-            sink.write(
-                &dir.join("whole").join(format!("{id}_whole.png")),
-                &png_rgb8(&s.whole, opts.size)?,
-            )?;
-            sink.write(
-                &dir.join("whole_mask").join(format!("{id}_whole_mask.png")),
-                &png_gray8(&s.whole_mask, opts.size)?,
-            )?;
-            let visible = dir
-                .join("visible_object_mask")
-                .join(format!("{id}_visible_mask.png"));
-            sink.write(&visible, &png_gray8(&s.visible_mask, opts.size)?)
-        })
+    (0..opts.n_segment).into_par_iter().try_for_each(|i| -> Result<()> {
+        let s = AmodalScene::random(opts.seed, i).render(opts.size);
+        let dir = root.join(if i < first_val { "train" } else { "val" });
+        let id = sample_id(i);
+        sink.write(&dir.join("occlusion").join(format!("{id}_occlusion.png")), &png_rgb8(&s.occlusion, opts.size)?)?;
+        sink.write(&dir.join("whole").join(format!("{id}_whole.png")), &png_rgb8(&s.whole, opts.size)?)?;
+        sink.write(
+            &dir.join("whole_mask").join(format!("{id}_whole_mask.png")),
+            &png_gray8(&s.whole_mask, opts.size)?,
+        )?;
+        let visible = dir.join("visible_object_mask").join(format!("{id}_visible_mask.png"));
+        sink.write(&visible, &png_gray8(&s.visible_mask, opts.size)?)
+    })
 }

@@ -72,9 +72,7 @@ impl Camera {
         let half = size as f32 / 2.0;
         let focal = half / self.tan_half_fov;
         let (u, v) = ((x - half) / focal, (half - y) / focal);
-        self.forward
-            .plus(self.right.scale(u))
-            .plus(self.up.scale(v))
+        self.forward.plus(self.right.scale(u)).plus(self.up.scale(v))
     }
 }
 
@@ -89,10 +87,7 @@ pub struct DepthView {
 impl DepthView {
     /// Depth as stored in the PNG: millimetres, rounded, clamped to [1, 65535].
     pub fn depth_mm(&self) -> Vec<u16> {
-        self.depth_m
-            .iter()
-            .map(|&d| (d * 1000.0 + 0.5).clamp(1.0, 65535.0) as u16)
-            .collect()
+        self.depth_m.iter().map(|&d| (d * 1000.0 + 0.5).clamp(1.0, 65535.0) as u16).collect()
     }
 }
 
@@ -106,16 +101,10 @@ impl Scene {
         let ceiling = Texture::random(&mut rng, (0.5, 2.0), (0.7, 1.0));
         let wall = Texture::random(&mut rng, (0.3, 1.5), (0.4, 1.0));
         // Some rooms have one feature wall in another texture.
-        let feature = if rng.chance(0.5) {
-            Texture::random(&mut rng, (0.2, 1.0), (0.3, 0.9))
-        } else {
-            wall.clone()
-        };
+        let feature = if rng.chance(0.5) { Texture::random(&mut rng, (0.2, 1.0), (0.3, 0.9)) } else { wall.clone() };
         let surfaces = [floor, ceiling, wall.clone(), wall.clone(), wall, feature];
         let n = rng.between(3, 8);
-        let objects = (0..n)
-            .map(|_| random_object(&mut rng, half_width, length))
-            .collect();
+        let objects = (0..n).map(|_| random_object(&mut rng, half_width, length)).collect();
         let light = V3(
             rng.range(-half_width * 0.7, half_width * 0.7),
             height - rng.range(0.1, 0.5),
@@ -135,11 +124,7 @@ impl Scene {
 
     /// A camera near the front wall looking into the room, slightly down.
     pub fn camera(&self, seed: u64, index: usize, view: usize) -> Camera {
-        let mut rng = Rng::derive(
-            seed,
-            "hypersim/camera",
-            (index * VIEWS_PER_SCENE + view) as u64,
-        );
+        let mut rng = Rng::derive(seed, "hypersim/camera", (index * VIEWS_PER_SCENE + view) as u64);
         let position = V3(
             rng.range(-self.half_width * 0.6, self.half_width * 0.6),
             rng.range(1.0, 1.8).min(self.height - 0.3),
@@ -153,13 +138,7 @@ impl Scene {
         let forward = target.minus(position).normalized();
         let right = forward.cross(V3(0.0, 1.0, 0.0)).normalized();
         let up = right.cross(forward);
-        Camera {
-            position,
-            forward,
-            right,
-            up,
-            tan_half_fov: rng.range(0.45, 0.75),
-        }
+        Camera { position, forward, right, up, tan_half_fov: rng.range(0.45, 0.75) }
     }
 
     /// The nearest hit along `dir` from `origin`: distance (in units of `dir`), unit normal
@@ -169,12 +148,7 @@ impl Scene {
         for obj in &self.objects {
             if let Some((t, normal, tex_p)) = hit_solid(&obj.solid, origin, dir) {
                 if t < best.t {
-                    best = Hit {
-                        t,
-                        normal,
-                        texture: &obj.texture,
-                        tex_p,
-                    };
+                    best = Hit { t, normal, texture: &obj.texture, tex_p };
                 }
             }
         }
@@ -211,12 +185,7 @@ impl Scene {
             1 => (V3(0.0, sign, 0.0), V3(p.0, p.2, 0.0)),
             _ => (V3(0.0, 0.0, sign), V3(p.0, p.1, 0.0)),
         };
-        Hit {
-            t,
-            normal,
-            texture: &self.surfaces[surface],
-            tex_p,
-        }
+        Hit { t, normal, texture: &self.surfaces[surface], tex_p }
     }
 
     fn shade(&self, origin: V3, dir: V3) -> [f32; 3] {
@@ -227,25 +196,14 @@ impl Scene {
         let l = to_light.scale(1.0 / dist2.sqrt());
         let lambert = hit.normal.dot(l).max(0.0);
         let lit = lambert > 0.0 && !self.shadowed(p.plus(hit.normal.scale(1e-3)), to_light);
-        let light = self.ambient
-            + if lit {
-                lambert * self.light_power / (1.0 + dist2)
-            } else {
-                0.0
-            };
+        let light = self.ambient + if lit { lambert * self.light_power / (1.0 + dist2) } else { 0.0 };
         let c = hit.texture.sample(hit.tex_p);
         // sqrt: a cheap display gamma that needs no pow.
-        [
-            (c[0] * light).sqrt(),
-            (c[1] * light).sqrt(),
-            (c[2] * light).sqrt(),
-        ]
+        [(c[0] * light).sqrt(), (c[1] * light).sqrt(), (c[2] * light).sqrt()]
     }
 
     fn shadowed(&self, from: V3, to_light: V3) -> bool {
-        self.objects
-            .iter()
-            .any(|o| hit_solid(&o.solid, from, to_light).is_some_and(|(t, _, _)| t < 1.0))
+        self.objects.iter().any(|o| hit_solid(&o.solid, from, to_light).is_some_and(|(t, _, _)| t < 1.0))
     }
 
     /// Render one view at `size` x `size`.
@@ -283,32 +241,14 @@ fn random_object(rng: &mut Rng, half_width: f32, length: f32) -> Object {
     let solid = if rng.chance(0.45) {
         let radius = rng.range(0.2, 0.8);
         // Most spheres rest on the floor, some float (lamps, balls on shelves).
-        let lift = if rng.chance(0.7) {
-            0.0
-        } else {
-            rng.range(0.2, 1.2)
-        };
-        Solid::Sphere {
-            centre: V3(x, radius + lift, z),
-            radius,
-        }
+        let lift = if rng.chance(0.7) { 0.0 } else { rng.range(0.2, 1.2) };
+        Solid::Sphere { centre: V3(x, radius + lift, z), radius }
     } else {
-        let half = V3(
-            rng.range(0.15, 0.8),
-            rng.range(0.15, 1.0),
-            rng.range(0.15, 0.8),
-        );
+        let half = V3(rng.range(0.15, 0.8), rng.range(0.15, 1.0), rng.range(0.15, 0.8));
         let (s, c) = sin_cos(rng.range(0.0, std::f32::consts::PI));
-        Solid::Cuboid {
-            centre: V3(x, half.1, z),
-            half,
-            cos_sin: [c, s],
-        }
+        Solid::Cuboid { centre: V3(x, half.1, z), half, cos_sin: [c, s] }
     };
-    Object {
-        solid,
-        texture: Texture::random(rng, (0.15, 0.5), (0.25, 0.95)),
-    }
+    Object { solid, texture: Texture::random(rng, (0.15, 0.5), (0.25, 0.95)) }
 }
 
 /// Ray-solid intersection: (t, normal facing the ray, texture point).
@@ -329,19 +269,11 @@ fn hit_solid(solid: &Solid, o: V3, d: V3) -> Option<(f32, V3, V3)> {
             let local = oc.plus(d.scale(t));
             Some((t, local.scale(1.0 / radius), local))
         }
-        Solid::Cuboid {
-            centre,
-            half,
-            cos_sin: [c, s],
-        } => {
+        Solid::Cuboid { centre, half, cos_sin: [c, s] } => {
             // Into the box's frame: rotate by -yaw about y.
             let to_local = |v: V3| V3(c * v.0 + s * v.2, v.1, -s * v.0 + c * v.2);
             let (lo, ld) = (to_local(o.minus(*centre)), to_local(d));
-            let (lo, ld, h) = (
-                [lo.0, lo.1, lo.2],
-                [ld.0, ld.1, ld.2],
-                [half.0, half.1, half.2],
-            );
+            let (lo, ld, h) = ([lo.0, lo.1, lo.2], [ld.0, ld.1, ld.2], [half.0, half.1, half.2]);
             let (mut t_near, mut t_far, mut axis) = (f32::NEG_INFINITY, f32::INFINITY, 0);
             for k in 0..3 {
                 if ld[k] == 0.0 {
@@ -363,11 +295,7 @@ fn hit_solid(solid: &Solid, o: V3, d: V3) -> Option<(f32, V3, V3)> {
             }
             let mut n = [0f32; 3];
             n[axis] = if ld[axis] > 0.0 { -1.0 } else { 1.0 };
-            let p = [
-                lo[0] + ld[0] * t_near,
-                lo[1] + ld[1] * t_near,
-                lo[2] + ld[2] * t_near,
-            ];
+            let p = [lo[0] + ld[0] * t_near, lo[1] + ld[1] * t_near, lo[2] + ld[2] * t_near];
             // Face coordinates: the two axes other than the face normal.
             let tex_p = match axis {
                 0 => V3(p[2], p[1], 0.0),
@@ -387,10 +315,7 @@ pub fn scene_name(index: usize) -> String {
 
 /// (rgb, depth) file names of one view, relative to the scene folder.
 pub fn view_names(view: usize) -> (String, String) {
-    (
-        format!("rgb_cam_00_fr{view:04}.png"),
-        format!("depth_plane_cam_00_fr{view:04}.png"),
-    )
+    (format!("rgb_cam_00_fr{view:04}.png"), format!("depth_plane_cam_00_fr{view:04}.png"))
 }
 
 pub(super) fn write_dataset(out: &Path, opts: &ToyDataOptions, sink: &Sink) -> Result<()> {
@@ -404,22 +329,15 @@ pub(super) fn write_dataset(out: &Path, opts: &ToyDataOptions, sink: &Sink) -> R
         }
     };
     let root = out.join("Hypersim_small");
-    let views: Vec<(usize, usize)> = (0..opts.n_depth)
-        .map(|i| (i / VIEWS_PER_SCENE, i % VIEWS_PER_SCENE))
-        .collect();
-    views
-        .par_iter()
-        .try_for_each(|&(scene_idx, view)| -> Result<()> {
-            let scene = Scene::random(opts.seed, scene_idx);
-            let rendered = scene.render(&scene.camera(opts.seed, scene_idx, view), opts.size);
-            let dir = root.join(split_of(scene_idx)).join(scene_name(scene_idx));
-            let (rgb_name, depth_name) = view_names(view);
-            sink.write(&dir.join(rgb_name), &png_rgb8(&rendered.rgb, opts.size)?)?;
-            sink.write(
-                &dir.join(depth_name),
-                &png_gray16(&rendered.depth_mm(), opts.size)?,
-            )
-        })?;
+    let views: Vec<(usize, usize)> = (0..opts.n_depth).map(|i| (i / VIEWS_PER_SCENE, i % VIEWS_PER_SCENE)).collect();
+    views.par_iter().try_for_each(|&(scene_idx, view)| -> Result<()> {
+        let scene = Scene::random(opts.seed, scene_idx);
+        let rendered = scene.render(&scene.camera(opts.seed, scene_idx, view), opts.size);
+        let dir = root.join(split_of(scene_idx)).join(scene_name(scene_idx));
+        let (rgb_name, depth_name) = view_names(view);
+        sink.write(&dir.join(rgb_name), &png_rgb8(&rendered.rgb, opts.size)?)?;
+        sink.write(&dir.join(depth_name), &png_gray16(&rendered.depth_mm(), opts.size)?)
+    })?;
     for split in ["train", "val"] {
         let lines: Vec<String> = views
             .iter()
@@ -429,9 +347,7 @@ pub(super) fn write_dataset(out: &Path, opts: &ToyDataOptions, sink: &Sink) -> R
                 format!("{0}/{rgb} {0}/{depth}", scene_name(s))
             })
             .collect();
-        let list = out
-            .join("data_split")
-            .join(format!("hysim_filename_list_{split}.txt"));
+        let list = out.join("data_split").join(format!("hysim_filename_list_{split}.txt"));
         sink.write(&list, &join_lines(&lines))?;
     }
     Ok(())

@@ -48,14 +48,7 @@ impl Default for ToyDataOptions {
     /// The shipped `toy_data/` set: about 4 MB at 128x128 (PPM frames and `.flo` files are
     /// uncompressed, so flow pairs are the expensive ones).
     fn default() -> Self {
-        ToyDataOptions {
-            seed: 0,
-            size: 128,
-            n_depth: 48,
-            n_flow: 8,
-            n_segment: 48,
-            val_fraction: 0.25,
-        }
+        ToyDataOptions { seed: 0, size: 128, n_depth: 48, n_flow: 8, n_segment: 48, val_fraction: 0.25 }
     }
 }
 
@@ -95,10 +88,7 @@ pub fn generate(out: &Path, opts: &ToyDataOptions) -> Result<Summary> {
 
 fn validate(opts: &ToyDataOptions) -> Result<()> {
     if !(8..=4096).contains(&opts.size) {
-        return Err(Error::Input(format!(
-            "toy-data: size {} is out of range, expected 8 to 4096 pixels",
-            opts.size
-        )));
+        return Err(Error::Input(format!("toy-data: size {} is out of range, expected 8 to 4096 pixels", opts.size)));
     }
     if !(0.0..1.0).contains(&opts.val_fraction) {
         return Err(Error::Input(format!(
@@ -107,10 +97,7 @@ fn validate(opts: &ToyDataOptions) -> Result<()> {
         )));
     }
     if opts.n_flow > 99_999 {
-        return Err(Error::Input(format!(
-            "toy-data: {} flow samples do not fit 5-digit names",
-            opts.n_flow
-        )));
+        return Err(Error::Input(format!("toy-data: {} flow samples do not fit 5-digit names", opts.n_flow)));
     }
     Ok(())
 }
@@ -141,8 +128,7 @@ impl Sink {
     pub fn write_flo(&self, path: &Path, flow: &crate::io::flo::Flow) -> Result<()> {
         crate::io::flo::write_flo(path, flow)?;
         self.files.fetch_add(1, Ordering::Relaxed);
-        self.bytes
-            .fetch_add(12 + 8 * flow.u.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(12 + 8 * flow.u.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }

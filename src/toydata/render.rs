@@ -25,11 +25,7 @@ impl V3 {
         self.0 * o.0 + self.1 * o.1 + self.2 * o.2
     }
     pub fn cross(self, o: V3) -> V3 {
-        V3(
-            self.1 * o.2 - self.2 * o.1,
-            self.2 * o.0 - self.0 * o.2,
-            self.0 * o.1 - self.1 * o.0,
-        )
+        V3(self.1 * o.2 - self.2 * o.1, self.2 * o.0 - self.0 * o.2, self.0 * o.1 - self.1 * o.0)
     }
     pub fn norm(self) -> f32 {
         self.dot(self).sqrt()
@@ -47,26 +43,17 @@ pub struct Affine2 {
 }
 
 impl Affine2 {
-    pub const IDENTITY: Affine2 = Affine2 {
-        m: [1.0, 0.0, 0.0, 1.0],
-        t: [0.0, 0.0],
-    };
+    pub const IDENTITY: Affine2 = Affine2 { m: [1.0, 0.0, 0.0, 1.0], t: [0.0, 0.0] };
 
     /// Rotate by `angle` and scale by `scale` about the origin, then move the origin to `to`.
     pub fn similarity(angle: f32, scale: f32, to: [f32; 2]) -> Affine2 {
         let (s, c) = sin_cos(angle);
-        Affine2 {
-            m: [c * scale, -s * scale, s * scale, c * scale],
-            t: to,
-        }
+        Affine2 { m: [c * scale, -s * scale, s * scale, c * scale], t: to }
     }
 
     pub fn apply(&self, p: [f32; 2]) -> [f32; 2] {
         let m = &self.m;
-        [
-            m[0] * p[0] + m[1] * p[1] + self.t[0],
-            m[2] * p[0] + m[3] * p[1] + self.t[1],
-        ]
+        [m[0] * p[0] + m[1] * p[1] + self.t[0], m[2] * p[0] + m[3] * p[1] + self.t[1]]
     }
 
     /// `self` after `first`: p -> self(first(p)).
@@ -78,20 +65,14 @@ impl Affine2 {
             a[2] * b[0] + a[3] * b[2],
             a[2] * b[1] + a[3] * b[3],
         ];
-        Affine2 {
-            m,
-            t: self.apply(first.t),
-        }
+        Affine2 { m, t: self.apply(first.t) }
     }
 
     pub fn inverse(&self) -> Affine2 {
         let m = &self.m;
         let det = m[0] * m[3] - m[1] * m[2];
         let inv = [m[3] / det, -m[1] / det, -m[2] / det, m[0] / det];
-        let t = [
-            -(inv[0] * self.t[0] + inv[1] * self.t[1]),
-            -(inv[2] * self.t[0] + inv[3] * self.t[1]),
-        ];
+        let t = [-(inv[0] * self.t[0] + inv[1] * self.t[1]), -(inv[2] * self.t[0] + inv[3] * self.t[1])];
         Affine2 { m: inv, t }
     }
 }
@@ -109,11 +90,7 @@ fn lerp(a: f32, b: f32, t: f32) -> f32 {
 }
 
 pub fn mix(a: Rgb, b: Rgb, t: f32) -> Rgb {
-    [
-        lerp(a[0], b[0], t),
-        lerp(a[1], b[1], t),
-        lerp(a[2], b[2], t),
-    ]
+    [lerp(a[0], b[0], t), lerp(a[1], b[1], t), lerp(a[2], b[2], t)]
 }
 
 /// Hash of a lattice point to [0, 1).
@@ -191,25 +168,14 @@ impl Texture {
         let cell = rng.range(cell.0, cell.1);
         let (value_lo, value_hi) = value;
         let pattern = match rng.below(5) {
-            0 | 1 => Pattern::Noise {
-                contrast: rng.range(1.0, 3.0),
-            },
+            0 | 1 => Pattern::Noise { contrast: rng.range(1.0, 3.0) },
             2 => Pattern::Checker,
-            3 => Pattern::Stripes {
-                dir: random_dir(rng),
-            },
-            _ => Pattern::Marble {
-                dir: random_dir(rng),
-                warp: rng.range(0.5, 2.0),
-            },
+            3 => Pattern::Stripes { dir: random_dir(rng) },
+            _ => Pattern::Marble { dir: random_dir(rng), warp: rng.range(0.5, 2.0) },
         };
         let hue = rng.unit();
         let a = hsv(hue, rng.range(0.2, 0.9), rng.range(value_lo, value_hi));
-        let hue_b = if rng.chance(0.5) {
-            hue + rng.range(-0.08, 0.08)
-        } else {
-            rng.unit()
-        };
+        let hue_b = if rng.chance(0.5) { hue + rng.range(-0.08, 0.08) } else { rng.unit() };
         let b = hsv(hue_b, rng.range(0.1, 0.9), rng.range(value_lo, value_hi));
         Texture {
             pattern,
@@ -217,11 +183,7 @@ impl Texture {
             a,
             b,
             // A whole z offset puts flat (z = 0) surfaces on a plateau of the checker's z wave.
-            offset: V3(
-                rng.range(0.0, 64.0),
-                rng.range(0.0, 64.0),
-                rng.below(64) as f32,
-            ),
+            offset: V3(rng.range(0.0, 64.0), rng.range(0.0, 64.0), rng.below(64) as f32),
             grain: rng.range(0.0, 0.12),
             salt: rng.next_u64() as u32,
         }
@@ -230,25 +192,17 @@ impl Texture {
     pub fn sample(&self, p: V3) -> Rgb {
         let q = p.scale(self.frequency).plus(self.offset);
         let t = match &self.pattern {
-            Pattern::Noise { contrast } => {
-                (0.5 + (fbm(q, self.salt) - 0.5) * 2.0 * contrast).clamp(0.0, 1.0)
-            }
+            Pattern::Noise { contrast } => (0.5 + (fbm(q, self.salt) - 0.5) * 2.0 * contrast).clamp(0.0, 1.0),
             Pattern::Checker => {
                 let xor = |a: f32, b: f32| a + b - 2.0 * a * b;
                 xor(xor(soft_band(q.0), soft_band(q.1)), soft_band(q.2))
             }
             Pattern::Stripes { dir } => soft_band(q.dot(*dir)),
-            Pattern::Marble { dir, warp } => {
-                soft_band(q.dot(*dir) + warp * fbm(q.scale(0.5), self.salt))
-            }
+            Pattern::Marble { dir, warp } => soft_band(q.dot(*dir) + warp * fbm(q.scale(0.5), self.salt)),
         };
         let base = mix(self.a, self.b, t);
         let g = 1.0 + self.grain * (value_noise(q.scale(4.0), self.salt ^ 0x5A5A) * 2.0 - 1.0);
-        [
-            (base[0] * g).clamp(0.0, 1.0),
-            (base[1] * g).clamp(0.0, 1.0),
-            (base[2] * g).clamp(0.0, 1.0),
-        ]
+        [(base[0] * g).clamp(0.0, 1.0), (base[1] * g).clamp(0.0, 1.0), (base[2] * g).clamp(0.0, 1.0)]
     }
 
     pub fn sample2(&self, p: [f32; 2]) -> Rgb {
@@ -264,11 +218,7 @@ fn soft_band(x: f32) -> f32 {
 
 pub fn random_dir(rng: &mut Rng) -> V3 {
     loop {
-        let v = V3(
-            rng.range(-1.0, 1.0),
-            rng.range(-1.0, 1.0),
-            rng.range(-1.0, 1.0),
-        );
+        let v = V3(rng.range(-1.0, 1.0), rng.range(-1.0, 1.0), rng.range(-1.0, 1.0));
         let n = v.norm();
         if n > 0.1 && n <= 1.0 {
             return v.scale(1.0 / n);
@@ -338,9 +288,9 @@ impl Shape {
                 let v = -e.cos_sin[1] * dx + e.cos_sin[0] * dy;
                 u * u * e.inv_axes2[0] + v * v * e.inv_axes2[1] <= 1.0
             }),
-            Shape::Rects { rects } => rects
-                .iter()
-                .any(|r| p[0] >= r[0] && p[0] <= r[2] && p[1] >= r[1] && p[1] <= r[3]),
+            Shape::Rects { rects } => {
+                rects.iter().any(|r| p[0] >= r[0] && p[0] <= r[2] && p[1] >= r[1] && p[1] <= r[3])
+            }
         }
     }
 }
@@ -380,9 +330,7 @@ fn inside_polygon(v: &[[f32; 2]], p: [f32; 2]) -> bool {
     let mut j = v.len() - 1;
     for i in 0..v.len() {
         let (a, b) = (v[i], v[j]);
-        if (a[1] > p[1]) != (b[1] > p[1])
-            && p[0] < (b[0] - a[0]) * (p[1] - a[1]) / (b[1] - a[1]) + a[0]
-        {
+        if (a[1] > p[1]) != (b[1] > p[1]) && p[0] < (b[0] - a[0]) * (p[1] - a[1]) / (b[1] - a[1]) + a[0] {
             inside = !inside;
         }
         j = i;

@@ -19,9 +19,7 @@ fn mix(mut z: u64) -> u64 {
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng {
-            state: mix(seed ^ 0x5EED_0F70_FDA7_A000),
-        }
+        Rng { state: mix(seed ^ 0x5EED_0F70_FDA7_A000) }
     }
 
     /// An independent stream for one sample of one dataset.

@@ -13,11 +13,7 @@ pub fn verify_ddim(fx: &Fixture, precision: &str) -> Result<Vec<Check>> {
         .as_object()
         .ok_or_else(|| Error::Fixture(format!("{}: config.configs is not an object", fx.name)))?;
     let step_counts: Vec<usize> = match fx.config()["step_counts"].as_array() {
-        Some(a) => a
-            .iter()
-            .filter_map(|v| v.as_u64())
-            .map(|v| v as usize)
-            .collect(),
+        Some(a) => a.iter().filter_map(|v| v.as_u64()).map(|v| v as usize).collect(),
         None => vec![1, 10, 25, 50],
     };
     let chain_steps = fx.config()["chain_steps"].as_u64().unwrap_or(10) as usize;
@@ -26,20 +22,11 @@ pub fn verify_ddim(fx: &Fixture, precision: &str) -> Result<Vec<Check>> {
     let mut notes: HashMap<String, String> = HashMap::new();
     for (name, cfg_json) in configs {
         let ddim = Ddim::new(&SchedulerConfig::from_json(cfg_json)?)?;
-        got.insert(
-            format!("{name}.alphas_cumprod"),
-            ddim.alphas_cumprod().to_vec(),
-        );
-        got.insert(
-            format!("{name}.final_alpha_cumprod"),
-            vec![ddim.final_alpha_cumprod()],
-        );
+        got.insert(format!("{name}.alphas_cumprod"), ddim.alphas_cumprod().to_vec());
+        got.insert(format!("{name}.final_alpha_cumprod"), vec![ddim.final_alpha_cumprod()]);
         for &n in &step_counts {
             let ts = ddim.timesteps(n)?;
-            got.insert(
-                format!("{name}.timesteps_{n}"),
-                ts.iter().map(|&t| t as f32).collect(),
-            );
+            got.insert(format!("{name}.timesteps_{n}"), ts.iter().map(|&t| t as f32).collect());
         }
 
         let chain_key = format!("{name}.chain.sample0");

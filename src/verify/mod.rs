@@ -68,5 +68,5 @@ pub fn compare(fx: &Fixture, name: &str, got: &[f32], precision: &str) -> Result
     Ok(Check { fixture: fx.name.clone(), output: name.into(), error, tolerance, pass, note: String::new() })
 }
 pub mod models;
-pub mod run;
 pub mod pipeline;
+pub mod run;

@@ -55,6 +55,7 @@ pub fn verify_one<B: Backend + Clone>(be: &B, dir: &Path, name: &str, opts: &Opt
         "vae" => super::models::verify_vae(be, &fx, p),
         "pipeline" => super::pipeline::verify_pipeline(be, &fx, p),
         "ddim" => super::ddim::verify_ddim(&fx, p),
+        "postprocess" => super::postprocess::verify_postprocess(&fx, p),
         other => return Outcome::Skipped(format!("unknown kind \"{other}\"")),
     };
     match result {

@@ -66,7 +66,9 @@ pub fn open(spec: &str, sd2: Option<&Path>) -> Result<ModelSource> {
     let mut src = if spec == SYNTHETIC_GENERALIST {
         synthetic_generalist()?
     } else if let Some(rest) = spec.strip_prefix("synthetic:") {
-        return Err(Error::Weights(format!("unknown synthetic model \"{rest}\"; the one built in is {SYNTHETIC_GENERALIST}")));
+        return Err(Error::Weights(format!(
+            "unknown synthetic model \"{rest}\"; the one built in is {SYNTHETIC_GENERALIST}"
+        )));
     } else {
         open_file(Path::new(spec))?
     };
@@ -106,13 +108,7 @@ fn synthetic_generalist() -> Result<ModelSource> {
     let (dit_cfg, dit) = synthetic_generalist_dit()?;
     let (vae_cfg, vae) = synthetic_sd2_vae()?;
     Ok(ModelSource {
-        config: ModelConfig {
-            dit: dit_cfg,
-            vae: Some(vae_cfg),
-            scheduler: None,
-            resolution: 512,
-            flow_scale: 75.0,
-        },
+        config: ModelConfig { dit: dit_cfg, vae: Some(vae_cfg), scheduler: None, resolution: 512, flow_scale: 75.0 },
         dit,
         vae,
         scheduler: None,
@@ -143,7 +139,7 @@ fn file_config(path: &Path, metadata: Option<&str>, dit: &Weights, has_vae: bool
     Ok(ModelConfig { resolution: dit_cfg.input_size * down, dit: dit_cfg, vae, scheduler: None, flow_scale: 75.0 })
 }
 
-/// Open a `.safetensors` (or, once supported, `.pt`) model file.
+/// Open a `.safetensors` or PyTorch `.pt` model file.
 pub fn open_file(path: &Path) -> Result<ModelSource> {
     if !path.exists() {
         return Err(Error::Weights(format!("{}: no such model file", path.display())));
@@ -152,13 +148,7 @@ pub fn open_file(path: &Path) -> Result<ModelSource> {
     let mut dit = Weights::new(path.display().to_string(), tensors);
     let vae = dit.take_prefix("vae.");
     let config = file_config(path, metadata.as_deref(), &dit, !vae.is_empty())?;
-    Ok(ModelSource {
-        scheduler: config.scheduler.clone(),
-        config,
-        dit,
-        vae,
-        description: path.display().to_string(),
-    })
+    Ok(ModelSource { scheduler: config.scheduler.clone(), config, dit, vae, description: path.display().to_string() })
 }
 
 /// Tensors and `percept.config` metadata of a weights file, by content (safetensors or a
@@ -170,11 +160,12 @@ pub fn load_tensors(path: &Path) -> Result<(Vec<(String, super::RawTensor)>, Opt
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let _ = f.read(&mut head).map_err(|e| Error::io(path, e))?;
     }
-    if &head == b"PK\x03\x04" {
-        return Err(Error::Checkpoint(format!(
-            "{}: PyTorch checkpoints are not readable by this build; convert it to safetensors",
-            path.display()
-        )));
+    let is_safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if !is_safetensors
+        && (&head == b"PK\x03\x04" || path.extension().is_some_and(|e| e == "pt" || e == "pth" || e == "ckpt"))
+    {
+        let ck = super::pt::read_pt(path)?;
+        return Ok((ck.tensors, None));
     }
     let st = SafetensorsFile::open(path)?;
     let meta = st.metadata.get("percept.config").cloned();
@@ -187,7 +178,10 @@ pub fn open_sd2(dir: &Path) -> Result<(VaeConfig, Weights, Option<Value>)> {
     let vae_dir = dir.join("vae");
     let cfg_path = vae_dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-        Error::Weights(format!("{}: cannot read the VAE config ({e}); --sd2 expects a diffusers folder with vae/", cfg_path.display()))
+        Error::Weights(format!(
+            "{}: cannot read the VAE config ({e}); --sd2 expects a diffusers folder with vae/",
+            cfg_path.display()
+        ))
     })?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| Error::Config(format!("{}: not valid JSON ({e})", cfg_path.display())))?;
