@@ -115,9 +115,9 @@ fn io_rgba_is_composited_over_white_and_masks_over_black() {
     let a = 102.0 / 255.0;
     let want = [[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0 - a, 1.0 - a, 1.0]];
     for (x, px) in want.iter().enumerate() {
-        for c in 0..3 {
+        for (c, &v) in px.iter().enumerate() {
             assert!(
-                (at(&img, c, x, 0) - px[c]).abs() < 1e-6,
+                (at(&img, c, x, 0) - v).abs() < 1e-6,
                 "pixel {x} channel {c}"
             );
         }
@@ -221,8 +221,8 @@ fn io_palette_png_expands_with_transparency() {
         [1.0, 1.0, 1.0],
     ];
     for (x, px) in want.iter().enumerate() {
-        for c in 0..3 {
-            assert_eq!(at(&img, c, x, 0), px[c], "pixel {x} channel {c}");
+        for (c, &v) in px.iter().enumerate() {
+            assert_eq!(at(&img, c, x, 0), v, "pixel {x} channel {c}");
         }
     }
 }
@@ -330,7 +330,7 @@ fn cmyk_jpeg(blocks: &[[u8; 4]]) -> Vec<u8> {
             put(0, 1); // EOB
         }
     }
-    while bits.len() % 8 != 0 {
+    while !bits.len().is_multiple_of(8) {
         bits.push(true);
     }
     for byte in bits.chunks(8) {
@@ -357,9 +357,9 @@ fn io_cmyk_jpeg_decodes_to_rgb() {
         (3, [1.0, 0.0, 1.0]),
         (12, [200.0 * 128.0 / 255.0 / 255.0; 3]),
     ] {
-        for c in 0..3 {
+        for (c, &v) in want.iter().enumerate() {
             assert!(
-                near(at(&img, c, x, 4), want[c]),
+                near(at(&img, c, x, 4), v),
                 "x {x} c {c}: {}",
                 at(&img, c, x, 4)
             );
@@ -826,7 +826,7 @@ fn mutate_and_decode(
             1 => {
                 for k in 0..1 + r % 4 {
                     let pos = pick(b.len().min(256), rng.next_u64());
-                    b[pos] ^= 1 << (k + r) % 8;
+                    b[pos] ^= 1 << ((k + r) % 8);
                 }
             }
             2 => {

@@ -87,7 +87,7 @@ fn check(op: &str, len: usize, w: usize, h: usize, out_w: usize, out_h: usize) -
             "{op}: cannot resize {w}x{h} to {out_w}x{out_h}: zero size"
         )));
     }
-    if len % (w * h) != 0 {
+    if !len.is_multiple_of(w * h) {
         return Err(Error::Shape(format!(
             "{op}: {len} values are not a whole number of {w}x{h} planes"
         )));
