@@ -72,15 +72,8 @@ fn check(op: &str, len: usize, w: usize, h: usize, out_w: usize, out_h: usize) -
     if w == 0 || h == 0 || out_w == 0 || out_h == 0 {
         return Err(Error::Shape(format!("{op}: cannot resize {w}x{h} to {out_w}x{out_h}: zero size")));
     }
-<<<<<<< HEAD
-    if len % (w * h) != 0 {
-        return Err(Error::Shape(format!("{op}: {len} values are not a whole number of {w}x{h} planes")));
-=======
     if !len.is_multiple_of(w * h) {
-        return Err(Error::Shape(format!(
-            "{op}: {len} values are not a whole number of {w}x{h} planes"
-        )));
->>>>>>> io
+        return Err(Error::Shape(format!("{op}: {len} values are not a whole number of {w}x{h} planes")));
     }
     Ok(len / (w * h))
 }
