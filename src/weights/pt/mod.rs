@@ -26,6 +26,10 @@ use crate::error::{Error, Result};
 /// The keys under which training scripts save the weights, in order of preference.
 pub const STATE_DICT_KEYS: [&str; 3] = ["ema", "model", "state_dict"];
 
+/// What to do about a file whose structure contradicts itself.
+const DAMAGED: &str =
+    "the file is damaged or was not written by torch.save: re-copy it, or re-save the weights with torch.save";
+
 /// Nested dicts inside a state dict deeper than this are refused (a real one is flat).
 const MAX_NESTING: usize = 32;
 /// Dict entries visited while collecting tensors (shared sub-dicts are visited once per use).
@@ -138,7 +142,7 @@ impl<'a> Reader<'a> {
     fn read(&mut self) -> Result<Found, String> {
         let buf: &'a [u8] = self.src.as_slice();
         check_not_legacy(buf)?;
-        let archive = zip::parse(buf)?;
+        let archive = zip::parse(buf).map_err(|m| format!("{m}; {DAMAGED}"))?;
         self.prefix = archive_prefix(&archive)?;
         self.owned_budget = buf.len().saturating_mul(4).saturating_add(64 << 20);
 
@@ -158,7 +162,7 @@ impl<'a> Reader<'a> {
             None => return Err(format!("the archive has no {pkl_name}")),
         };
         self.zip = Some(archive);
-        let p = pickle::load(pkl).map_err(|m| format!("{pkl_name}: {m}"))?;
+        let p = pickle::load(pkl).map_err(|m| format!("{pkl_name}: {m}; {DAMAGED}"))?;
 
         let (sd, source_key) = select_state_dict(&p)?;
         let mut found = Vec::new();
@@ -191,16 +195,19 @@ impl<'a> Reader<'a> {
         }
         let name = format!("{}data/{}", self.prefix, t.storage.key);
         let archive = self.zip.as_ref().ok_or("no archive")?;
-        let e = archive
-            .get(&name)
-            .ok_or_else(|| format!("its storage \"{}\" ({name}) is missing from the archive", t.storage.key))?;
+        let e = archive.get(&name).ok_or_else(|| {
+            format!("its storage \"{}\" ({name}) is missing from the archive; {DAMAGED}", t.storage.key)
+        })?;
         let r = entry_range(self.src.as_slice(), e, self.opts)?;
         self.storages.insert(t.storage.key.clone(), r.clone());
         Ok(r)
     }
 
     fn tensor(&mut self, t: &TensorRef) -> Result<RawTensor, String> {
-        let l = view::layout(t)?;
+        let l = view::layout(t).map_err(|e| match e {
+            view::LayoutError::Inconsistent(m) => format!("{m}; {DAMAGED}"),
+            view::LayoutError::Unsupported(m) => m,
+        })?;
         let dtype = t.storage.dtype;
         let item = dtype.size();
         let entry = self.storage_range(t)?;
@@ -210,7 +217,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| format!("its storage declares {} elements, too many to address", t.storage.numel))?;
         if entry.len() < declared {
             return Err(format!(
-                "its storage \"{}\" declares {} {dtype} elements ({declared} bytes) but the archive entry holds {} bytes (storage too short)",
+                "its storage \"{}\" declares {} {dtype} elements ({declared} bytes) but the archive entry holds {} bytes (storage too short); {DAMAGED}",
                 t.storage.key,
                 t.storage.numel,
                 entry.len()
@@ -248,7 +255,7 @@ fn entry_range(buf: &[u8], e: &zip::Entry, opts: PtOptions) -> Result<Range<usiz
     }
     if e.data.len() as u64 != e.uncompressed_size {
         return Err(format!(
-            "damaged zip archive: stored entry \"{}\" has {} bytes but declares {}",
+            "damaged zip archive: stored entry \"{}\" has {} bytes but declares {}; {DAMAGED}",
             e.name,
             e.data.len(),
             e.uncompressed_size
@@ -258,7 +265,7 @@ fn entry_range(buf: &[u8], e: &zip::Entry, opts: PtOptions) -> Result<Range<usiz
         let crc = crc32fast::hash(&buf[e.data.clone()]);
         if crc != e.crc32 {
             return Err(format!(
-                "damaged archive: the CRC-32 of entry \"{}\" is {crc:08x}, the archive records {:08x}",
+                "damaged archive: the CRC-32 of entry \"{}\" is {crc:08x}, the archive records {:08x}; {DAMAGED}",
                 e.name, e.crc32
             ));
         }
@@ -357,18 +364,26 @@ fn collect(
             Value::Tensor(t) => out.push((name, t.clone())),
             Value::Dict(_) => {
                 if depth + 1 > MAX_NESTING {
-                    return Err(format!("the state dict nests dicts deeper than {MAX_NESTING} levels (at \"{name}\")"));
+                    return Err(format!(
+                        "the state dict nests dicts deeper than {MAX_NESTING} levels (at \"{name}\"); save a flat state dict \
+                         (model.state_dict())"
+                    ));
                 }
                 collect(p, v, &name, depth + 1, out, skipped, visits)?;
             }
             Value::Unknown(n) => {
                 return Err(format!(
                     "state dict entry \"{name}\" is an object built by the unknown global {n}, which this reader does not run; \
-                     save plain tensors (model.state_dict()) or keep training state beside the weights under another key \
-                     than {STATE_DICT_KEYS:?}"
+                     save the weights as plain tensors and other objects beside them, e.g. \
+                     torch.save({{\"model\": model.state_dict(), \"args\": args}}, PATH)"
                 ))
             }
-            Value::Bad(m) => return Err(format!("tensor \"{name}\" is refused: {m}")),
+            Value::Bad(m) => {
+                return Err(format!(
+                    "tensor \"{name}\" is refused: {m}; re-save the weights as torch.save writes a state dict \
+                     (torch.save(model.state_dict(), PATH), floating-point tensors as float32, float16 or bfloat16)"
+                ))
+            }
             other => skipped.push(format!("{name} ({})", p.describe(other))),
         }
     }

@@ -564,12 +564,7 @@ impl<'a> Vm<'a> {
                 let v = self.persistent_load(pid);
                 self.push(v)?
             }
-            _ => {
-                return Err(
-                    "unsupported opcode: torch.save writes protocol 2 pickles; re-save the checkpoint with torch.save"
-                        .into(),
-                )
-            }
+            _ => return Err("unsupported opcode (torch.save writes protocol 2 pickles)".into()),
         }
         Ok(None)
     }
