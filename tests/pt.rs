@@ -446,6 +446,11 @@ fn pt_refuses_hostile_pickles() {
     assert_eq!(ck.tensors.len(), 1);
     assert_eq!(ck.skipped, ["deep (a list of 1)"]);
 
+    // A size tuple with more dimensions than any model uses.
+    let dims = vec![1i64; 100];
+    let pkl = Pkl::default().begin_dict().str("w").tensor("0", 6, 0, &dims, &dims).end_dict();
+    assert_mentions(&refusal(pkl, &[("0", f32_bytes(6))]), &["tensor \"w\"", "not a tuple of at most 64 integers"]);
+
     // No STOP.
     let pkl = Pkl::default().begin_dict().0.clone();
     assert_mentions(&refusal(pkl, &[]), &["without a STOP"]);

@@ -32,6 +32,11 @@ const DAMAGED: &str =
 
 /// Nested dicts inside a state dict deeper than this are refused (a real one is flat).
 const MAX_NESTING: usize = 32;
+/// Longest tensor name accepted (real ones are a few dozen bytes).
+const MAX_NAME: usize = 4096;
+/// Skipped entries listed by name; the rest are only counted.
+const MAX_SKIPPED_LISTED: usize = 100;
+
 /// Dict entries visited while collecting tensors (shared sub-dicts are visited once per use).
 const MAX_VISITS: usize = 1 << 22;
 
@@ -165,18 +170,21 @@ impl<'a> Reader<'a> {
         let p = pickle::load(pkl).map_err(|m| format!("{pkl_name}: {m}; {DAMAGED}"))?;
 
         let (sd, source_key) = select_state_dict(&p)?;
-        let mut found = Vec::new();
-        let mut skipped = Vec::new();
-        let mut visits = 0;
-        collect(&p, sd, "", 0, &mut found, &mut skipped, &mut visits)?;
-        if found.is_empty() {
+        let mut c = Collector::new(&p);
+        c.dict(sd, "", 0)?;
+        let skipped = c.skipped();
+        if c.found.is_empty() {
             let place = source_key.as_deref().map(|k| format!(" under \"{k}\"")).unwrap_or_default();
-            return Err(format!("the state dict{place} holds no tensors ({} other entries)", skipped.len()));
+            return Err(format!(
+                "the state dict{place} holds no tensors (other entries: {skipped:?}); save the weights with \
+                 torch.save(model.state_dict(), PATH)"
+            ));
         }
         for s in &skipped {
             log::debug!("skipped state dict entry {s}");
         }
-        let tensors = found
+        let tensors = c
+            .found
             .into_iter()
             .map(|(name, t)| self.tensor(&t).map(|r| (name.clone(), r)).map_err(|m| format!("tensor \"{name}\": {m}")))
             .collect::<Result<Vec<_>, String>>()?;
@@ -333,59 +341,87 @@ fn select_state_dict(p: &Pickle) -> Result<(&Value, Option<String>), String> {
     Ok((&p.root, None))
 }
 
-/// Collects the tensors of a state dict in its order; nested dicts give `outer.inner` names.
-fn collect(
-    p: &Pickle,
-    dict: &Value,
-    prefix: &str,
-    depth: usize,
-    out: &mut Vec<(String, Rc<TensorRef>)>,
-    skipped: &mut Vec<String>,
-    visits: &mut usize,
-) -> Result<(), String> {
-    let Value::Dict(id) = dict else { return Ok(()) };
-    for (k, v) in &p.dict(*id).entries {
-        *visits += 1;
-        if *visits > MAX_VISITS {
-            return Err(format!(
-                "the state dict has more than {MAX_VISITS} entries (counting shared sub-dicts per use)"
-            ));
-        }
-        let key = match k {
-            Value::Str(s) => s.to_string(),
-            Value::Int(i) => i.to_string(),
-            other => {
-                skipped.push(format!("{prefix}[{}] (a non-string key)", p.describe(other)));
-                continue;
-            }
-        };
-        let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
-        match v {
-            Value::Tensor(t) => out.push((name, t.clone())),
-            Value::Dict(_) => {
-                if depth + 1 > MAX_NESTING {
-                    return Err(format!(
-                        "the state dict nests dicts deeper than {MAX_NESTING} levels (at \"{name}\"); save a flat state dict \
-                         (model.state_dict())"
-                    ));
-                }
-                collect(p, v, &name, depth + 1, out, skipped, visits)?;
-            }
-            Value::Unknown(n) => {
-                return Err(format!(
-                    "state dict entry \"{name}\" is an object built by the unknown global {n}, which this reader does not run; \
-                     save the weights as plain tensors and other objects beside them, e.g. \
-                     torch.save({{\"model\": model.state_dict(), \"args\": args}}, PATH)"
-                ))
-            }
-            Value::Bad(m) => {
-                return Err(format!(
-                    "tensor \"{name}\" is refused: {m}; re-save the weights as torch.save writes a state dict \
-                     (torch.save(model.state_dict(), PATH), floating-point tensors as float32, float16 or bfloat16)"
-                ))
-            }
-            other => skipped.push(format!("{name} ({})", p.describe(other))),
+/// The tensors of a state dict in its order (nested dicts give `outer.inner` names) and the
+/// entries left out.
+struct Collector<'p> {
+    p: &'p Pickle,
+    found: Vec<(String, Rc<TensorRef>)>,
+    skipped: Vec<String>,
+    unlisted: usize,
+    visits: usize,
+}
+
+impl<'p> Collector<'p> {
+    fn new(p: &'p Pickle) -> Self {
+        Collector { p, found: Vec::new(), skipped: Vec::new(), unlisted: 0, visits: 0 }
+    }
+
+    fn skip(&mut self, what: String) {
+        if self.skipped.len() < MAX_SKIPPED_LISTED {
+            self.skipped.push(what);
+        } else {
+            self.unlisted += 1;
         }
     }
-    Ok(())
+
+    /// The skipped entries, the ones past the listing limit summed up in a last line.
+    fn skipped(&self) -> Vec<String> {
+        let mut s = self.skipped.clone();
+        if self.unlisted > 0 {
+            s.push(format!("... and {} more", self.unlisted));
+        }
+        s
+    }
+
+    fn dict(&mut self, dict: &Value, prefix: &str, depth: usize) -> Result<(), String> {
+        let p = self.p;
+        let Value::Dict(id) = dict else { return Ok(()) };
+        for (k, v) in &p.dict(*id).entries {
+            self.visits += 1;
+            if self.visits > MAX_VISITS {
+                return Err(format!(
+                    "the state dict has more than {MAX_VISITS} entries (counting shared sub-dicts per use); {DAMAGED}"
+                ));
+            }
+            let key = match k {
+                Value::Str(s) => s.to_string(),
+                Value::Int(i) => i.to_string(),
+                other => {
+                    self.skip(format!("{prefix}[{}] (a non-string key)", p.describe(other)));
+                    continue;
+                }
+            };
+            if prefix.len() + key.len() >= MAX_NAME {
+                return Err(format!("a state dict key is longer than {MAX_NAME} bytes; {DAMAGED}"));
+            }
+            let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+            match v {
+                Value::Tensor(t) => self.found.push((name, t.clone())),
+                Value::Dict(_) => {
+                    if depth + 1 > MAX_NESTING {
+                        return Err(format!(
+                            "the state dict nests dicts deeper than {MAX_NESTING} levels (at \"{name}\"); save a flat \
+                             state dict (model.state_dict())"
+                        ));
+                    }
+                    self.dict(v, &name, depth + 1)?;
+                }
+                Value::Unknown(n) => {
+                    return Err(format!(
+                        "state dict entry \"{name}\" is an object built by the unknown global {n}, which this reader \
+                         does not run; save the weights as plain tensors and other objects beside them, e.g. \
+                         torch.save({{\"model\": model.state_dict(), \"args\": args}}, PATH)"
+                    ))
+                }
+                Value::Bad(m) => {
+                    return Err(format!(
+                        "tensor \"{name}\" is refused: {m}; re-save the weights as torch.save writes a state dict \
+                         (torch.save(model.state_dict(), PATH), floating-point tensors as float32, float16 or bfloat16)"
+                    ))
+                }
+                other => self.skip(format!("{name} ({})", p.describe(other))),
+            }
+        }
+        Ok(())
+    }
 }

@@ -23,6 +23,9 @@ pub const MAX_MEMO: usize = 1 << 20;
 pub const MAX_STRING: usize = 1 << 24;
 /// Container items plus containers over the whole pickle.
 pub const MAX_ITEMS: usize = 1 << 24;
+/// Arguments of an interpreted call, and dimensions of a tensor.
+const MAX_ARGS: usize = 8;
+const MAX_DIMS: usize = 64;
 
 /// Index of a container in [`Pickle::objs`].
 pub type Id = usize;
@@ -587,11 +590,20 @@ impl<'a> Vm<'a> {
             Value::Bad(m) => return Ok(Value::Bad(m)),
             other => return Err(format!("REDUCE calls {}, which is not callable", kind(&other))),
         };
-        let Some(a) = self.tuple_items(&args).map(|a| a.to_vec()) else {
+        let Some(a) = self.tuple_items(&args) else {
             return Err(format!("REDUCE arguments are {}, not a tuple", kind(&args)));
         };
+        if let Global::Other(n) = g {
+            return Ok(Value::Unknown(n));
+        }
+        // Known globals take a handful of arguments; checking first keeps a long argument tuple,
+        // fetched from the memo again and again, from costing its length on every call.
+        if a.len() > MAX_ARGS {
+            return Ok(Value::Bad(format!("{g:?} called with {} arguments", a.len()).into()));
+        }
+        let a = a.to_vec();
         Ok(match g {
-            Global::Other(n) => Value::Unknown(n),
+            Global::Other(_) => unreachable!("handled above"),
             Global::RebuildTensorV2 => self.rebuild_tensor(&a).unwrap_or_else(|m| Value::Bad(m.into())),
             Global::RebuildParameter | Global::RebuildParameterWithState => match a.first() {
                 Some(Value::Tensor(t)) => Value::Tensor(t.clone()),
@@ -633,8 +645,13 @@ impl<'a> Vm<'a> {
             Value::Int(i) => i,
             _ => return Err(format!("a tensor whose storage offset is {}", kind(&a[1]))),
         };
-        let size = self.ints(&a[2]).ok_or_else(|| format!("a tensor whose size is {}", kind(&a[2])))?;
-        let stride = self.ints(&a[3]).ok_or_else(|| format!("a tensor whose stride is {}", kind(&a[3])))?;
+        let ints = |v: &Value, what: &str| {
+            self.ints(v).ok_or_else(|| {
+                format!("a tensor whose {what} is {}, not a tuple of at most {MAX_DIMS} integers", kind(v))
+            })
+        };
+        let size = ints(&a[2], "size")?;
+        let stride = ints(&a[3], "stride")?;
         if size.len() != stride.len() {
             return Err(format!("a tensor with {} sizes but {} strides", size.len(), stride.len()));
         }
@@ -651,7 +668,11 @@ impl<'a> Vm<'a> {
     }
 
     fn ints(&self, v: &Value) -> Option<Vec<i64>> {
-        self.tuple_items(v)?.iter().map(|x| if let Value::Int(i) = x { Some(*i) } else { None }).collect()
+        let t = self.tuple_items(v)?;
+        if t.len() > MAX_DIMS {
+            return None;
+        }
+        t.iter().map(|x| if let Value::Int(i) = x { Some(*i) } else { None }).collect()
     }
 
     fn persistent_load(&self, pid: Value) -> Value {
