@@ -487,7 +487,7 @@ fn pt_refuses_hostile_pickles() {
     let pkl = p.end_dict();
     let ck = read_pt_bytes("hand.pt", checkpoint(&pkl, &[("0", f32_bytes(6))])).unwrap();
     assert_eq!(ck.tensors.len(), 1);
-    assert_eq!(ck.skipped, ["deep (a list of 1)"]);
+    assert_eq!(ck.skipped, ["deep (a list of 1 items)"]);
 
     // A size tuple with more dimensions than any model uses.
     let dims = vec![1i64; 100];

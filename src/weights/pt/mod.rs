@@ -56,6 +56,7 @@ pub struct PtCheckpoint {
 }
 
 impl PtCheckpoint {
+    /// The tensor of that name, if any.
     pub fn get(&self, name: &str) -> Option<&RawTensor> {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
@@ -74,10 +75,14 @@ impl Default for PtOptions {
     }
 }
 
+/// Reads the state dict of a `torch.save` checkpoint, memory-mapped; contiguous tensors stay in
+/// the map. Refuses (naming the file, what was found and what to do) legacy and damaged files
+/// and any tensor or state dict that depends on something this reader does not interpret.
 pub fn read_pt(path: &Path) -> Result<PtCheckpoint> {
     read_pt_with(path, PtOptions::default())
 }
 
+/// [`read_pt`] with options.
 pub fn read_pt_with(path: &Path, opts: PtOptions) -> Result<PtCheckpoint> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is read-only; a file truncated underneath us is the usual mmap caveat.
@@ -91,6 +96,7 @@ pub fn read_pt_bytes(name: &str, bytes: Arc<Vec<u8>>) -> Result<PtCheckpoint> {
     read_pt_bytes_with(name, bytes, PtOptions::default())
 }
 
+/// [`read_pt_bytes`] with options.
 pub fn read_pt_bytes_with(name: &str, bytes: Arc<Vec<u8>>, opts: PtOptions) -> Result<PtCheckpoint> {
     read_source(Path::new(name), Source::Memory(bytes), opts)
 }

@@ -41,6 +41,20 @@ pub enum Global {
     Other(Rc<str>),
 }
 
+impl Global {
+    /// The dotted name as it appears in the pickle.
+    pub fn name(&self) -> String {
+        match self {
+            Global::RebuildTensorV2 => "torch._utils._rebuild_tensor_v2".into(),
+            Global::RebuildParameter => "torch._utils._rebuild_parameter".into(),
+            Global::RebuildParameterWithState => "torch._utils._rebuild_parameter_with_state".into(),
+            Global::OrderedDict => "collections.OrderedDict".into(),
+            Global::Storage(d) => format!("the torch storage class of {d}"),
+            Global::Other(n) => n.to_string(),
+        }
+    }
+}
+
 /// A storage as a persistent id names it: `('storage', torch.FloatStorage, key, location, numel)`.
 #[derive(Debug)]
 pub struct StorageRef {
@@ -152,11 +166,10 @@ impl Pickle {
             Value::Float(f) => format!("the float {f}"),
             Value::Str(s) if s.len() <= 40 => format!("the string \"{s}\""),
             Value::Str(s) => format!("a string of {} bytes", s.len()),
-            Value::Tuple(id) => format!("a tuple of {}", self.len(*id)),
-            Value::List(id) => format!("a list of {}", self.len(*id)),
+            Value::Tuple(id) => format!("a tuple of {} items", self.len(*id)),
+            Value::List(id) => format!("a list of {} items", self.len(*id)),
             Value::Dict(id) => format!("a dict of {} entries", self.len(*id)),
-            Value::Global(Global::Other(n)) => format!("the global {n}"),
-            Value::Global(g) => format!("the global {g:?}"),
+            Value::Global(g) => format!("the global {}", g.name()),
             Value::Storage(s) => format!("a bare {} storage", s.dtype),
             Value::Tensor(_) => "a tensor".into(),
             Value::Unknown(n) => format!("an object built by the unknown global {n}"),
@@ -599,7 +612,7 @@ impl<'a> Vm<'a> {
         // Known globals take a handful of arguments; checking first keeps a long argument tuple,
         // fetched from the memo again and again, from costing its length on every call.
         if a.len() > MAX_ARGS {
-            return Ok(Value::Bad(format!("{g:?} called with {} arguments", a.len()).into()));
+            return Ok(Value::Bad(format!("{} called with {} arguments", g.name(), a.len()).into()));
         }
         let a = a.to_vec();
         Ok(match g {
@@ -626,7 +639,7 @@ impl<'a> Vm<'a> {
             Value::Global(Global::OrderedDict) => Value::Dict(self.new_obj(Obj::Dict(Dict::default()))?),
             Value::Global(Global::Other(n)) | Value::Unknown(n) => Value::Unknown(n),
             Value::Bad(m) => Value::Bad(m),
-            Value::Global(g) => Value::Bad(format!("NEWOBJ of {g:?}").into()),
+            Value::Global(g) => Value::Bad(format!("NEWOBJ of {}", g.name()).into()),
             other => return Err(format!("NEWOBJ of {}, which is not a class", kind(&other))),
         })
     }
@@ -731,8 +744,7 @@ fn kind(v: &Value) -> String {
         Value::Tuple(_) => "a tuple".into(),
         Value::List(_) => "a list".into(),
         Value::Dict(_) => "a dict".into(),
-        Value::Global(Global::Other(n)) => format!("the global {n}"),
-        Value::Global(g) => format!("the global {g:?}"),
+        Value::Global(g) => format!("the global {}", g.name()),
         Value::Storage(_) => "a storage".into(),
         Value::Tensor(_) => "a tensor".into(),
         Value::Unknown(n) => format!("an object built by the unknown global {n}"),
