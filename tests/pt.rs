@@ -89,51 +89,86 @@ fn pt_views_equal_expected() {
 // ---------------------------------------------------------------------------------------------
 // Handcrafted archives
 
-/// A zip of the given entries, each stored (or marked with `method`), CRCs filled in.
-fn zip_with(entries: &[(&str, &[u8])], method: u16) -> Vec<u8> {
+/// A zip of the given entries, each stored (or marked with `method`), CRCs filled in. With
+/// `zip64`, every size and offset goes through the zip64 fields (as for files over 4 GiB).
+fn zip_with(entries: &[(&str, &[u8])], method: u16, zip64: bool) -> Vec<u8> {
+    let put16 = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&x.to_le_bytes());
+    let put32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
+    let put64 = |v: &mut Vec<u8>, x: u64| v.extend_from_slice(&x.to_le_bytes());
+    let small = |x: usize| if zip64 { u32::MAX } else { x as u32 };
     let mut out = Vec::new();
     let mut central = Vec::new();
     for (name, data) in entries {
-        let offset = out.len() as u32;
+        let offset = out.len();
         let crc = crc32fast::hash(data);
-        let fixed = |sig: u32, out: &mut Vec<u8>| {
-            out.extend_from_slice(&sig.to_le_bytes());
-            out.extend_from_slice(&20u16.to_le_bytes()); // version
-        };
-        fixed(0x0403_4b50, &mut out);
-        out.extend_from_slice(&0u16.to_le_bytes()); // flags
-        out.extend_from_slice(&method.to_le_bytes());
-        out.extend_from_slice(&[0; 4]); // time, date
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
+        put32(&mut out, 0x0403_4b50);
+        put16(&mut out, 45); // version
+        put16(&mut out, 0); // flags
+        put16(&mut out, method);
+        put32(&mut out, 0); // time, date
+        put32(&mut out, crc);
+        put32(&mut out, small(data.len()));
+        put32(&mut out, small(data.len()));
+        put16(&mut out, name.len() as u16);
+        put16(&mut out, if zip64 { 20 } else { 0 });
         out.extend_from_slice(name.as_bytes());
+        if zip64 {
+            put16(&mut out, 1);
+            put16(&mut out, 16);
+            put64(&mut out, data.len() as u64);
+            put64(&mut out, data.len() as u64);
+        }
         out.extend_from_slice(data);
 
-        fixed(0x0201_4b50, &mut central);
-        central.extend_from_slice(&20u16.to_le_bytes());
-        central.extend_from_slice(&0u16.to_le_bytes());
-        central.extend_from_slice(&method.to_le_bytes());
-        central.extend_from_slice(&[0; 4]);
-        central.extend_from_slice(&crc.to_le_bytes());
-        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        central.extend_from_slice(&[0; 2 + 2 + 2 + 2 + 4]); // extra, comment, disk, attributes
-        central.extend_from_slice(&offset.to_le_bytes());
+        put32(&mut central, 0x0201_4b50);
+        put16(&mut central, 45);
+        put16(&mut central, 45);
+        put16(&mut central, 0);
+        put16(&mut central, method);
+        put32(&mut central, 0);
+        put32(&mut central, crc);
+        put32(&mut central, small(data.len()));
+        put32(&mut central, small(data.len()));
+        put16(&mut central, name.len() as u16);
+        put16(&mut central, if zip64 { 28 } else { 0 });
+        central.extend_from_slice(&[0; 2 + 2 + 2 + 4]); // comment, disk, attributes
+        put32(&mut central, small(offset));
         central.extend_from_slice(name.as_bytes());
+        if zip64 {
+            put16(&mut central, 1);
+            put16(&mut central, 24);
+            put64(&mut central, data.len() as u64);
+            put64(&mut central, data.len() as u64);
+            put64(&mut central, offset as u64);
+        }
     }
-    let cd_offset = out.len() as u32;
+    let cd_offset = out.len();
     out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    if zip64 {
+        let record = out.len();
+        put32(&mut out, 0x0606_4b50);
+        put64(&mut out, 44);
+        put16(&mut out, 45);
+        put16(&mut out, 45);
+        put32(&mut out, 0);
+        put32(&mut out, 0);
+        put64(&mut out, entries.len() as u64);
+        put64(&mut out, entries.len() as u64);
+        put64(&mut out, central.len() as u64);
+        put64(&mut out, cd_offset as u64);
+        put32(&mut out, 0x0706_4b50);
+        put32(&mut out, 0);
+        put64(&mut out, record as u64);
+        put32(&mut out, 1);
+    }
+    put32(&mut out, 0x0605_4b50);
+    put32(&mut out, 0);
+    let count = if zip64 { u16::MAX } else { entries.len() as u16 };
+    put16(&mut out, count);
+    put16(&mut out, count);
+    put32(&mut out, small(central.len()));
+    put32(&mut out, small(cd_offset));
+    put16(&mut out, 0);
     out
 }
 
@@ -144,7 +179,7 @@ fn checkpoint(pkl: &[u8], storages: &[(&str, Vec<u8>)]) -> Arc<Vec<u8>> {
     for ((_, data), name) in storages.iter().zip(&names) {
         entries.push((name, data));
     }
-    Arc::new(zip_with(&entries, 0))
+    Arc::new(zip_with(&entries, 0, false))
 }
 
 /// Pickle bytes written the way torch.save writes them (protocol 2).
@@ -382,6 +417,14 @@ fn pt_refuses_damaged_archives() {
     assert!(read_pt_bytes("hand.pt", good.clone()).is_ok());
 
     let read = |b: Vec<u8>| read_pt_bytes("hand.pt", Arc::new(b)).unwrap_err().to_string();
+    // Every size and offset in zip64 fields, as in checkpoints over 4 GiB.
+    let big = zip_with(&[("ck/data.pkl", &pkl), ("ck/data/0", &f32_bytes(6))], 0, true);
+    let ck = read_pt_bytes("hand.pt", Arc::new(big.clone())).unwrap();
+    assert_eq!(ck.tensors[0].1.to_f32_vec().unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    let mut short = big.clone();
+    let at = short.windows(4).rposition(|w| w == 0x0018_0001u32.to_le_bytes()).unwrap();
+    short[at + 2] = 8; // the zip64 field of the last entry now lacks its offset
+    assert_mentions(&read(short), &["zip64"]);
     assert_mentions(&read(b"hello, not a zip at all".to_vec()), &["not a zip archive"]);
     assert_mentions(&read(vec![]), &["not a zip archive", "0 bytes"]);
     // Truncated: the end record is gone, or the data ends early.
@@ -398,10 +441,10 @@ fn pt_refuses_damaged_archives() {
     let unchecked = read_pt_bytes_with("hand.pt", Arc::new(flipped), PtOptions { verify_crc: false });
     assert!(unchecked.is_ok());
     // A compressed entry (as a re-zipping tool would write).
-    let deflated = zip_with(&[("ck/data.pkl", &pkl), ("ck/data/0", &f32_bytes(6))], 8);
+    let deflated = zip_with(&[("ck/data.pkl", &pkl), ("ck/data/0", &f32_bytes(6))], 8, false);
     assert_mentions(&read(deflated), &["compressed", "re-zipped"]);
     // A zip without a torch pickle.
-    assert_mentions(&read(zip_with(&[("readme.txt", b"hi")], 0)), &["no NAME/data.pkl"]);
+    assert_mentions(&read(zip_with(&[("readme.txt", b"hi")], 0, false)), &["no NAME/data.pkl"]);
 }
 
 #[test]
@@ -444,7 +487,12 @@ fn pt_refuses_hostile_pickles() {
     let pkl = p.end_dict();
     let ck = read_pt_bytes("hand.pt", checkpoint(&pkl, &[("0", f32_bytes(6))])).unwrap();
     assert_eq!(ck.tensors.len(), 1);
-    assert_eq!(ck.skipped, ["deep (a list of 1)"]);
+    assert_eq!(ck.skipped, ["deep (a list of 1 items)"]);
+
+    // A size tuple with more dimensions than any model uses.
+    let dims = vec![1i64; 100];
+    let pkl = Pkl::default().begin_dict().str("w").tensor("0", 6, 0, &dims, &dims).end_dict();
+    assert_mentions(&refusal(pkl, &[("0", f32_bytes(6))]), &["tensor \"w\"", "not a tuple of at most 64 integers"]);
 
     // No STOP.
     let pkl = Pkl::default().begin_dict().0.clone();

@@ -26,8 +26,17 @@ use crate::error::{Error, Result};
 /// The keys under which training scripts save the weights, in order of preference.
 pub const STATE_DICT_KEYS: [&str; 3] = ["ema", "model", "state_dict"];
 
+/// What to do about a file whose structure contradicts itself.
+const DAMAGED: &str =
+    "the file is damaged or was not written by torch.save: re-copy it, or re-save the weights with torch.save";
+
 /// Nested dicts inside a state dict deeper than this are refused (a real one is flat).
 const MAX_NESTING: usize = 32;
+/// Longest tensor name accepted (real ones are a few dozen bytes).
+const MAX_NAME: usize = 4096;
+/// Skipped entries listed by name; the rest are only counted.
+const MAX_SKIPPED_LISTED: usize = 100;
+
 /// Dict entries visited while collecting tensors (shared sub-dicts are visited once per use).
 const MAX_VISITS: usize = 1 << 22;
 
@@ -47,6 +56,7 @@ pub struct PtCheckpoint {
 }
 
 impl PtCheckpoint {
+    /// The tensor of that name, if any.
     pub fn get(&self, name: &str) -> Option<&RawTensor> {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
@@ -65,10 +75,14 @@ impl Default for PtOptions {
     }
 }
 
+/// Reads the state dict of a `torch.save` checkpoint, memory-mapped; contiguous tensors stay in
+/// the map. Refuses (naming the file, what was found and what to do) legacy and damaged files
+/// and any tensor or state dict that depends on something this reader does not interpret.
 pub fn read_pt(path: &Path) -> Result<PtCheckpoint> {
     read_pt_with(path, PtOptions::default())
 }
 
+/// [`read_pt`] with options.
 pub fn read_pt_with(path: &Path, opts: PtOptions) -> Result<PtCheckpoint> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is read-only; a file truncated underneath us is the usual mmap caveat.
@@ -82,6 +96,7 @@ pub fn read_pt_bytes(name: &str, bytes: Arc<Vec<u8>>) -> Result<PtCheckpoint> {
     read_pt_bytes_with(name, bytes, PtOptions::default())
 }
 
+/// [`read_pt_bytes`] with options.
 pub fn read_pt_bytes_with(name: &str, bytes: Arc<Vec<u8>>, opts: PtOptions) -> Result<PtCheckpoint> {
     read_source(Path::new(name), Source::Memory(bytes), opts)
 }
@@ -138,7 +153,7 @@ impl<'a> Reader<'a> {
     fn read(&mut self) -> Result<Found, String> {
         let buf: &'a [u8] = self.src.as_slice();
         check_not_legacy(buf)?;
-        let archive = zip::parse(buf)?;
+        let archive = zip::parse(buf).map_err(|m| format!("{m}; {DAMAGED}"))?;
         self.prefix = archive_prefix(&archive)?;
         self.owned_budget = buf.len().saturating_mul(4).saturating_add(64 << 20);
 
@@ -158,21 +173,24 @@ impl<'a> Reader<'a> {
             None => return Err(format!("the archive has no {pkl_name}")),
         };
         self.zip = Some(archive);
-        let p = pickle::load(pkl).map_err(|m| format!("{pkl_name}: {m}"))?;
+        let p = pickle::load(pkl).map_err(|m| format!("{pkl_name}: {m}; {DAMAGED}"))?;
 
         let (sd, source_key) = select_state_dict(&p)?;
-        let mut found = Vec::new();
-        let mut skipped = Vec::new();
-        let mut visits = 0;
-        collect(&p, sd, "", 0, &mut found, &mut skipped, &mut visits)?;
-        if found.is_empty() {
+        let mut c = Collector::new(&p);
+        c.dict(sd, "", 0)?;
+        let skipped = c.skipped();
+        if c.found.is_empty() {
             let place = source_key.as_deref().map(|k| format!(" under \"{k}\"")).unwrap_or_default();
-            return Err(format!("the state dict{place} holds no tensors ({} other entries)", skipped.len()));
+            return Err(format!(
+                "the state dict{place} holds no tensors (other entries: {skipped:?}); save the weights with \
+                 torch.save(model.state_dict(), PATH)"
+            ));
         }
         for s in &skipped {
             log::debug!("skipped state dict entry {s}");
         }
-        let tensors = found
+        let tensors = c
+            .found
             .into_iter()
             .map(|(name, t)| self.tensor(&t).map(|r| (name.clone(), r)).map_err(|m| format!("tensor \"{name}\": {m}")))
             .collect::<Result<Vec<_>, String>>()?;
@@ -191,16 +209,19 @@ impl<'a> Reader<'a> {
         }
         let name = format!("{}data/{}", self.prefix, t.storage.key);
         let archive = self.zip.as_ref().ok_or("no archive")?;
-        let e = archive
-            .get(&name)
-            .ok_or_else(|| format!("its storage \"{}\" ({name}) is missing from the archive", t.storage.key))?;
+        let e = archive.get(&name).ok_or_else(|| {
+            format!("its storage \"{}\" ({name}) is missing from the archive; {DAMAGED}", t.storage.key)
+        })?;
         let r = entry_range(self.src.as_slice(), e, self.opts)?;
         self.storages.insert(t.storage.key.clone(), r.clone());
         Ok(r)
     }
 
     fn tensor(&mut self, t: &TensorRef) -> Result<RawTensor, String> {
-        let l = view::layout(t)?;
+        let l = view::layout(t).map_err(|e| match e {
+            view::LayoutError::Inconsistent(m) => format!("{m}; {DAMAGED}"),
+            view::LayoutError::Unsupported(m) => m,
+        })?;
         let dtype = t.storage.dtype;
         let item = dtype.size();
         let entry = self.storage_range(t)?;
@@ -210,7 +231,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| format!("its storage declares {} elements, too many to address", t.storage.numel))?;
         if entry.len() < declared {
             return Err(format!(
-                "its storage \"{}\" declares {} {dtype} elements ({declared} bytes) but the archive entry holds {} bytes (storage too short)",
+                "its storage \"{}\" declares {} {dtype} elements ({declared} bytes) but the archive entry holds {} bytes (storage too short); {DAMAGED}",
                 t.storage.key,
                 t.storage.numel,
                 entry.len()
@@ -248,7 +269,7 @@ fn entry_range(buf: &[u8], e: &zip::Entry, opts: PtOptions) -> Result<Range<usiz
     }
     if e.data.len() as u64 != e.uncompressed_size {
         return Err(format!(
-            "damaged zip archive: stored entry \"{}\" has {} bytes but declares {}",
+            "damaged zip archive: stored entry \"{}\" has {} bytes but declares {}; {DAMAGED}",
             e.name,
             e.data.len(),
             e.uncompressed_size
@@ -258,7 +279,7 @@ fn entry_range(buf: &[u8], e: &zip::Entry, opts: PtOptions) -> Result<Range<usiz
         let crc = crc32fast::hash(&buf[e.data.clone()]);
         if crc != e.crc32 {
             return Err(format!(
-                "damaged archive: the CRC-32 of entry \"{}\" is {crc:08x}, the archive records {:08x}",
+                "damaged archive: the CRC-32 of entry \"{}\" is {crc:08x}, the archive records {:08x}; {DAMAGED}",
                 e.name, e.crc32
             ));
         }
@@ -326,51 +347,87 @@ fn select_state_dict(p: &Pickle) -> Result<(&Value, Option<String>), String> {
     Ok((&p.root, None))
 }
 
-/// Collects the tensors of a state dict in its order; nested dicts give `outer.inner` names.
-fn collect(
-    p: &Pickle,
-    dict: &Value,
-    prefix: &str,
-    depth: usize,
-    out: &mut Vec<(String, Rc<TensorRef>)>,
-    skipped: &mut Vec<String>,
-    visits: &mut usize,
-) -> Result<(), String> {
-    let Value::Dict(id) = dict else { return Ok(()) };
-    for (k, v) in &p.dict(*id).entries {
-        *visits += 1;
-        if *visits > MAX_VISITS {
-            return Err(format!(
-                "the state dict has more than {MAX_VISITS} entries (counting shared sub-dicts per use)"
-            ));
-        }
-        let key = match k {
-            Value::Str(s) => s.to_string(),
-            Value::Int(i) => i.to_string(),
-            other => {
-                skipped.push(format!("{prefix}[{}] (a non-string key)", p.describe(other)));
-                continue;
-            }
-        };
-        let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
-        match v {
-            Value::Tensor(t) => out.push((name, t.clone())),
-            Value::Dict(_) => {
-                if depth + 1 > MAX_NESTING {
-                    return Err(format!("the state dict nests dicts deeper than {MAX_NESTING} levels (at \"{name}\")"));
-                }
-                collect(p, v, &name, depth + 1, out, skipped, visits)?;
-            }
-            Value::Unknown(n) => {
-                return Err(format!(
-                    "state dict entry \"{name}\" is an object built by the unknown global {n}, which this reader does not run; \
-                     save plain tensors (model.state_dict()) or keep training state beside the weights under another key \
-                     than {STATE_DICT_KEYS:?}"
-                ))
-            }
-            Value::Bad(m) => return Err(format!("tensor \"{name}\" is refused: {m}")),
-            other => skipped.push(format!("{name} ({})", p.describe(other))),
+/// The tensors of a state dict in its order (nested dicts give `outer.inner` names) and the
+/// entries left out.
+struct Collector<'p> {
+    p: &'p Pickle,
+    found: Vec<(String, Rc<TensorRef>)>,
+    skipped: Vec<String>,
+    unlisted: usize,
+    visits: usize,
+}
+
+impl<'p> Collector<'p> {
+    fn new(p: &'p Pickle) -> Self {
+        Collector { p, found: Vec::new(), skipped: Vec::new(), unlisted: 0, visits: 0 }
+    }
+
+    fn skip(&mut self, what: String) {
+        if self.skipped.len() < MAX_SKIPPED_LISTED {
+            self.skipped.push(what);
+        } else {
+            self.unlisted += 1;
         }
     }
-    Ok(())
+
+    /// The skipped entries, the ones past the listing limit summed up in a last line.
+    fn skipped(&self) -> Vec<String> {
+        let mut s = self.skipped.clone();
+        if self.unlisted > 0 {
+            s.push(format!("... and {} more", self.unlisted));
+        }
+        s
+    }
+
+    fn dict(&mut self, dict: &Value, prefix: &str, depth: usize) -> Result<(), String> {
+        let p = self.p;
+        let Value::Dict(id) = dict else { return Ok(()) };
+        for (k, v) in &p.dict(*id).entries {
+            self.visits += 1;
+            if self.visits > MAX_VISITS {
+                return Err(format!(
+                    "the state dict has more than {MAX_VISITS} entries (counting shared sub-dicts per use); {DAMAGED}"
+                ));
+            }
+            let key = match k {
+                Value::Str(s) => s.to_string(),
+                Value::Int(i) => i.to_string(),
+                other => {
+                    self.skip(format!("{prefix}[{}] (a non-string key)", p.describe(other)));
+                    continue;
+                }
+            };
+            if prefix.len() + key.len() >= MAX_NAME {
+                return Err(format!("a state dict key is longer than {MAX_NAME} bytes; {DAMAGED}"));
+            }
+            let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+            match v {
+                Value::Tensor(t) => self.found.push((name, t.clone())),
+                Value::Dict(_) => {
+                    if depth + 1 > MAX_NESTING {
+                        return Err(format!(
+                            "the state dict nests dicts deeper than {MAX_NESTING} levels (at \"{name}\"); save a flat \
+                             state dict (model.state_dict())"
+                        ));
+                    }
+                    self.dict(v, &name, depth + 1)?;
+                }
+                Value::Unknown(n) => {
+                    return Err(format!(
+                        "state dict entry \"{name}\" is an object built by the unknown global {n}, which this reader \
+                         does not run; save the weights as plain tensors and other objects beside them, e.g. \
+                         torch.save({{\"model\": model.state_dict(), \"args\": args}}, PATH)"
+                    ))
+                }
+                Value::Bad(m) => {
+                    return Err(format!(
+                        "tensor \"{name}\" is refused: {m}; re-save the weights as torch.save writes a state dict \
+                         (torch.save(model.state_dict(), PATH), floating-point tensors as float32, float16 or bfloat16)"
+                    ))
+                }
+                other => self.skip(format!("{name} ({})", p.describe(other))),
+            }
+        }
+        Ok(())
+    }
 }

@@ -23,6 +23,9 @@ pub const MAX_MEMO: usize = 1 << 20;
 pub const MAX_STRING: usize = 1 << 24;
 /// Container items plus containers over the whole pickle.
 pub const MAX_ITEMS: usize = 1 << 24;
+/// Arguments of an interpreted call, and dimensions of a tensor.
+const MAX_ARGS: usize = 8;
+const MAX_DIMS: usize = 64;
 
 /// Index of a container in [`Pickle::objs`].
 pub type Id = usize;
@@ -36,6 +39,20 @@ pub enum Global {
     OrderedDict,
     Storage(DType),
     Other(Rc<str>),
+}
+
+impl Global {
+    /// The dotted name as it appears in the pickle.
+    pub fn name(&self) -> String {
+        match self {
+            Global::RebuildTensorV2 => "torch._utils._rebuild_tensor_v2".into(),
+            Global::RebuildParameter => "torch._utils._rebuild_parameter".into(),
+            Global::RebuildParameterWithState => "torch._utils._rebuild_parameter_with_state".into(),
+            Global::OrderedDict => "collections.OrderedDict".into(),
+            Global::Storage(d) => format!("the torch storage class of {d}"),
+            Global::Other(n) => n.to_string(),
+        }
+    }
 }
 
 /// A storage as a persistent id names it: `('storage', torch.FloatStorage, key, location, numel)`.
@@ -149,11 +166,10 @@ impl Pickle {
             Value::Float(f) => format!("the float {f}"),
             Value::Str(s) if s.len() <= 40 => format!("the string \"{s}\""),
             Value::Str(s) => format!("a string of {} bytes", s.len()),
-            Value::Tuple(id) => format!("a tuple of {}", self.len(*id)),
-            Value::List(id) => format!("a list of {}", self.len(*id)),
+            Value::Tuple(id) => format!("a tuple of {} items", self.len(*id)),
+            Value::List(id) => format!("a list of {} items", self.len(*id)),
             Value::Dict(id) => format!("a dict of {} entries", self.len(*id)),
-            Value::Global(Global::Other(n)) => format!("the global {n}"),
-            Value::Global(g) => format!("the global {g:?}"),
+            Value::Global(g) => format!("the global {}", g.name()),
             Value::Storage(s) => format!("a bare {} storage", s.dtype),
             Value::Tensor(_) => "a tensor".into(),
             Value::Unknown(n) => format!("an object built by the unknown global {n}"),
@@ -564,12 +580,7 @@ impl<'a> Vm<'a> {
                 let v = self.persistent_load(pid);
                 self.push(v)?
             }
-            _ => {
-                return Err(
-                    "unsupported opcode: torch.save writes protocol 2 pickles; re-save the checkpoint with torch.save"
-                        .into(),
-                )
-            }
+            _ => return Err("unsupported opcode (torch.save writes protocol 2 pickles)".into()),
         }
         Ok(None)
     }
@@ -592,11 +603,20 @@ impl<'a> Vm<'a> {
             Value::Bad(m) => return Ok(Value::Bad(m)),
             other => return Err(format!("REDUCE calls {}, which is not callable", kind(&other))),
         };
-        let Some(a) = self.tuple_items(&args).map(|a| a.to_vec()) else {
+        let Some(a) = self.tuple_items(&args) else {
             return Err(format!("REDUCE arguments are {}, not a tuple", kind(&args)));
         };
+        if let Global::Other(n) = g {
+            return Ok(Value::Unknown(n));
+        }
+        // Known globals take a handful of arguments; checking first keeps a long argument tuple,
+        // fetched from the memo again and again, from costing its length on every call.
+        if a.len() > MAX_ARGS {
+            return Ok(Value::Bad(format!("{} called with {} arguments", g.name(), a.len()).into()));
+        }
+        let a = a.to_vec();
         Ok(match g {
-            Global::Other(n) => Value::Unknown(n),
+            Global::Other(_) => unreachable!("handled above"),
             Global::RebuildTensorV2 => self.rebuild_tensor(&a).unwrap_or_else(|m| Value::Bad(m.into())),
             Global::RebuildParameter | Global::RebuildParameterWithState => match a.first() {
                 Some(Value::Tensor(t)) => Value::Tensor(t.clone()),
@@ -619,7 +639,7 @@ impl<'a> Vm<'a> {
             Value::Global(Global::OrderedDict) => Value::Dict(self.new_obj(Obj::Dict(Dict::default()))?),
             Value::Global(Global::Other(n)) | Value::Unknown(n) => Value::Unknown(n),
             Value::Bad(m) => Value::Bad(m),
-            Value::Global(g) => Value::Bad(format!("NEWOBJ of {g:?}").into()),
+            Value::Global(g) => Value::Bad(format!("NEWOBJ of {}", g.name()).into()),
             other => return Err(format!("NEWOBJ of {}, which is not a class", kind(&other))),
         })
     }
@@ -638,8 +658,13 @@ impl<'a> Vm<'a> {
             Value::Int(i) => i,
             _ => return Err(format!("a tensor whose storage offset is {}", kind(&a[1]))),
         };
-        let size = self.ints(&a[2]).ok_or_else(|| format!("a tensor whose size is {}", kind(&a[2])))?;
-        let stride = self.ints(&a[3]).ok_or_else(|| format!("a tensor whose stride is {}", kind(&a[3])))?;
+        let ints = |v: &Value, what: &str| {
+            self.ints(v).ok_or_else(|| {
+                format!("a tensor whose {what} is {}, not a tuple of at most {MAX_DIMS} integers", kind(v))
+            })
+        };
+        let size = ints(&a[2], "size")?;
+        let stride = ints(&a[3], "stride")?;
         if size.len() != stride.len() {
             return Err(format!("a tensor with {} sizes but {} strides", size.len(), stride.len()));
         }
@@ -656,7 +681,11 @@ impl<'a> Vm<'a> {
     }
 
     fn ints(&self, v: &Value) -> Option<Vec<i64>> {
-        self.tuple_items(v)?.iter().map(|x| if let Value::Int(i) = x { Some(*i) } else { None }).collect()
+        let t = self.tuple_items(v)?;
+        if t.len() > MAX_DIMS {
+            return None;
+        }
+        t.iter().map(|x| if let Value::Int(i) = x { Some(*i) } else { None }).collect()
     }
 
     fn persistent_load(&self, pid: Value) -> Value {
@@ -715,8 +744,7 @@ fn kind(v: &Value) -> String {
         Value::Tuple(_) => "a tuple".into(),
         Value::List(_) => "a list".into(),
         Value::Dict(_) => "a dict".into(),
-        Value::Global(Global::Other(n)) => format!("the global {n}"),
-        Value::Global(g) => format!("the global {g:?}"),
+        Value::Global(g) => format!("the global {}", g.name()),
         Value::Storage(_) => "a storage".into(),
         Value::Tensor(_) => "a tensor".into(),
         Value::Unknown(n) => format!("an object built by the unknown global {n}"),

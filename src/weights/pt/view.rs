@@ -16,30 +16,42 @@ pub struct Layout {
     pub contiguous: bool,
 }
 
+pub enum LayoutError {
+    /// The numbers contradict each other or the storage: a damaged or forged file.
+    Inconsistent(String),
+    /// Valid in torch but not accepted here (the message says what to do).
+    Unsupported(String),
+}
+
 /// Tensors beyond this many dimensions are not from a real model.
 const MAX_DIMS: usize = 64;
 
-pub fn layout(t: &TensorRef) -> Result<Layout, String> {
-    let storage_numel =
-        usize::try_from(t.storage.numel).map_err(|_| format!("its storage declares {} elements", t.storage.numel))?;
+pub fn layout(t: &TensorRef) -> Result<Layout, LayoutError> {
+    use LayoutError::{Inconsistent, Unsupported};
+    let storage_numel = usize::try_from(t.storage.numel)
+        .map_err(|_| Inconsistent(format!("its storage declares {} elements", t.storage.numel)))?;
     if t.size.len() > MAX_DIMS {
-        return Err(format!("it has {} dimensions (at most {MAX_DIMS} are accepted)", t.size.len()));
+        return Err(Unsupported(format!("it has {} dimensions (at most {MAX_DIMS} are accepted)", t.size.len())));
     }
-    let dims = |v: &[i64], what: &str| -> Result<Vec<usize>, String> {
-        v.iter().map(|&x| usize::try_from(x).map_err(|_| format!("its {what} {v:?} has a negative entry"))).collect()
+    let dims = |v: &[i64], what: &str| -> Result<Vec<usize>, LayoutError> {
+        let negative = || Inconsistent(format!("its {what} {v:?} has a negative entry"));
+        v.iter().map(|&x| usize::try_from(x).map_err(|_| negative())).collect()
     };
     let shape = dims(&t.size, "size")?;
     let stride = dims(&t.stride, "stride")?;
-    let offset = usize::try_from(t.offset).map_err(|_| format!("its storage offset {} is negative", t.offset))?;
+    let offset =
+        usize::try_from(t.offset).map_err(|_| Inconsistent(format!("its storage offset {} is negative", t.offset)))?;
 
     let numel = shape
         .iter()
         .try_fold(1usize, |n, &s| n.checked_mul(s))
-        .ok_or_else(|| format!("its size {shape:?} overflows the element count"))?;
-    let overflow = || format!("its size {shape:?}, stride {stride:?} and offset {offset} overflow");
+        .ok_or_else(|| Inconsistent(format!("its size {shape:?} overflows the element count")))?;
+    let overflow = || Inconsistent(format!("its size {shape:?}, stride {stride:?} and offset {offset} overflow"));
     if numel == 0 {
         if offset > storage_numel {
-            return Err(format!("its storage offset {offset} lies past the storage's {storage_numel} elements"));
+            return Err(Inconsistent(format!(
+                "its storage offset {offset} lies past the storage's {storage_numel} elements"
+            )));
         }
     } else {
         // The last element the view touches, which must lie inside the storage.
@@ -48,15 +60,15 @@ pub fn layout(t: &TensorRef) -> Result<Layout, String> {
             last = (s - 1).checked_mul(st).and_then(|d| last.checked_add(d)).ok_or_else(overflow)?;
         }
         if last >= storage_numel {
-            return Err(format!(
+            return Err(Inconsistent(format!(
                 "its size {shape:?}, stride {stride:?} and offset {offset} reach element {last} of a storage of {storage_numel} elements"
-            ));
+            )));
         }
         // An expanded view (stride 0) would multiply memory on materialisation.
         if numel > storage_numel {
-            return Err(format!(
+            return Err(Unsupported(format!(
                 "it has {numel} elements viewed from a storage of {storage_numel} (an expanded view): save it with .contiguous()"
-            ));
+            )));
         }
     }
 

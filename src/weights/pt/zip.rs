@@ -157,8 +157,7 @@ fn find_eocd(buf: &[u8]) -> Result<usize, String> {
             }
         }
     }
-    Err("not a zip archive (no end-of-central-directory record): the file is truncated or not written by torch.save"
-        .into())
+    Err("not a zip archive (no end-of-central-directory record)".into())
 }
 
 fn central_entry(buf: &[u8], r: &mut Reader) -> Result<Entry, String> {
