@@ -33,6 +33,22 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Segment { images_and_masks, model, sample } => {
             run_task(TaskKind::Segment, &images_and_masks, &model, &sample)
         }
+        Command::Inspect { file } => percept::cli::convert::inspect(&file),
+        Command::Convert { input, output, dtype } => percept::cli::convert::convert(&input, &output, dtype.as_deref()),
+        Command::ToyData { out, seed } => {
+            let opts = percept::toydata::ToyDataOptions { seed, ..Default::default() };
+            let s = percept::toydata::generate(&out, &opts)?;
+            println!(
+                "wrote {} files ({:.1} MB) to {}: {} depth views, {} flow pairs, {} amodal samples",
+                s.files,
+                s.bytes as f64 / 1e6,
+                out.display(),
+                s.depth_samples,
+                s.flow_samples,
+                s.segment_samples
+            );
+            Ok(true)
+        }
         Command::Bench { json, reps, only } => percept::cli::bench::run(json.as_deref(), reps, &only),
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: clap definitions here, one module per subcommand.
 
 pub mod bench;
+pub mod convert;
 pub mod predict;
 pub mod verify;
 
@@ -140,5 +141,21 @@ pub enum Command {
         /// Only rows whose name contains this (repeatable).
         #[arg(long)]
         only: Vec<String>,
+    },
+    /// List a checkpoint's tensors, parameter count and (inferred) config.
+    Inspect { file: PathBuf },
+    /// Convert a PyTorch checkpoint to a self-describing safetensors file.
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// Cast floating tensors (default: keep each tensor's dtype).
+        #[arg(long)]
+        dtype: Option<String>,
+    },
+    /// Write the procedural toy datasets (Hypersim-, FlyingChairs- and Pix2Gestalt-like).
+    ToyData {
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
