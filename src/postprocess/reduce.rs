@@ -100,6 +100,8 @@ fn ceil_log2(x: usize) -> usize {
 
 /// Sum `rows` rows of SUM_ILP vectors each, keeping SUM_ILP separate vector accumulators,
 /// with chunks of 2^level_power rows folded into the next of 4 levels.
+// index loops kept to mirror torch's loop nest, whose order is the point here
+#[allow(clippy::needless_range_loop)]
 fn multi_row_sum(x: &[f32], rows: usize) -> [Lanes; SUM_ILP] {
     const LEVELS: usize = 4;
     let level_power = (ceil_log2(rows) / LEVELS).max(4);
