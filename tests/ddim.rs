@@ -74,11 +74,11 @@ fn ddim_timesteps_strictly_decreasing_and_in_range_for_odd_counts() {
                 ts.iter().all(|&t| (-1..1000).contains(&t)),
                 "{spacing}/{n}: out of range: {ts:?}"
             );
-            assert!(
-                ts[0] >= 999 - 1000 / n as i64 || spacing != "trailing",
-                "{spacing}/{n}: starts at {}",
-                ts[0]
-            );
+            let first = match spacing {
+                "leading" => (n as i64 - 1) * (1000 / n as i64) + 1,
+                _ => 999,
+            };
+            assert_eq!(ts[0], first, "{spacing}/{n}: first timestep");
         }
     }
 }
