@@ -50,7 +50,13 @@ fn ddim_timesteps_strictly_decreasing_and_in_range_for_odd_counts() {
             assert!(ts.len() == n || (spacing == "trailing" && ts.len() == n + 1), "{spacing}/{n}: {} steps", ts.len());
             assert!(ts.windows(2).all(|w| w[0] > w[1]), "{spacing}/{n}: not strictly decreasing: {ts:?}");
             assert!(ts.iter().all(|&t| (-1..1000).contains(&t)), "{spacing}/{n}: out of range: {ts:?}");
-            assert!(ts[0] >= 999 - 1000 / n as i64 || spacing != "trailing", "{spacing}/{n}: starts at {}", ts[0]);
+            let first = match spacing {
+                "leading" => (n as i64 - 1) * (1000 / n as i64) + 1,
+                // numpy's linspace(0, 999, 1) is [0]
+                "linspace" if n == 1 => 0,
+                _ => 999,
+            };
+            assert_eq!(ts[0], first, "{spacing}/{n}: first timestep");
         }
     }
 }

@@ -540,11 +540,14 @@ fn line_search_wolfe2(
     Some(LineSearch { alpha: alpha1, fval: phi_a1, grad: None })
 }
 
+/// Directional derivative at a step, keeping the gradient it computed.
+type Derphi<'a> = dyn FnMut(&mut Objective, &mut Option<Vec<f64>>, f64) -> f64 + 'a;
+
 #[allow(clippy::too_many_arguments)]
 fn zoom(
     obj: &mut Objective,
     phi: &mut dyn FnMut(&mut Objective, f64) -> f64,
-    derphi: &mut dyn FnMut(&mut Objective, &mut Option<Vec<f64>>, f64) -> f64,
+    derphi: &mut Derphi,
     last_grad: &mut Option<Vec<f64>>,
     [mut a_lo, mut a_hi]: [f64; 2],
     [mut phi_lo, mut phi_hi]: [f64; 2],

@@ -49,9 +49,8 @@ const SUM_ILP: usize = 4;
 
 /// `torch.sum` of a contiguous float32 tensor on the CPU, in the same order of additions:
 /// vectors of 8 lanes, 4 vectors side by side, partial sums carried up a 4-level cascade of
-/// chunks (torch's `multi_row_sum`), then the tail elements, then the lanes one by one. Tested
-/// against the `postprocess` fixture's alignment costs; see the module notes there on how far
-/// it reproduces the reference's rounding.
+/// chunks (torch's `multi_row_sum`), then the tail elements, then the lanes one by one. Matches
+/// torch 2.15 on x86-64 bit for bit on the `postprocess` fixture's alignment sums.
 pub fn torch_sum_f32(x: &[f32]) -> f32 {
     let n = x.len();
     if n < SUM_LANES {
@@ -96,6 +95,8 @@ fn ceil_log2(x: usize) -> usize {
 
 /// Sum `rows` rows of SUM_ILP vectors each, keeping SUM_ILP separate vector accumulators,
 /// with chunks of 2^level_power rows folded into the next of 4 levels.
+// index loops kept to mirror torch's loop nest, whose order is the point here
+#[allow(clippy::needless_range_loop)]
 fn multi_row_sum(x: &[f32], rows: usize) -> [Lanes; SUM_ILP] {
     const LEVELS: usize = 4;
     let level_power = (ceil_log2(rows) / LEVELS).max(4);
