@@ -33,6 +33,7 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Segment { images_and_masks, model, sample } => {
             run_task(TaskKind::Segment, &images_and_masks, &model, &sample)
         }
+        Command::Eval(args) => percept::cli::eval::run(&args),
         Command::Bench { json, reps, only } => percept::cli::bench::run(json.as_deref(), reps, &only),
     }
 }

@@ -1,6 +1,8 @@
 //! The command line: clap definitions here, one module per subcommand.
 
 pub mod bench;
+pub mod eval;
+pub mod panels;
 pub mod predict;
 pub mod verify;
 
@@ -113,6 +115,8 @@ pub enum Command {
         #[command(flatten)]
         sample: SampleArgs,
     },
+    /// Metrics on a dataset with ground truth (Hypersim depth, FlyingChairs flow, Pix2Gestalt).
+    Eval(eval::EvalArgs),
     /// Check the engine against golden fixtures (the authors' own outputs).
     Verify {
         /// Folder of fixtures (NAME.json + NAME.io.safetensors).
