@@ -1,6 +1,7 @@
 //! All integration tests in one binary (one link step).
 mod data;
 mod ddim;
+mod eval;
 mod fixtures;
 mod io;
 mod ops;
