@@ -2,6 +2,7 @@
 mod cli;
 mod data;
 mod ddim;
+mod eval;
 mod fixtures;
 mod io;
 mod ops;

@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod convert;
+pub mod eval;
+pub mod panels;
 pub mod predict;
 pub mod verify;
 
@@ -114,6 +116,8 @@ pub enum Command {
         #[command(flatten)]
         sample: SampleArgs,
     },
+    /// Metrics on a dataset with ground truth (Hypersim depth, FlyingChairs flow, Pix2Gestalt).
+    Eval(eval::EvalArgs),
     /// Check the engine against golden fixtures (the authors' own outputs).
     Verify {
         /// Folder of fixtures (NAME.json + NAME.io.safetensors).

@@ -50,7 +50,7 @@ pub fn engine(model: &ModelArgs) -> Result<Engine<Cpu>> {
 }
 
 /// Image [3, H, W] in [0, 1] resized to the model's resolution, mapped to [-1, 1].
-fn to_model(img: &Image, res: usize) -> Result<Tensor> {
+pub fn to_model(img: &Image, res: usize) -> Result<Tensor> {
     let data = resize_area(&img.data, img.width, img.height, res, res)?;
     Ok(Tensor::new(vec![3, res, res], data.into_iter().map(|v| v * 2.0 - 1.0).collect())?)
 }
@@ -186,12 +186,55 @@ fn load_job(task: TaskKind, job: &Job, res: usize) -> Result<(Request, (usize, u
         }
         TaskKind::Segment => {
             let mask = load_mask(&job.inputs[1]).with_context(|| format!("{}", job.inputs[1].display()))?;
-            let m = resize_nearest(&mask.data, mask.width, mask.height, res, res)?;
-            let plane: Vec<f32> = m.iter().map(|&v| if v > 0.5 { 1.0 } else { -1.0 }).collect();
-            Tensor::new(vec![3, res, res], [plane.clone(), plane.clone(), plane].concat())?
+            segment_prompt(&mask, res)?
         }
     };
     Ok((Request { task, rgb, prompt }, size))
+}
+
+/// The segment prompt: a visible-object mask (one plane in [0, 1]) at the model's resolution
+/// (nearest resize) as 3 channels of -1/1.
+pub fn segment_prompt(mask: &Image, res: usize) -> Result<Tensor> {
+    let m = resize_nearest(&mask.data, mask.width, mask.height, res, res)?;
+    let plane: Vec<f32> = m.iter().map(|&v| if v > 0.5 { 1.0 } else { -1.0 }).collect();
+    Ok(Tensor::new(vec![3, res, res], [plane.clone(), plane.clone(), plane].concat())?)
+}
+
+/// A prediction brought to an input's size, as the task commands write it.
+pub enum AtInputSize {
+    /// Relative depth in [0, 1] and, for an ensemble, its spread.
+    Depth { depth: Vec<f32>, uncertainty: Option<Vec<f32>> },
+    /// Pixels at the input's resolution.
+    Flow(Flow),
+    /// The amodal image [3, h, w] in [0, 1] and its object mask (0/1, found at the model's
+    /// resolution and resized nearest).
+    Segment { image: Vec<f32>, mask: Vec<f32> },
+}
+
+/// Resize a prediction at the model's resolution `res` to `w` x `h`: bilinear for values,
+/// nearest for the mask; flow is rescaled to pixels at the new size.
+pub fn to_input_size(pred: &Prediction, res: usize, w: usize, h: usize) -> Result<AtInputSize> {
+    let back = |plane: &[f32]| resize_bilinear(plane, res, res, w, h);
+    Ok(match pred {
+        Prediction::Depth { depth, uncertainty } => AtInputSize::Depth {
+            depth: back(depth)?.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(),
+            uncertainty: uncertainty.as_deref().map(back).transpose()?,
+        },
+        Prediction::Flow { u, v } => {
+            let (sx, sy) = (w as f32 / res as f32, h as f32 / res as f32);
+            let u: Vec<f32> = back(u)?.into_iter().map(|x| x * sx).collect();
+            let v: Vec<f32> = back(v)?.into_iter().map(|x| x * sy).collect();
+            AtInputSize::Flow(Flow { width: w, height: h, u, v })
+        }
+        Prediction::Segment { image } => {
+            let img01: Vec<f32> = image.iter().map(|v| (v + 1.0) / 2.0).collect();
+            let mask_f: Vec<f32> = amodal_mask(&img01).iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+            AtInputSize::Segment {
+                image: resize_bilinear(&img01, res, res, w, h)?,
+                mask: resize_nearest(&mask_f, res, res, w, h)?,
+            }
+        }
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -206,31 +249,22 @@ fn write_outputs(
     k: usize,
 ) -> Result<()> {
     let paths = outputs_for(task, stem, out, k);
-    let back = |plane: &[f32]| resize_bilinear(plane, res, res, w, h);
-    match pred {
-        Prediction::Depth { depth, uncertainty } => {
-            let d: Vec<f32> = back(depth)?.into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
-            save_png_rgb8(&paths[0], w, h, &colorize_depth(&d))?;
-            save_png_gray16(&paths[1], w, h, &d)?;
-            write_npy_f32(&paths[2], &[h, w], &d)?;
+    match to_input_size(pred, res, w, h)? {
+        AtInputSize::Depth { depth, uncertainty } => {
+            save_png_rgb8(&paths[0], w, h, &colorize_depth(&depth))?;
+            save_png_gray16(&paths[1], w, h, &depth)?;
+            write_npy_f32(&paths[2], &[h, w], &depth)?;
             if let (Some(u), Some(p)) = (uncertainty, paths.get(3)) {
-                save_png_gray16(p, w, h, &back(u)?)?;
+                save_png_gray16(p, w, h, &u)?;
             }
         }
-        Prediction::Flow { u, v } => {
-            // Pixels at the model's resolution -> pixels at the input's.
-            let (sx, sy) = (w as f32 / res as f32, h as f32 / res as f32);
-            let u: Vec<f32> = back(u)?.into_iter().map(|x| x * sx).collect();
-            let v: Vec<f32> = back(v)?.into_iter().map(|x| x * sy).collect();
-            save_png_rgb8(&paths[1], w, h, &flow_to_color(&u, &v)?)?;
-            write_flo(&paths[0], &Flow { width: w, height: h, u, v })?;
+        AtInputSize::Flow(flow) => {
+            save_png_rgb8(&paths[1], w, h, &flow_to_color(&flow.u, &flow.v)?)?;
+            write_flo(&paths[0], &flow)?;
         }
-        Prediction::Segment { image } => {
-            let img01: Vec<f32> = image.iter().map(|v| (v + 1.0) / 2.0).collect();
-            let mask = amodal_mask(&img01);
-            let mask_f: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-            save_png_rgb8(&paths[0], w, h, &resize_bilinear(&img01, res, res, w, h)?)?;
-            save_png_gray8(&paths[1], w, h, &resize_nearest(&mask_f, res, res, w, h)?)?;
+        AtInputSize::Segment { image, mask } => {
+            save_png_rgb8(&paths[0], w, h, &image)?;
+            save_png_gray8(&paths[1], w, h, &mask)?;
         }
     }
     Ok(())

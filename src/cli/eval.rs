@@ -1,0 +1,363 @@
+//! `percept eval`: a task over a dataset with ground truth (Hypersim depth, FlyingChairs flow,
+//! Pix2Gestalt amodal segmentation). Per-sample and mean metrics, with the baselines the demo's
+//! claims are measured against, go to the terminal and to `metrics.json`; one panel per sample
+//! (input | prediction | ground truth) goes beside it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use serde_json::{json, Map, Value};
+
+use super::panels::{depth_panel, flow_panel, segment_panel};
+use super::predict::{engine, segment_prompt, to_input_size, to_model, AtInputSize};
+use super::ModelArgs;
+use crate::data::chairs::{self, ChairsSample, VALIDATION};
+use crate::data::gestalt::{self, GestaltData, GestaltSample};
+use crate::data::hypersim::{self, DepthGt, HypersimSample, MAX_DEPTH_M, MIN_DEPTH_M};
+use crate::io::flo::Flow;
+use crate::io::image::{resize_nearest, save_png_rgb8, Image};
+use crate::pipeline::tasks::{Prediction, Request, SampleOptions, TaskKind};
+use crate::postprocess::metrics::{depth_metrics, epe, epe_with_fit, mask_iou, psnr};
+use crate::tensor::Tensor;
+
+/// The file the metrics go to, inside `--out`.
+pub const METRICS_FILE: &str = "metrics.json";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EvalTask {
+    /// Hypersim: scene folders `ai_*` (or `val/ai_*`), optionally a `--list` of `RGB DEPTH` pairs.
+    Depth,
+    /// FlyingChairs: `FlyingChairs_train_val.txt` and `data/`; the validation split (2).
+    Flow,
+    /// Pix2Gestalt: `occlusion/`, `visible_object_mask/`, `whole/`, `whole_mask/`.
+    Segment,
+}
+
+impl EvalTask {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalTask::Depth => "depth",
+            EvalTask::Flow => "flow",
+            EvalTask::Segment => "segment",
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    #[arg(long, value_enum)]
+    pub task: EvalTask,
+    /// Dataset folder (its layout depends on --task).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Hypersim file list: `RGB DEPTH` paths relative to --data, one pair a line [default: every
+    /// rgb_*.png found].
+    #[arg(long)]
+    pub list: Option<PathBuf>,
+    /// Output folder [default: percept_eval_TASK].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Ensemble members per sample.
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+}
+
+impl EvalArgs {
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| PathBuf::from(format!("percept_eval_{}", self.task.name())))
+    }
+}
+
+/// Named metric values of one sample, in display order.
+pub type Scores = Vec<(&'static str, f64)>;
+
+/// Depth: AbsRel and delta1 of the prediction (relative depth; any affine relation to metres)
+/// after the least-squares scale and shift on the valid pixels, clamped to Hypersim's range;
+/// the `_constant` baseline is a constant prediction, which the fit turns into the valid mean.
+pub fn depth_scores(pred: &[f32], gt: &DepthGt) -> Result<Scores> {
+    let range = Some((MIN_DEPTH_M as f64, MAX_DEPTH_M as f64));
+    let m = depth_metrics(pred, &gt.depth, &gt.valid, range)?;
+    let constant = depth_metrics(&vec![0.0; pred.len()], &gt.depth, &gt.valid, range)?;
+    Ok(vec![
+        ("abs_rel", m.abs_rel),
+        ("delta1", m.delta1),
+        ("abs_rel_constant", constant.abs_rel),
+        ("delta1_constant", constant.delta1),
+    ])
+}
+
+/// Flow: end-point error in pixels at the ground truth's resolution, raw and after the
+/// per-component least-squares fit; the `_zero` baseline is no motion.
+pub fn flow_scores(pred: &Flow, gt: &Flow) -> Result<Scores> {
+    let raw = epe(&pred.u, &gt.u, &pred.v, &gt.v)?;
+    let [fit, ..] = epe_with_fit(&pred.u, &gt.u, &pred.v, &gt.v)?;
+    let zeros = vec![0.0; gt.u.len()];
+    let zero = epe(&zeros, &gt.u, &zeros, &gt.v)?;
+    Ok(vec![("epe", raw), ("epe_fit", fit), ("epe_zero", zero)])
+}
+
+/// Amodal segmentation: IoU of the predicted object mask (0/1) with the whole mask, PSNR of the
+/// predicted whole-object image ([3, h, w] in [0, 1], peak 1); the `_visible` baseline is the
+/// visible mask taken as the answer.
+pub fn segment_scores(image: &[f32], mask: &[f32], gt: &GestaltData) -> Result<Scores> {
+    let binary = |plane: &[f32]| plane.iter().map(|&v| v > 0.5).collect::<Vec<bool>>();
+    let whole_mask = binary(&gt.whole_mask.data);
+    let iou = mask_iou(&binary(mask), &whole_mask)?;
+    let visible = mask_iou(&binary(&gt.visible_mask.data), &whole_mask)?;
+    Ok(vec![("iou", iou), ("psnr", psnr(image, &gt.whole.data, 1.0)?), ("iou_visible", visible)])
+}
+
+enum Sample {
+    Depth(HypersimSample),
+    Flow(ChairsSample),
+    Segment(GestaltSample),
+}
+
+impl Sample {
+    fn name(&self) -> &str {
+        match self {
+            Sample::Depth(s) => &s.name,
+            Sample::Flow(s) => &s.name,
+            Sample::Segment(s) => &s.name,
+        }
+    }
+}
+
+enum Truth {
+    Depth { input: Image, gt: DepthGt },
+    Flow { input: Image, gt: Flow },
+    Segment(GestaltData),
+}
+
+impl Truth {
+    fn size(&self) -> (usize, usize) {
+        match self {
+            Truth::Depth { gt, .. } => (gt.width, gt.height),
+            Truth::Flow { gt, .. } => (gt.width, gt.height),
+            Truth::Segment(d) => (d.whole.width, d.whole.height),
+        }
+    }
+}
+
+/// One evaluated sample.
+struct Scored {
+    name: String,
+    scores: Scores,
+}
+
+fn list_samples(args: &EvalArgs) -> Result<(Vec<Sample>, usize)> {
+    if args.list.is_some() && args.task != EvalTask::Depth {
+        bail!("--list is for --task depth (a Hypersim file list); FlyingChairs uses its split file and Pix2Gestalt its folders");
+    }
+    Ok(match args.task {
+        EvalTask::Depth => {
+            let (s, skipped) = hypersim::list(&args.data, args.list.as_deref())?;
+            (s.into_iter().map(Sample::Depth).collect(), skipped)
+        }
+        EvalTask::Flow => {
+            let (s, skipped) = chairs::list(&args.data, VALIDATION)?;
+            (s.into_iter().map(Sample::Flow).collect(), skipped)
+        }
+        EvalTask::Segment => {
+            let (s, skipped) = gestalt::list(&args.data)?;
+            (s.into_iter().map(Sample::Segment).collect(), skipped)
+        }
+    })
+}
+
+/// The depth prompt with ground truth: its valid mask at the model's resolution, 3 channels of 0/1.
+fn valid_mask_prompt(gt: &DepthGt, res: usize) -> Result<Tensor> {
+    let plane: Vec<f32> = gt.valid.iter().map(|&v| if v { 1.0 } else { 0.0 }).collect();
+    let m = resize_nearest(&plane, gt.width, gt.height, res, res)?;
+    Ok(Tensor::new(vec![3, res, res], [m.clone(), m.clone(), m].concat())?)
+}
+
+/// Read a sample's files and build its request at the model's resolution.
+fn load(sample: &Sample, res: usize) -> Result<(Request, Truth)> {
+    Ok(match sample {
+        Sample::Depth(s) => {
+            let (input, gt) = hypersim::load(s)?;
+            let req =
+                Request { task: TaskKind::Depth, rgb: to_model(&input, res)?, prompt: valid_mask_prompt(&gt, res)? };
+            (req, Truth::Depth { input, gt })
+        }
+        Sample::Flow(s) => {
+            let (img1, img2, gt) = chairs::load(s)?;
+            let req = Request { task: TaskKind::Flow, rgb: to_model(&img1, res)?, prompt: to_model(&img2, res)? };
+            (req, Truth::Flow { input: img1, gt })
+        }
+        Sample::Segment(s) => {
+            let d = gestalt::load(s)?;
+            let req = Request {
+                task: TaskKind::Segment,
+                rgb: to_model(&d.occlusion, res)?,
+                prompt: segment_prompt(&d.visible_mask, res)?,
+            };
+            (req, Truth::Segment(d))
+        }
+    })
+}
+
+/// Metrics and panel of one prediction at the ground truth's size.
+fn score(name: &str, pred: &Prediction, truth: &Truth, res: usize, out: &Path) -> Result<Scored> {
+    let (w, h) = truth.size();
+    let (scores, panel) = match (to_input_size(pred, res, w, h)?, truth) {
+        (AtInputSize::Depth { depth, .. }, Truth::Depth { input, gt }) => {
+            (depth_scores(&depth, gt)?, depth_panel(input, &depth, gt)?)
+        }
+        (AtInputSize::Flow(flow), Truth::Flow { input, gt }) => {
+            (flow_scores(&flow, gt)?, flow_panel(input, &flow, gt)?)
+        }
+        (AtInputSize::Segment { image, mask }, Truth::Segment(gt)) => {
+            (segment_scores(&image, &mask, gt)?, segment_panel(&image, gt)?)
+        }
+        _ => bail!("the prediction is for another task than the sample"),
+    };
+    save_png_rgb8(&panel_path(out, name), 3 * w, h, &panel)?;
+    Ok(Scored { name: name.to_string(), scores })
+}
+
+/// Where a sample's panel goes.
+pub fn panel_path(out: &Path, name: &str) -> PathBuf {
+    out.join(format!("{name}_panel.png"))
+}
+
+/// Run `percept eval`. Returns false if any sample failed (exit 1); nothing is written when no
+/// sample succeeded.
+pub fn run(args: &EvalArgs) -> Result<bool> {
+    let out = args.out_dir();
+    let (samples, skipped) = list_samples(args).with_context(|| format!("listing {} samples", args.task.name()))?;
+    if skipped > 0 {
+        eprintln!("skipped {skipped} sample(s) whose files are absent");
+    }
+    if samples.is_empty() {
+        bail!("no {} samples with all their files in {}", args.task.name(), args.data.display());
+    }
+    let engine = engine(&args.model)?;
+    let res = engine.config.resolution;
+    let opts = SampleOptions { steps: args.steps, ensemble: args.ensemble, seed: args.seed };
+    let start = Instant::now();
+    let mut scored: Vec<Scored> = Vec::new();
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut done = 0;
+    for chunk in samples.chunks(args.batch.max(1)) {
+        let mut requests = Vec::new();
+        let mut truths = Vec::new();
+        for s in chunk {
+            match load(s, res) {
+                Ok((req, truth)) => {
+                    requests.push(req);
+                    truths.push((s.name(), truth));
+                }
+                Err(e) => failed.push((s.name().to_string(), format!("{e:#}"))),
+            }
+        }
+        match engine.predict(&requests, &opts) {
+            Ok(preds) => {
+                for ((name, truth), pred) in truths.iter().zip(&preds) {
+                    match score(name, pred, truth, res, &out) {
+                        Ok(s) => scored.push(s),
+                        Err(e) => failed.push((name.to_string(), format!("{e:#}"))),
+                    }
+                }
+            }
+            Err(e) => failed.extend(truths.iter().map(|(name, _)| (name.to_string(), format!("{e:#}")))),
+        }
+        done += chunk.len();
+        let el = start.elapsed().as_secs_f64();
+        eprint!("\r[{done}/{}] {el:.1} s elapsed, {:.2} s per sample   ", samples.len(), el / done as f64);
+    }
+    eprintln!();
+    for (name, why) in &failed {
+        eprintln!("failed: {name}: {why}");
+    }
+    let mean = mean_scores(&scored);
+    print_table(&scored, &mean);
+    println!(
+        "{} evaluated, {} failed, {skipped} skipped (files absent) ({:.1} s)",
+        scored.len(),
+        failed.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if scored.is_empty() {
+        eprintln!("no sample succeeded; nothing written");
+        return Ok(false);
+    }
+    let report = metrics_json(args, &scored, &mean, &failed, skipped);
+    let path = out.join(METRICS_FILE);
+    let text = serde_json::to_string_pretty(&report).context("metrics as JSON")?;
+    crate::io::atomic::write(&path, text.as_bytes())?;
+    println!("metrics and panels in {}", out.display());
+    Ok(failed.is_empty())
+}
+
+/// Per-metric means over the evaluated samples (in the samples' metric order).
+fn mean_scores(scored: &[Scored]) -> Scores {
+    let Some(first) = scored.first() else { return vec![] };
+    first
+        .scores
+        .iter()
+        .enumerate()
+        .map(|(i, (key, _))| (*key, scored.iter().map(|s| s.scores[i].1).sum::<f64>() / scored.len() as f64))
+        .collect()
+}
+
+/// A finite number, or null (JSON has no infinity: an exact PSNR match is infinite).
+fn number(v: f64) -> Value {
+    serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null)
+}
+
+fn metrics_json(
+    args: &EvalArgs,
+    scored: &[Scored],
+    mean: &Scores,
+    failed: &[(String, String)],
+    skipped: usize,
+) -> Value {
+    let object = |scores: &Scores| scores.iter().map(|(k, v)| (k.to_string(), number(*v))).collect::<Map<_, _>>();
+    let samples: Vec<Value> = scored
+        .iter()
+        .map(|s| {
+            let mut o = Map::new();
+            o.insert("name".into(), json!(s.name));
+            o.extend(object(&s.scores));
+            Value::Object(o)
+        })
+        .collect();
+    json!({
+        "task": args.task.name(),
+        "mean": object(mean),
+        "samples": samples,
+        "failed": failed.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        "skipped": skipped,
+        "options": {"steps": args.steps, "ensemble": args.ensemble, "seed": args.seed},
+    })
+}
+
+fn print_table(scored: &[Scored], mean: &Scores) {
+    let Some(first) = scored.first() else { return };
+    let name_w = scored.iter().map(|s| s.name.len()).max().unwrap_or(0).max(6);
+    let widths: Vec<usize> = first.scores.iter().map(|(k, _)| k.len().max(10) + 2).collect();
+    let header: String = first.scores.iter().zip(&widths).map(|((k, _), w)| format!("{k:>w$}")).collect();
+    println!("{:<name_w$}{header}", "sample");
+    let row = |name: &str, scores: &Scores| {
+        let cells: String = scores.iter().zip(&widths).map(|((_, v), w)| format!("{v:>w$.4}")).collect();
+        println!("{name:<name_w$}{cells}");
+    };
+    for s in scored {
+        row(&s.name, &s.scores);
+    }
+    row("mean", mean);
+}
