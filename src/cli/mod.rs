@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod convert;
+pub mod demo;
 pub mod eval;
 pub mod panels;
 pub mod predict;
@@ -159,6 +160,19 @@ pub enum Command {
     /// Write the procedural toy datasets (Hypersim-, FlyingChairs- and Pix2Gestalt-like).
     ToyData {
         out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Depth, flow and amodal segmentation on the bundled toy data with the embedded demo model:
+    /// metrics beside the baselines, panels in --out.
+    Demo {
+        #[arg(long, default_value = "percept_demo")]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// DDIM steps.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },

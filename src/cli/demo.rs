@@ -1,0 +1,87 @@
+//! `percept demo`: the three tasks on the bundled toy data with the embedded demo model, metrics
+//! beside the baselines a model must beat, panels in `--out`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::eval::{self, EvalArgs, EvalTask, METRICS_FILE};
+use super::ModelArgs;
+
+/// The crate's bundled toy data (fixed at build time), or `toy_data/` beside the executable.
+pub fn toy_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("toy_data"))) {
+        if dir.join("Hypersim_small").is_dir() {
+            return dir;
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("toy_data")
+}
+
+/// One task's result: (metric, model value, baseline name, baseline value, higher is better).
+struct Claim {
+    task: &'static str,
+    metric: &'static str,
+    baseline: &'static str,
+    higher_is_better: bool,
+}
+
+const CLAIMS: [Claim; 3] = [
+    Claim { task: "depth", metric: "abs_rel", baseline: "abs_rel_constant", higher_is_better: false },
+    Claim { task: "flow", metric: "epe", baseline: "epe_zero", higher_is_better: false },
+    Claim { task: "segment", metric: "iou", baseline: "iou_visible", higher_is_better: true },
+];
+
+/// Mean metrics of one eval run, read back from its metrics.json.
+fn means(dir: &Path) -> Result<serde_json::Value> {
+    let p = dir.join(METRICS_FILE);
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(serde_json::from_str::<serde_json::Value>(&text)?["mean"].clone())
+}
+
+pub fn run(out: &Path, model: &ModelArgs, steps: usize, seed: u64) -> Result<bool> {
+    let data = toy_data_dir();
+    let tasks = [
+        (EvalTask::Depth, data.join("Hypersim_small/val"), Some(data.join("data_split/hysim_filename_list_val.txt"))),
+        (EvalTask::Flow, data.join("FlyingChairs_small"), None),
+        (EvalTask::Segment, data.join("Pix2Gestalt_small/val"), None),
+    ];
+    let mut ok = true;
+    for (task, dir, list) in tasks {
+        eprintln!("== {} on {}", task.name(), dir.display());
+        let args = EvalArgs {
+            task,
+            data: dir,
+            list,
+            out: Some(out.join(task.name())),
+            model: model.clone(),
+            steps,
+            ensemble: 1,
+            seed,
+            batch: 8,
+        };
+        ok &= eval::run(&args)?;
+    }
+    println!("\n{:<8} {:<8} {:>10}   {:<18} {:>10}  beaten", "task", "metric", "model", "baseline", "value");
+    let mut all_beaten = true;
+    for c in CLAIMS {
+        let m = means(&out.join(c.task))?;
+        let (v, b) = (m[c.metric].as_f64().unwrap_or(f64::NAN), m[c.baseline].as_f64().unwrap_or(f64::NAN));
+        let beaten = if c.higher_is_better { v > b } else { v < b };
+        all_beaten &= beaten;
+        println!(
+            "{:<8} {:<8} {:>10.4}   {:<18} {:>10.4}  {}",
+            c.task,
+            c.metric,
+            v,
+            c.baseline,
+            b,
+            if beaten { "yes" } else { "NO" }
+        );
+    }
+    println!("panels and metrics.json under {}", out.display());
+    if !all_beaten {
+        eprintln!("warning: the model does not beat every baseline on this data");
+    }
+    Ok(ok)
+}
