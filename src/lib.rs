@@ -2,10 +2,11 @@
 //!
 //! Modules follow the data flow: weights -> model -> scheduler -> pipeline -> cli.
 pub mod error;
-pub mod tensor;
 pub mod io;
-pub mod weights;
+pub mod tensor;
 pub mod verify;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};
+pub mod emu;
