@@ -1,2 +1,3 @@
 //! All integration tests in one binary (one link step).
+mod emu;
 mod support;
