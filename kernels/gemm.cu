@@ -11,8 +11,8 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32(float* __restrict__ c
                                                            const float* __restrict__ w,
                                                            const float* __restrict__ bias, int M, int N, int K,
                                                            int fuse_gelu) {
-    __shared__ float as[GF_TILE][GF_K + 1];
-    __shared__ float ws[GF_TILE][GF_K + 1];
+    SHARED(float[GF_TILE][GF_K + 1], as);
+    SHARED(float[GF_TILE][GF_K + 1], ws);
     int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     int m0 = blockIdx.y * GF_TILE, n0 = blockIdx.x * GF_TILE;
     float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
@@ -53,8 +53,8 @@ extern "C" __global__ void __launch_bounds__(128) gemm_bf16_mma(void* __restrict
                                                                 const bf16* __restrict__ w,
                                                                 const float* __restrict__ bias, int M, int N,
                                                                 int K, int fuse_gelu, int out_bf16) {
-    __shared__ __align__(16) u16 as[GB_TILE * GB_STRIDE];
-    __shared__ __align__(16) u16 ws[GB_TILE * GB_STRIDE];
+    SHARED_ALIGNED(16, u16[GB_TILE * GB_STRIDE], as);
+    SHARED_ALIGNED(16, u16[GB_TILE * GB_STRIDE], ws);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int wm = (warp & 1) * 16, wn = (warp >> 1) * 16;
     int m0 = blockIdx.y * GB_TILE, n0 = blockIdx.x * GB_TILE;

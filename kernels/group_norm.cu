@@ -6,7 +6,7 @@
 extern "C" __global__ void group_norm_f32(float* __restrict__ y, const float* __restrict__ x,
                                           const float* __restrict__ gamma, const float* __restrict__ beta, int C,
                                           int HW, int G, float eps, int fuse_silu) {
-    __shared__ float scratch[32];
+    SHARED(float[32], scratch);
     int g = blockIdx.x, n = blockIdx.y, cpg = C / G;
     long long base = ((long long)n * C + (long long)g * cpg) * HW;
     int count = cpg * HW;

@@ -6,8 +6,8 @@
 extern "C" __global__ void layer_norm_modulate_f32(float* __restrict__ y, const float* __restrict__ x,
                                                    const float* __restrict__ shift,
                                                    const float* __restrict__ scale, int T, int D, float eps) {
-    PERCEPT_DYNAMIC_SHARED(float, row);
-    __shared__ float scratch[32];
+    SHARED_DYNAMIC(float, row);
+    SHARED(float[32], scratch);
     long long r = blockIdx.x;
     int b = (int)(r / T);
     const float* xr = x + r * D;

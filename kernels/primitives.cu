@@ -27,7 +27,7 @@ PERCEPT_KERNEL(probe_mma_f16)
 // out[lane][0..4] = ldmatrix.x4, out[lane][4..8] = ldmatrix.x4.trans, out[lane][8..10] = .x2,
 // out[lane][10] = .x1, where lane L gives the address of row L % 8 of matrix L / 8.
 extern "C" __global__ void probe_ldmatrix_b16(u32* out, const u16* src) {
-    __shared__ __align__(16) u16 tile[256];
+    SHARED_ALIGNED(16, u16[256], tile);
     int l = threadIdx.x;
     for (int i = l; i < 256; i += 32) tile[i] = src[i];
     __syncwarp();

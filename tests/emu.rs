@@ -940,6 +940,39 @@ fn planted_asan_child_off_by_one() {
     }
 }
 
+/// group_norm with its 32-slot reduction scratch cut to 4 slots, run with 8 warps.
+fn too_small_static_shared(dev: &EmuDevice) -> percept::Result<()> {
+    let (n, c, hw, g) = (1, 8, 20, 2);
+    let x = dev.htod(&vec![0.5f32; n * c * hw])?;
+    let p = dev.htod(&vec![1.0f32; c])?;
+    let y = out_f32(dev, n * c * hw);
+    let cfg = LaunchConfig {
+        grid: [g as u32, n as u32, 1],
+        block: [256, 1, 1],
+        shared_bytes: 0,
+    };
+    let args = [
+        (&y).into(),
+        (&x).into(),
+        (&p).into(),
+        (&p).into(),
+        Arg::I32(c as i32),
+        Arg::I32(hw as i32),
+        Arg::I32(g as i32),
+        Arg::F32(1e-6),
+        Arg::I32(0),
+    ];
+    dev.launch("group_norm_f32__small_shared", &cfg, &args)
+}
+
+#[test]
+#[ignore = "run by emu_planted_out_of_bounds_is_caught in a child process"]
+fn planted_asan_child_small_static_shared() {
+    if std::env::var("PERCEPT_PLANTED_CHILD").is_ok() {
+        too_small_static_shared(&device()).unwrap();
+    }
+}
+
 #[test]
 #[ignore = "run by emu_planted_out_of_bounds_is_caught in a child process"]
 fn planted_asan_child_small_shared() {

@@ -49,6 +49,10 @@ void warp_collective(const char* what, uint32_t mask, CollectiveFn complete, con
                      uint32_t* out, int out_words);
 
 void syncthreads();
+template <class T>
+using id_t = T;
+// The block's instance of the shared variable declared at `key` (allocated by its first user).
+void* shared_static(const void* key, size_t bytes, const char* name);
 [[noreturn]] void fail(const char* fmt, ...);
 
 // cp.async: queued per thread, performed at wait time (the latest moment the hardware could), so a
@@ -108,9 +112,17 @@ struct Entry<F> {
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-// One block runs on one OS thread at a time, so thread_local storage is the block's shared memory.
-#define __shared__ static thread_local
-#define PERCEPT_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(percept_emu::tls_block->dynamic_shared)
+// Shared memory is allocated per block, poisoned (0xFF bytes: NaN) and bounds-checked (a canary, or
+// AddressSanitizer's redzones), so kernels declare it with SHARED (dialect.cuh), never __shared__.
+#define __shared__ use_SHARED_from_dialect_cuh_instead_of___shared__
+#define SHARED(type, name)                                                                          \
+    static const char name##_percept_key = 0;                                                       \
+    auto& name = *static_cast<percept_emu::id_t<type>*>(                                            \
+        percept_emu::shared_static(&name##_percept_key, sizeof(percept_emu::id_t<type>), #name))
+#define SHARED_ALIGNED(n, type, name)                             \
+    static_assert((n) <= 16, "shared allocations are 16-aligned"); \
+    SHARED(type, name)
+#define SHARED_DYNAMIC(type, name) type* name = reinterpret_cast<type*>(percept_emu::tls_block->dynamic_shared)
 
 #define PERCEPT_KERNEL(fn)                                                                        \
     extern "C" const percept_emu::KernelEntry* percept_emu_entry_##fn() {                        \

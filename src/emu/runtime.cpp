@@ -71,8 +71,16 @@ struct Warp {
     WarpIo io;
 };
 
+struct SharedVar {
+    const void* key;
+    unsigned char* ptr;
+    size_t bytes;
+    const char* name;
+};
+
 struct Worker {
     std::vector<Fiber> fibers;
+    std::vector<SharedVar> statics;
     std::vector<Warp> warps;
     std::vector<int> ready;
     BlockState block;
@@ -90,8 +98,13 @@ struct Worker {
 #if !defined(__x86_64__)
     ucontext_t sched_uc;
 #endif
+    ~Worker() {
+        for (Fiber& f : fibers) munmap(f.stack_lo - kGuardBytes, kStackBytes + kGuardBytes);
+    }
 };
 
+// One per OS thread, reused by every block that thread runs (stacks are mapped once).
+thread_local Worker tls_worker_storage;
 thread_local Worker* tls_worker;
 
 uint64_t next_random(uint64_t& s) {
@@ -250,6 +263,29 @@ void allocate_stacks(Worker* w, int n) {
     }
 }
 
+#ifdef PERCEPT_EMU_ASAN
+constexpr size_t kCanary = 0;  // exact sizes: AddressSanitizer guards the ends itself
+#else
+constexpr size_t kCanary = kSharedCanary;
+#endif
+
+// Shared memory starts as 0xFF bytes (NaN), as uninitialised memory should look, followed by a canary.
+unsigned char* alloc_shared(size_t bytes) {
+    void* p = nullptr;
+    if (posix_memalign(&p, 16, bytes + kCanary + 1) != 0) {
+        std::fprintf(stderr, "percept emulator: out of memory for %zu bytes of shared memory\n", bytes);
+        std::abort();
+    }
+    std::memset(p, 0xFF, bytes + kCanary);
+    return static_cast<unsigned char*>(p);
+}
+
+bool canary_intact(const unsigned char* p, size_t bytes) {
+    for (size_t i = bytes; i < bytes + kCanary; i++)
+        if (p[i] != 0xFF) return false;
+    return true;
+}
+
 void describe_deadlock(Worker* w) {
     int at_block = 0, at_warp = 0;
     for (int i = 0; i < w->n; i++) {
@@ -283,6 +319,14 @@ void fail(const char* fmt, ...) {
     w->failed = true;
     yield(true);
     std::abort();  // the scheduler never resumes a failed block
+}
+
+void* shared_static(const void* key, size_t bytes, const char* name) {
+    Worker* w = tls_worker;
+    for (const SharedVar& v : w->statics)
+        if (v.key == key) return v.ptr;
+    w->statics.push_back({key, alloc_shared(bytes), bytes, name});
+    return w->statics.back().ptr;
 }
 
 void syncthreads() {
@@ -464,7 +508,7 @@ extern "C" void percept_emu_fiber_main(Fiber* f) {
 extern "C" int percept_emu_run_block(const KernelEntry* entry, void** args, const uint32_t grid[3],
                                      const uint32_t block[3], const uint32_t block_idx[3], size_t shared_bytes,
                                      uint64_t seed, char* err, size_t err_len) {
-    if (!tls_worker) tls_worker = new Worker();  // lives as long as the OS thread; stacks are reused
+    tls_worker = &tls_worker_storage;
     Worker* w = tls_worker;
     int n = (int)(block[0] * block[1] * block[2]);
     allocate_stacks(w, n);
@@ -481,14 +525,7 @@ extern "C" int percept_emu_run_block(const KernelEntry* entry, void** args, cons
     uint64_t mix = seed ^ (((uint64_t)block_idx[2] * grid[1] + block_idx[1]) * grid[0] + block_idx[0]) * 0xD6E8FEB86659FD93ull;
     w->rng = next_random(mix);
 
-#ifdef PERCEPT_EMU_ASAN
-    size_t canary = 0;  // exact size: AddressSanitizer guards the end itself
-#else
-    size_t canary = kSharedCanary;
-#endif
-    unsigned char* shared = static_cast<unsigned char*>(std::malloc(shared_bytes + canary + 1));
-    // Uninitialised shared memory reads as NaN.
-    std::memset(shared, 0xFF, shared_bytes + canary);
+    unsigned char* shared = alloc_shared(shared_bytes);
     w->block.dynamic_shared = shared;
     tls_block = &w->block;
 
@@ -525,17 +562,22 @@ extern "C" int percept_emu_run_block(const KernelEntry* entry, void** args, cons
         asan_finish(w->sched_fake, nullptr, nullptr);
     }
     if (!w->failed && w->done < n) describe_deadlock(w);
-    if (!w->failed) {
-        for (size_t i = shared_bytes; i < shared_bytes + canary; i++)
-            if (shared[i] != 0xFF) {
-                std::snprintf(w->msg, sizeof w->msg,
-                              "block (%u,%u,%u) wrote past the end of its %zu bytes of dynamic shared memory "
-                              "(byte %zu)",
-                              block_idx[0], block_idx[1], block_idx[2], shared_bytes, i);
-                w->failed = true;
-                break;
-            }
+    if (!w->failed && !canary_intact(shared, shared_bytes)) {
+        std::snprintf(w->msg, sizeof w->msg,
+                      "block (%u,%u,%u) wrote past the end of its %zu bytes of dynamic shared memory", block_idx[0],
+                      block_idx[1], block_idx[2], shared_bytes);
+        w->failed = true;
     }
+    for (const SharedVar& v : w->statics) {
+        if (!w->failed && !canary_intact(v.ptr, v.bytes)) {
+            std::snprintf(w->msg, sizeof w->msg,
+                          "block (%u,%u,%u) wrote past the end of shared variable %s (%zu bytes)", block_idx[0],
+                          block_idx[1], block_idx[2], v.name, v.bytes);
+            w->failed = true;
+        }
+        std::free(v.ptr);
+    }
+    w->statics.clear();
     std::free(shared);
     tls_thread = nullptr;
     tls_block = nullptr;
