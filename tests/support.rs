@@ -12,10 +12,7 @@ pub fn fixtures_dir() -> Option<PathBuf> {
     if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
         panic!("CI=true but the fixtures are missing at {}", dir.display());
     }
-    eprintln!(
-        "skipping: ../shared/fixtures not found at {}",
-        dir.display()
-    );
+    eprintln!("skipping: ../shared/fixtures not found at {}", dir.display());
     None
 }
 
@@ -29,10 +26,7 @@ pub fn seed_data_dir() -> Option<PathBuf> {
     if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
         panic!("CI=true but the seed data is missing at {}", dir.display());
     }
-    eprintln!(
-        "skipping: ../shared/seed_toy_data not found at {}",
-        dir.display()
-    );
+    eprintln!("skipping: ../shared/seed_toy_data not found at {}", dir.display());
     None
 }
 
