@@ -63,3 +63,19 @@ extern "C" __global__ void probe_warp_u32(u32* out, const u32* in) {
         o[7] = v;
 }
 PERCEPT_KERNEL(probe_warp_u32)
+
+// Atomics on global and shared memory: counts[0] += 1 per thread, counts[1] = max of the global
+// thread ids, counts[2] += the per-block sums gathered in shared memory, sum[0] += x per thread.
+extern "C" __global__ void probe_atomic_i32(int* counts, float* sum, const float* x) {
+    SHARED(int[1], block_total);
+    if (threadIdx.x == 0) block_total[0] = 0;
+    __syncthreads();
+    int id = blockIdx.x * blockDim.x + threadIdx.x;
+    atomicAdd(&counts[0], 1);
+    atomicMax(&counts[1], id);
+    atomicAdd(&block_total[0], (int)threadIdx.x);
+    atomicAdd(&sum[0], x[id]);
+    __syncthreads();
+    if (threadIdx.x == 0) atomicAdd(&counts[2], block_total[0]);
+}
+PERCEPT_KERNEL(probe_atomic_i32)

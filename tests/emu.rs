@@ -1004,3 +1004,62 @@ fn emu_planted_out_of_bounds_is_caught() {
         );
     }
 }
+
+#[test]
+fn emu_atomics_count_exactly() {
+    let dev = device();
+    let (blocks, threads) = (7, 96);
+    let total = blocks * threads;
+    // Halves and quarters: the float sum is exact in any order.
+    let x: Vec<f32> = (0..total).map(|i| (i % 4) as f32 * 0.25).collect();
+    let counts = dev.htod(&[0i32; 3]).unwrap();
+    let sum = dev.htod(&[0f32]).unwrap();
+    let dx = dev.htod(&x).unwrap();
+    dev.launch(
+        "probe_atomic_i32",
+        &LaunchConfig::linear(blocks as u32, threads as u32),
+        &[(&counts).into(), (&sum).into(), (&dx).into()],
+    )
+    .unwrap();
+    let c = counts.to_vec::<i32>().unwrap();
+    let per_block = (0..threads as i32).sum::<i32>();
+    assert_eq!(
+        c,
+        vec![total as i32, total as i32 - 1, per_block * blocks as i32]
+    );
+    assert_eq!(sum.to_vec::<f32>().unwrap()[0], x.iter().sum::<f32>());
+}
+
+#[test]
+fn emu_planted_divergent_shuffle_is_a_deadlock() {
+    let dev = device();
+    let out = dev.alloc(4 * 32 * 8).unwrap();
+    let din = dev.htod(&[1u32; 32]).unwrap();
+    let e = dev
+        .launch(
+            "probe_warp_u32__divergent_shuffle",
+            &LaunchConfig::linear(1, 32),
+            &[(&out).into(), (&din).into()],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("deadlock") && e.contains("__shfl_sync"), "{e}");
+}
+
+#[test]
+fn emu_shared_memory_totals_are_limited() {
+    // layer_norm has 128 bytes of static shared memory: with 48 KiB of dynamic memory the block
+    // exceeds the default 48 KiB, and is fine once opted in.
+    let dev = device();
+    let (b, t, d) = (1, 1, 64);
+    let x = dev.htod(&vec![0.5f32; d]).unwrap();
+    let p = dev.htod(&vec![0.0f32; d]).unwrap();
+    let y = out_f32(&dev, d);
+    let e = layer_norm_launch(&dev, &y, [&x, &p, &p], (b, t, d), 48 * 1024)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("static") && e.contains("exceed"), "{e}");
+    dev.set_max_dynamic_shared("layer_norm_modulate_f32", 48 * 1024)
+        .unwrap();
+    layer_norm_launch(&dev, &y, [&x, &p, &p], (b, t, d), 48 * 1024).unwrap();
+}

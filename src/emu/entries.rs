@@ -22,6 +22,7 @@ extern "C" {
         block: *const u32,
         block_idx: *const u32,
         shared_bytes: usize,
+        shared_limit: usize,
         seed: u64,
         err: *mut c_char,
         err_len: usize,

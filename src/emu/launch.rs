@@ -214,6 +214,10 @@ impl EmuDevice {
             .collect();
         let params = SharedParams(ptrs.as_mut_ptr());
         let seed = self.inner.seed.load(Ordering::Relaxed) ^ fnv1a(kernel.as_bytes());
+        let limits = self.limits();
+        let shared_limit = optin.map_or(limits.default_shared_bytes, |_| {
+            limits.max_shared_optin_bytes
+        }) as usize;
         let [gx, gy, gz] = cfg.grid;
         let total = gx as u64 * gy as u64 * gz as u64;
         let result = (0..total).into_par_iter().try_for_each(|b| {
@@ -234,6 +238,7 @@ impl EmuDevice {
                     cfg.block.as_ptr(),
                     idx.as_ptr(),
                     cfg.shared_bytes as usize,
+                    shared_limit,
                     seed,
                     err.as_mut_ptr(),
                     err.len(),

@@ -90,6 +90,7 @@ struct Worker {
     void* sched_sp = nullptr;
     uint64_t rng = 0;
     int n = 0, done = 0, at_barrier = 0;
+    size_t dynamic_bytes = 0, static_bytes = 0, shared_limit = 0;
     bool failed = false;
     char msg[1024];
     const void* sched_stack_bottom = nullptr;
@@ -325,6 +326,15 @@ void* shared_static(const void* key, size_t bytes, const char* name) {
     Worker* w = tls_worker;
     for (const SharedVar& v : w->statics)
         if (v.key == key) return v.ptr;
+    w->static_bytes += bytes;
+    // Static shared memory is capped at 48 KiB per block by the compiler; static plus dynamic by the
+    // launch (48 KiB, or the architecture's maximum after opting in).
+    if (w->static_bytes > 48 * 1024)
+        fail("static shared memory reaches %zu bytes with %s, over the 48 KiB limit", w->static_bytes, name);
+    if (w->static_bytes + w->dynamic_bytes > w->shared_limit)
+        fail("static (%zu bytes, with %s) plus dynamic (%zu bytes) shared memory exceed the %zu bytes this launch "
+             "may use",
+             w->static_bytes, name, w->dynamic_bytes, w->shared_limit);
     w->statics.push_back({key, alloc_shared(bytes), bytes, name});
     return w->statics.back().ptr;
 }
@@ -505,9 +515,10 @@ extern "C" void percept_emu_fiber_main(Fiber* f) {
 }
 
 // Runs block `block_idx` of a launch to completion. Returns 0, or 1 with a message in `err`.
+// `shared_limit` bounds static plus dynamic shared memory.
 extern "C" int percept_emu_run_block(const KernelEntry* entry, void** args, const uint32_t grid[3],
                                      const uint32_t block[3], const uint32_t block_idx[3], size_t shared_bytes,
-                                     uint64_t seed, char* err, size_t err_len) {
+                                     size_t shared_limit, uint64_t seed, char* err, size_t err_len) {
     tls_worker = &tls_worker_storage;
     Worker* w = tls_worker;
     int n = (int)(block[0] * block[1] * block[2]);
@@ -519,6 +530,9 @@ extern "C" int percept_emu_run_block(const KernelEntry* entry, void** args, cons
     w->at_barrier = 0;
     w->failed = false;
     w->msg[0] = '\0';
+    w->dynamic_bytes = shared_bytes;
+    w->static_bytes = 0;
+    w->shared_limit = shared_limit;
     w->block.grid_dim = {grid[0], grid[1], grid[2]};
     w->block.block_dim = {block[0], block[1], block[2]};
     w->block.block_idx = {block_idx[0], block_idx[1], block_idx[2]};
