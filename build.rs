@@ -1,7 +1,8 @@
 //! Embeds every `kernels/*.cu` (with its `common/*.cuh` includes inlined) for NVRTC, and compiles the
 //! same sources with the host C++ compiler into the emulator's static library.
 //!
-//! `PERCEPT_EMU_ASAN=1` at build time builds the emulated kernels with AddressSanitizer (tests only).
+//! `PERCEPT_EMU_ASAN=1` at build time builds the emulated kernels with AddressSanitizer (tests only);
+//! `PERCEPT_EMU_UCONTEXT=1` switches fibers with ucontext instead of the x86-64 assembly switch.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -26,6 +27,7 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=src/emu/runtime.cpp");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_ASAN");
+    println!("cargo:rerun-if-env-changed=PERCEPT_EMU_UCONTEXT");
     println!("cargo:rustc-check-cfg=cfg(percept_emu_asan)");
 
     let mut files = Vec::new();
@@ -239,6 +241,9 @@ fn build_emulator<'a>(root: &Path, out: &Path, files: impl Iterator<Item = &'a K
             fs::write(&wrapper, text).unwrap();
         }
         build.file(wrapper);
+    }
+    if std::env::var("PERCEPT_EMU_UCONTEXT").is_ok_and(|v| v == "1") {
+        build.define("PERCEPT_EMU_UCONTEXT", None);
     }
     if asan {
         build

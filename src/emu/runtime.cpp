@@ -17,7 +17,10 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-#if !defined(__x86_64__)
+// The hand-written switch is x86-64 only; elsewhere (or with PERCEPT_EMU_UCONTEXT) ucontext.
+#if defined(__x86_64__) && !defined(PERCEPT_EMU_UCONTEXT)
+#define PERCEPT_EMU_ASM_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -54,7 +57,7 @@ struct Fiber {
     std::vector<Copy> copies;
     std::vector<size_t> group_ends;  // copies[..group_ends[i]] belong to committed groups 0..=i
     void* asan_fake = nullptr;
-#if !defined(__x86_64__)
+#if !defined(PERCEPT_EMU_ASM_SWITCH)
     ucontext_t uc;
 #endif
 };
@@ -96,7 +99,7 @@ struct Worker {
     const void* sched_stack_bottom = nullptr;
     size_t sched_stack_size = 0;
     void* sched_fake = nullptr;
-#if !defined(__x86_64__)
+#if !defined(PERCEPT_EMU_ASM_SWITCH)
     ucontext_t sched_uc;
 #endif
     ~Worker() {
@@ -138,7 +141,7 @@ using namespace percept_emu;
 
 extern "C" void percept_emu_fiber_main(Fiber* f);
 
-#if defined(__x86_64__)
+#if defined(PERCEPT_EMU_ASM_SWITCH)
 // Saves the callee-saved registers and the SSE/x87 control words on the current stack, stores the
 // stack pointer in *save and resumes the context whose stack pointer is `to`. Far cheaper than
 // swapcontext, which makes a signal-mask system call on every switch.
