@@ -142,9 +142,10 @@ using namespace percept_emu;
 extern "C" void percept_emu_fiber_main(Fiber* f);
 
 #if defined(PERCEPT_EMU_ASM_SWITCH)
-// Saves the callee-saved registers and the SSE/x87 control words on the current stack, stores the
-// stack pointer in *save and resumes the context whose stack pointer is `to`. Far cheaper than
-// swapcontext, which makes a signal-mask system call on every switch.
+// Saves the callee-saved registers on the current stack, stores the stack pointer in *save and
+// resumes the context whose stack pointer is `to`. Far cheaper than swapcontext, which makes a
+// signal-mask system call on every switch. The SSE/x87 control words are not switched (fldcw alone
+// cost more than the rest): kernels never change rounding modes, so all fibers share the thread's.
 extern "C" void percept_emu_switch(void** save, void* to);
 asm(R"(
     .text
@@ -158,14 +159,8 @@ percept_emu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $16, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $16, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -191,7 +186,12 @@ static void init_fiber_stack(Fiber* f) {
     // Frames of fibers that never returned (exit and failure switch away) leave poisoned redzones.
     __asan_unpoison_memory_region(f->stack_lo, kStackBytes);
 #endif
-    char* top = f->stack_lo + kStackBytes;
+    // Fibers' stacks start at different cache-line offsets: identical offsets would put every
+    // fiber's hot frames in the same L1 set.
+    size_t color = ((size_t)f->ts.linear % 61) * 64;
+    char* top = f->stack_lo + kStackBytes - color;
+    // The switch pops six registers and returns into fiber_start with rsp = top - 16, 16-byte
+    // aligned, so its call enters fiber_main with the alignment the ABI requires.
     uint64_t* sp = reinterpret_cast<uint64_t*>(top - 16);
     *--sp = reinterpret_cast<uint64_t>(&percept_emu_fiber_start);
     *--sp = 0;                                  // rbp
@@ -200,9 +200,6 @@ static void init_fiber_stack(Fiber* f) {
     *--sp = 0;                                  // r13
     *--sp = 0;                                  // r14
     *--sp = 0;                                  // r15
-    sp -= 2;
-    reinterpret_cast<uint32_t*>(sp)[0] = 0x1F80;  // default MXCSR
-    reinterpret_cast<uint16_t*>(sp)[2] = 0x037F;  // default x87 control word
     f->sp = sp;
 }
 static void switch_into(Worker* w, Fiber* f) { percept_emu_switch(&w->sched_sp, f->sp); }
@@ -567,7 +564,7 @@ extern "C" int percept_emu_run_block(const KernelEntry* entry, void** args, cons
     }
 
     while (!w->failed && !w->ready.empty()) {
-        size_t k = (size_t)(next_random(w->rng) % w->ready.size());
+        size_t k = (size_t)(((unsigned __int128)next_random(w->rng) * w->ready.size()) >> 64);
         int i = w->ready[k];
         w->ready[k] = w->ready.back();
         w->ready.pop_back();
