@@ -144,7 +144,7 @@ impl EmuBuffer {
     /// The contents as values of `T` (the length must be a multiple of its size).
     pub fn to_vec<T: bytemuck::Pod>(&self) -> Result<Vec<T>> {
         let size = std::mem::size_of::<T>();
-        if size == 0 || self.len % size != 0 {
+        if size == 0 || !self.len.is_multiple_of(size) {
             return Err(Error::Cuda(format!(
                 "emulator: a {}-byte buffer is not a whole number of {size}-byte values",
                 self.len
