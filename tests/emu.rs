@@ -1064,3 +1064,72 @@ fn emu_shared_memory_totals_are_limited() {
         .unwrap();
     layer_norm_launch(&dev, &y, [&x, &p, &p], (b, t, d), 48 * 1024).unwrap();
 }
+
+/// The authors' scheduler (ddim fixture): the 10-step eta-0 chains of all five configs, each step
+/// one launch of the emulated kernel fed the previous step's output.
+#[test]
+fn emu_ddim_step_f32_matches_fixture_chains() {
+    let Some(dir) = crate::support::fixtures_dir() else {
+        return;
+    };
+    let fx = percept::verify::fixture::Fixture::load(&dir, "ddim").unwrap();
+    let dev = device();
+    for cfg in ["a", "b", "c", "d", "e"] {
+        let pred_type = match fx.config()["configs"][cfg]["prediction_type"].as_str() {
+            Some("epsilon") => 0,
+            Some("v_prediction") => 1,
+            Some("sample") => 2,
+            other => panic!("config {cfg}: prediction_type {other:?}"),
+        };
+        let alphas = fx.tensor(&format!("{cfg}.alphas_cumprod")).unwrap().data;
+        let final_alpha = fx
+            .tensor(&format!("{cfg}.final_alpha_cumprod"))
+            .unwrap()
+            .data[0];
+        let timesteps = fx.ints(&format!("{cfg}.chain.timesteps")).unwrap();
+        let outputs = fx.tensor(&format!("{cfg}.chain.model_output")).unwrap();
+        let mut sample = dev
+            .htod(&fx.tensor(&format!("{cfg}.chain.sample0")).unwrap().data)
+            .unwrap();
+        let n = sample.len() / 4;
+        let (mut prevs, mut x0s) = (Vec::new(), Vec::new());
+        for (i, &t) in timesteps.iter().enumerate() {
+            // diffusers: prev_t = t - train_steps // steps, alphas and their roots in f32.
+            let prev_t = t - 1000 / timesteps.len() as i64;
+            let a_t = alphas[t as usize];
+            let a_prev = if prev_t >= 0 {
+                alphas[prev_t as usize]
+            } else {
+                final_alpha
+            };
+            let model_output = dev.htod(&outputs.data[i * n..(i + 1) * n]).unwrap();
+            let (prev, x0) = (out_f32(&dev, n), out_f32(&dev, n));
+            let args = [
+                Arg::from(&prev),
+                Arg::from(&x0),
+                Arg::from(&model_output),
+                Arg::from(&sample),
+                Arg::I32(n as i32),
+                Arg::I32(pred_type),
+                Arg::F32(a_t.sqrt()),
+                Arg::F32((1.0 - a_t).sqrt()),
+                Arg::F32(a_prev.sqrt()),
+                Arg::F32((1.0 - a_prev).sqrt()),
+            ];
+            dev.launch(
+                "ddim_step_f32",
+                &LaunchConfig::linear(blocks_for(n, 128), 128),
+                &args,
+            )
+            .unwrap();
+            prevs.extend(prev.to_vec::<f32>().unwrap());
+            x0s.extend(x0.to_vec::<f32>().unwrap());
+            sample = prev;
+        }
+        for (what, got) in [("prev_sample", &prevs), ("pred_original_sample", &x0s)] {
+            let check =
+                percept::verify::compare(&fx, &format!("{cfg}.chain.{what}"), got, "f32").unwrap();
+            assert_eq!(check.pass, Some(true), "{}", check.line());
+        }
+    }
+}
