@@ -867,6 +867,31 @@ fn emu_planted_missing_sync_gives_wrong_results() {
 }
 
 #[test]
+fn emu_planted_missing_cp_async_wait_gives_wrong_results() {
+    let dev = device();
+    let mut rng = Rng(21);
+    let (m, n, k) = (33, 17, 45);
+    let (a, w) = (rng.vec(m * k), rng.vec(n * k));
+    let want = gemm_ref(&a, &w, None, m, n, k, false);
+    let (da, dw) = (dev.htod(&a).unwrap(), dev.htod(&w).unwrap());
+    let got = run_gemm_f32(
+        &dev,
+        "gemm_f32__missing_cp_async_wait",
+        &da,
+        &dw,
+        None,
+        (m, n, k),
+        false,
+    )
+    .unwrap();
+    let err = rel_l2(&got, &want);
+    assert!(
+        err.is_nan() || err > 0.1,
+        "reading before cp.async landed went unnoticed (error {err:e})"
+    );
+}
+
+#[test]
 fn emu_planted_wrong_mma_fragment_gives_wrong_results() {
     let dev = device();
     let mut rng = Rng(20);

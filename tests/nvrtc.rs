@@ -23,6 +23,7 @@ fn nvrtc_compiles_every_kernel_without_warnings_or_spills() {
     }
     for arch in GpuArch::ALL {
         let infos = nvrtc::check_all(arch).unwrap_or_else(|e| panic!("{}: {e}", arch.name()));
+        eprint!("{}", nvrtc::report_table(&infos));
         for module in MODULES {
             for entry in module.entries {
                 let k = infos
@@ -33,14 +34,6 @@ fn nvrtc_compiles_every_kernel_without_warnings_or_spills() {
                     k.registers > 0,
                     "{entry} ({}): ptxas reported no registers",
                     arch.name()
-                );
-                eprintln!(
-                    "{:7} {:28} {:4} regs {:6} B smem {:4} B stack",
-                    arch.name(),
-                    k.kernel,
-                    k.registers,
-                    k.static_shared_bytes,
-                    k.stack_frame_bytes
                 );
             }
         }

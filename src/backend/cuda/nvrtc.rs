@@ -277,6 +277,27 @@ pub fn check_all(arch: GpuArch) -> Result<Vec<KernelInfo>> {
     }
 }
 
+/// The `percept doctor --compile-only` table: one row per kernel.
+pub fn report_table(infos: &[KernelInfo]) -> String {
+    let mut out = format!(
+        "{:<7} {:<16} {:<28} {:>5} {:>12} {:>12} {:>12}\n",
+        "arch", "module", "kernel", "regs", "static smem", "stack", "spill st/ld"
+    );
+    for k in infos {
+        out.push_str(&format!(
+            "{:<7} {:<16} {:<28} {:>5} {:>12} {:>12} {:>12}\n",
+            k.arch.name(),
+            k.module,
+            k.kernel,
+            k.registers,
+            k.static_shared_bytes,
+            k.stack_frame_bytes,
+            format!("{}/{}", k.spill_store_bytes, k.spill_load_bytes)
+        ));
+    }
+    out
+}
+
 /// Lines of an NVRTC log that are warnings (from the front end or from ptxas).
 pub fn log_warnings(log: &str) -> Vec<String> {
     log.lines()
