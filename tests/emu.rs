@@ -1158,3 +1158,24 @@ fn emu_ddim_step_f32_matches_fixture_chains() {
         }
     }
 }
+
+#[test]
+#[ignore = "run by emu_illegal_address_names_the_kernel in a child process"]
+fn planted_child_illegal_address() {
+    if std::env::var("PERCEPT_PLANTED_CHILD").is_ok() {
+        let dev = device();
+        // n far beyond the 4-byte buffers: the grid-stride loop walks off the heap.
+        let (x, y) = (dev.htod(&[1.0f32]).unwrap(), dev.htod(&[0.0f32]).unwrap());
+        let args = [(&y).into(), (&x).into(), Arg::I32(i32::MAX)];
+        let _ = dev.launch("silu_f32", &LaunchConfig::linear(1, 32), &args);
+    }
+}
+
+#[test]
+fn emu_illegal_address_names_the_kernel() {
+    let (ok, output) = run_child("emu::planted_child_illegal_address");
+    assert!(!ok, "the child survived a wild access:\n{output}");
+    let named =
+        output.contains("percept emulator: kernel silu_f32") || output.contains("AddressSanitizer");
+    assert!(named, "the crash does not name the kernel:\n{output}");
+}

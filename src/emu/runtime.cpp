@@ -2,11 +2,14 @@
 // Each CUDA thread is a fiber; fibers switch only at __syncthreads, warp collectives and exit, and the
 // scheduler picks the next ready fiber at random from a seeded generator, so code that relies on an
 // order the hardware does not promise (a missing barrier) gives wrong results under some seeds.
+#include <signal.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <vector>
 
 #include "../../kernels/common/dialect.cuh"
@@ -501,6 +504,56 @@ void ldmatrix(u32* r, const void* row_addr, int count, bool trans) {
 
 }  // namespace percept_emu
 
+namespace {
+
+// A bad address in an emulated kernel kills the process as an illegal address would end the CUDA
+// context; first name the kernel, block and thread. Not under AddressSanitizer, whose report is better.
+struct sigaction old_segv, old_bus;
+thread_local bool tls_in_block;
+
+void on_fault(int sig, siginfo_t* info, void* ctx) {
+    Worker* w = tls_worker;
+    if (tls_in_block && w && w->current && w->entry) {
+        const Fiber* f = w->current;
+        const char* addr = static_cast<const char*>(info->si_addr);
+        bool overflow = addr < f->stack_lo && addr >= f->stack_lo - kGuardBytes;
+        char buf[512];
+        int len = std::snprintf(buf, sizeof buf,
+                                "percept emulator: kernel %s, block (%u,%u,%u) thread (%u,%u,%u): %s at address %p\n",
+                                w->entry->name, w->block.block_idx.x, w->block.block_idx.y, w->block.block_idx.z,
+                                f->ts.tid.x, f->ts.tid.y, f->ts.tid.z,
+                                overflow ? "stack overflow of the emulated thread" : "illegal memory access",
+                                info->si_addr);
+        if (len > 0) (void)!write(2, buf, (size_t)len);
+    }
+    // Hand over to the previous handler (Rust's stack-overflow report), else die by the default action.
+    struct sigaction* old = sig == SIGSEGV ? &old_segv : &old_bus;
+    if ((old->sa_flags & SA_SIGINFO) && old->sa_sigaction) {
+        old->sa_sigaction(sig, info, ctx);
+    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+    } else {
+        signal(sig, SIG_DFL);  // returning re-runs the access, which now ends the process
+    }
+}
+
+void install_fault_handler() {
+#ifndef PERCEPT_EMU_ASAN
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa;
+        std::memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;  // Rust threads have an alternate signal stack
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &old_segv);
+        sigaction(SIGBUS, &sa, &old_bus);
+    });
+#endif
+}
+
+}  // namespace
+
 extern "C" void percept_emu_fiber_main(Fiber* f) {
     Worker* w = tls_worker;
     asan_finish(nullptr, &w->sched_stack_bottom, &w->sched_stack_size);
@@ -520,6 +573,7 @@ extern "C" int percept_emu_run_block(const KernelEntry* entry, void** args, cons
                                      const uint32_t block[3], const uint32_t block_idx[3], size_t shared_bytes,
                                      size_t shared_limit, uint64_t seed, char* err, size_t err_len) {
     tls_worker = &tls_worker_storage;
+    install_fault_handler();
     Worker* w = tls_worker;
     int n = (int)(block[0] * block[1] * block[2]);
     allocate_stacks(w, n);
@@ -563,6 +617,7 @@ extern "C" int percept_emu_run_block(const KernelEntry* entry, void** args, cons
         w->ready.push_back(i);
     }
 
+    tls_in_block = true;
     while (!w->failed && !w->ready.empty()) {
         size_t k = (size_t)(((unsigned __int128)next_random(w->rng) * w->ready.size()) >> 64);
         int i = w->ready[k];
@@ -575,6 +630,7 @@ extern "C" int percept_emu_run_block(const KernelEntry* entry, void** args, cons
         switch_into(w, f);
         asan_finish(w->sched_fake, nullptr, nullptr);
     }
+    tls_in_block = false;
     if (!w->failed && w->done < n) describe_deadlock(w);
     if (!w->failed && !canary_intact(shared, shared_bytes)) {
         std::snprintf(w->msg, sizeof w->msg,
