@@ -79,3 +79,16 @@ extern "C" __global__ void probe_atomic_i32(int* counts, float* sum, const float
     if (threadIdx.x == 0) atomicAdd(&counts[2], block_total[0]);
 }
 PERCEPT_KERNEL(probe_atomic_i32)
+
+// The dialect's conversions, elementwise: bf[i], hf[i] = x[i] as bf16 / f16 bits, and back.
+extern "C" __global__ void probe_convert_f32(u16* bf, u16* hf, float* bf_back, float* hf_back, const float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    bf16 b = f32_to_bf16(x[i]);
+    f16 h = f32_to_f16(x[i]);
+    bf[i] = b.bits;
+    hf[i] = h.bits;
+    bf_back[i] = bf16_to_f32(b);
+    hf_back[i] = f16_to_f32(h);
+}
+PERCEPT_KERNEL(probe_convert_f32)

@@ -1179,3 +1179,106 @@ fn emu_illegal_address_names_the_kernel() {
         output.contains("percept emulator: kernel silu_f32") || output.contains("AddressSanitizer");
     assert!(named, "the crash does not name the kernel:\n{output}");
 }
+
+#[test]
+fn emu_bf16_f16_conversions_round_to_nearest_even() {
+    let dev = device();
+    let mut rng = Rng(22);
+    let mut x: Vec<f32> = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        1e-45,
+        65504.0,
+        65519.99,
+        65520.0,
+        -65520.0,
+        6.0e-8,
+        2.9802322e-8,
+        2.9802326e-8,
+        5.9604645e-8,
+        1.0e-5,
+        6.097555e-5,
+        6.1035156e-5,
+        3.0e-5,
+        1.00390625,
+        1.01171875,
+        1.0039063,
+        3.3895314e38,
+        3.4e38,
+    ];
+    // Ties and their neighbours for bf16 (16 dropped bits) and f16 (13), and wide random values.
+    for _ in 0..2000 {
+        let bits = rng.next_u64() as u32;
+        x.push(f32::from_bits(bits));
+        x.push(f32::from_bits((bits & 0xFFFF_0000) | 0x8000));
+        x.push(f32::from_bits((bits & 0xC7FF_E000) | 0x1000));
+        x.push(rng.uniform() * 70000.0);
+    }
+    let n = x.len();
+    let (bf, hf) = (dev.alloc(2 * n).unwrap(), dev.alloc(2 * n).unwrap());
+    let (bf_back, hf_back) = (out_f32(&dev, n), out_f32(&dev, n));
+    let dx = dev.htod(&x).unwrap();
+    let args = [
+        (&bf).into(),
+        (&hf).into(),
+        (&bf_back).into(),
+        (&hf_back).into(),
+        (&dx).into(),
+        Arg::I32(n as i32),
+    ];
+    dev.launch(
+        "probe_convert_f32",
+        &LaunchConfig::linear(blocks_for(n, 256), 256),
+        &args,
+    )
+    .unwrap();
+    let (bf, hf) = (bf.to_vec::<u16>().unwrap(), hf.to_vec::<u16>().unwrap());
+    let (bf_back, hf_back) = (
+        bf_back.to_vec::<f32>().unwrap(),
+        hf_back.to_vec::<f32>().unwrap(),
+    );
+    for i in 0..n {
+        let (b, h) = (bf16::from_f32(x[i]), half::f16::from_f32(x[i]));
+        if x[i].is_nan() {
+            assert!(
+                bf16::from_bits(bf[i]).is_nan() && half::f16::from_bits(hf[i]).is_nan(),
+                "NaN {:#x}",
+                x[i].to_bits()
+            );
+            assert!(bf_back[i].is_nan() && hf_back[i].is_nan());
+            continue;
+        }
+        assert_eq!(
+            bf[i],
+            b.to_bits(),
+            "bf16 of {:e} ({:#010x})",
+            x[i],
+            x[i].to_bits()
+        );
+        assert_eq!(
+            hf[i],
+            h.to_bits(),
+            "f16 of {:e} ({:#010x})",
+            x[i],
+            x[i].to_bits()
+        );
+        assert_eq!(
+            bf_back[i].to_bits(),
+            b.to_f32().to_bits(),
+            "bf16 {:#06x} to f32",
+            bf[i]
+        );
+        assert_eq!(
+            hf_back[i].to_bits(),
+            h.to_f32().to_bits(),
+            "f16 {:#06x} to f32",
+            hf[i]
+        );
+    }
+}
