@@ -1282,3 +1282,22 @@ fn emu_bf16_f16_conversions_round_to_nearest_even() {
         );
     }
 }
+
+#[test]
+fn emu_planted_ldmatrix_from_global_is_refused() {
+    let dev = device();
+    let src = dev.htod(&[0u16; 256]).unwrap();
+    let out = dev.alloc(4 * 32 * 11).unwrap();
+    let e = dev
+        .launch(
+            "probe_ldmatrix_b16__ldmatrix_from_global",
+            &LaunchConfig::linear(1, 32),
+            &[(&out).into(), (&src).into()],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ldmatrix") && e.contains("not a 16-byte row in shared memory"),
+        "{e}"
+    );
+}

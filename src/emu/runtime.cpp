@@ -385,9 +385,25 @@ void warp_collective(const char* what, uint32_t mask, CollectiveFn complete, con
     for (int k = 0; k < out_words; k++) out[k] = warp.io.out[lane][k];
 }
 
+// True when [p, p + bytes) lies inside this block's shared memory (a SHARED variable or the dynamic
+// buffer): the PTX instructions that take shared addresses read garbage from anything else.
+static bool in_shared(const void* p, size_t bytes) {
+    Worker* w = tls_worker;
+    auto inside = [&](const unsigned char* base, size_t len) {
+        auto a = static_cast<const unsigned char*>(p);
+        return a >= base && a + bytes <= base + len;
+    };
+    if (inside(w->block.dynamic_shared, w->dynamic_bytes)) return true;
+    for (const SharedVar& v : w->statics)
+        if (inside(v.ptr, v.bytes)) return true;
+    return false;
+}
+
 void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
     if (reinterpret_cast<uintptr_t>(dst) % bytes || (src_bytes && reinterpret_cast<uintptr_t>(src) % bytes))
         fail("cp.async of %d bytes needs %d-byte aligned addresses, got dst %p src %p", bytes, bytes, dst, src);
+    if (!in_shared(dst, bytes)) fail("cp.async destination %p is not (wholly) in shared memory", dst);
+    if (src_bytes && in_shared(src, src_bytes)) fail("cp.async source %p is shared memory, not global", src);
     tls_worker->current->copies.push_back({dst, src, bytes, src_bytes});
 }
 
@@ -488,6 +504,8 @@ void ldmatrix(u32* r, const void* row_addr, int count, bool trans) {
     unsigned lane = tls_thread->linear & 31u;
     if ((int)lane < 8 * count && reinterpret_cast<uintptr_t>(row_addr) % 16)
         fail("ldmatrix: lane %u row address %p is not 16-byte aligned", lane, row_addr);
+    if ((int)lane < 8 * count && !in_shared(row_addr, 16))
+        fail("ldmatrix: lane %u row address %p is not a 16-byte row in shared memory", lane, row_addr);
     uint64_t a = reinterpret_cast<uint64_t>(row_addr);
     uint32_t in[2] = {(uint32_t)a, (uint32_t)(a >> 32)};
     CollectiveFn fn = nullptr;
