@@ -1,6 +1,7 @@
 // GroupNorm over x [N, C, HW] with G groups and affine gamma/beta [C], optionally followed by SiLU
 // (the VAE's norm + nonlinearity pair). One block per (group, n); statistics in f32, two passes
-// (mean, then the mean of squared deviations) as PyTorch does.
+// (mean, then the mean of squared deviations) as PyTorch does. The launcher guarantees C % G == 0,
+// grid (G, N), a block of a multiple of 32 threads.
 #include "common/reduce.cuh"
 
 extern "C" __global__ void group_norm_f32(float* __restrict__ y, const float* __restrict__ x,

@@ -1301,3 +1301,48 @@ fn emu_planted_ldmatrix_from_global_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn emu_table_covers_every_kernel_module() {
+    use percept::cuda_backend::kernels::{MODULES, PLANTED_MODULES};
+    let emulated: Vec<&str> = percept::emu::kernel_names().collect();
+    for module in MODULES.iter().chain(PLANTED_MODULES) {
+        assert!(
+            !module.entries.is_empty(),
+            "kernels/{}.cu exports no PERCEPT_KERNEL",
+            module.name
+        );
+        for entry in module.entries {
+            assert!(
+                emulated.contains(entry),
+                "{entry} (kernels/{}.cu) has no emulated entry",
+                module.name
+            );
+            assert!(
+                entry.contains('_'),
+                "{entry}: entry points are named <op>_<dtype>"
+            );
+        }
+    }
+    assert_eq!(
+        emulated.len(),
+        MODULES
+            .iter()
+            .chain(PLANTED_MODULES)
+            .map(|m| m.entries.len())
+            .sum::<usize>()
+    );
+    // NVRTC sees the dialect, never the emulator's host header.
+    for module in MODULES {
+        assert!(
+            !module.source.contains("#include <"),
+            "kernels/{}.cu includes a system header",
+            module.name
+        );
+        assert!(
+            module.source.contains("#ifdef PERCEPT_EMU"),
+            "kernels/{}.cu lacks the inlined dialect",
+            module.name
+        );
+    }
+}
