@@ -146,3 +146,39 @@ fn nvrtc_warnings_and_spills_are_detected() {
     assert_eq!(infos.len(), 1, "log:\n{}", compiled.log);
     assert!(infos[0].spills(), "expected spills:\n{}", compiled.log);
 }
+
+#[test]
+#[ignore = "run by nvrtc_absence_is_a_clear_error in a child process without LD_LIBRARY_PATH"]
+fn nvrtc_child_without_library() {
+    if std::env::var("PERCEPT_NVRTC_CHILD").is_err() {
+        return;
+    }
+    if nvrtc::nvrtc_available().is_ok() {
+        eprintln!("skipping: NVRTC is installed system-wide, its absence cannot be shown here");
+        return;
+    }
+    match nvrtc::compile_report(GpuArch::Sm80) {
+        Err(percept::Error::NoCuda(msg)) => {
+            assert!(msg.contains("ensure-nvrtc"), "no hint in: {msg}")
+        }
+        other => panic!("expected Error::NoCuda, got {other:?}"),
+    }
+}
+
+#[test]
+fn nvrtc_absence_is_a_clear_error() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "nvrtc::nvrtc_child_without_library",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("PERCEPT_NVRTC_CHILD", "1")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+}
