@@ -276,7 +276,9 @@ constexpr size_t kCanary = kSharedCanary;
 // Shared memory starts as 0xFF bytes (NaN), as uninitialised memory should look, followed by a canary.
 unsigned char* alloc_shared(size_t bytes) {
     void* p = nullptr;
-    if (posix_memalign(&p, 16, bytes + kCanary + 1) != 0) {
+    size_t total = bytes + kCanary;
+    // Exact under AddressSanitizer, so even a one-byte overrun is reported.
+    if (posix_memalign(&p, 16, total ? total : 1) != 0) {
         std::fprintf(stderr, "percept emulator: out of memory for %zu bytes of shared memory\n", bytes);
         std::abort();
     }
