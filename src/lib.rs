@@ -18,3 +18,4 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};
+pub mod emu;

@@ -2,9 +2,11 @@
 mod cli;
 mod data;
 mod ddim;
+mod emu;
 mod eval;
 mod fixtures;
 mod io;
+mod nvrtc;
 mod ops;
 mod postprocess;
 mod pt;

@@ -1,0 +1,32 @@
+// The DDIM update (eta = 0) for one step, elementwise, always in f32.
+#include "common/dialect.cuh"
+
+// From the model output and the current sample, the predicted clean sample x0 and noise eps:
+//   pred_type 0 (epsilon):      eps = out, x0 = (sample - sqrt(1 - a_t) * eps) / sqrt(a_t)
+//   pred_type 1 (v_prediction): x0 = sqrt(a_t) * sample - sqrt(1 - a_t) * out,
+//                               eps = sqrt(a_t) * out + sqrt(1 - a_t) * sample
+//   pred_type 2 (sample):       x0 = out, eps = (sample - sqrt(a_t) * x0) / sqrt(1 - a_t)
+// then prev = c_x0 * x0 + c_eps * eps with c_x0 = sqrt(a_prev), c_eps = sqrt(1 - a_prev).
+// `pred_x0` may be null.
+extern "C" __global__ void ddim_step_f32(float* __restrict__ prev, float* __restrict__ pred_x0,
+                                         const float* __restrict__ model_output, const float* __restrict__ sample,
+                                         int n, int pred_type, float sqrt_alpha, float sqrt_one_minus_alpha,
+                                         float c_x0, float c_eps) {
+    int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float out = model_output[i], s = sample[i], x0, eps;
+        if (pred_type == 0) {
+            eps = out;
+            x0 = (s - sqrt_one_minus_alpha * eps) / sqrt_alpha;
+        } else if (pred_type == 1) {
+            x0 = sqrt_alpha * s - sqrt_one_minus_alpha * out;
+            eps = sqrt_alpha * out + sqrt_one_minus_alpha * s;
+        } else {
+            x0 = out;
+            eps = (s - sqrt_alpha * x0) / sqrt_one_minus_alpha;
+        }
+        prev[i] = c_x0 * x0 + c_eps * eps;
+        if (pred_x0) pred_x0[i] = x0;
+    }
+}
+PERCEPT_KERNEL(ddim_step_f32)

@@ -1,0 +1,34 @@
+// LayerNorm without affine followed by adaLN modulation: x [B, T, D], shift/scale [B, D],
+// y = LN(x) * (1 + scale[b]) + shift[b]. One block per row; the row is cached in dynamic shared
+// memory (D floats, set by the launcher) so x is read from global memory once.
+#include "common/reduce.cuh"
+
+extern "C" __global__ void layer_norm_modulate_f32(float* __restrict__ y, const float* __restrict__ x,
+                                                   const float* __restrict__ shift,
+                                                   const float* __restrict__ scale, int T, int D, float eps) {
+    SHARED_DYNAMIC(float, row);
+    SHARED(float[32], scratch);
+    long long r = blockIdx.x;
+    int b = (int)(r / T);
+    const float* xr = x + r * D;
+
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        row[i] = xr[i];
+        s += row[i];
+    }
+    float mean = block_sum(s, scratch) / (float)D;
+
+    float q = 0.0f;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float d = row[i] - mean;
+        q += d * d;
+    }
+    float rstd = rsqrtf(block_sum(q, scratch) / (float)D + eps);
+
+    const float* sh = shift + (long long)b * D;
+    const float* sc = scale + (long long)b * D;
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        y[r * D + i] = (row[i] - mean) * rstd * (1.0f + sc[i]) + sh[i];
+}
+PERCEPT_KERNEL(layer_norm_modulate_f32)

@@ -1,0 +1,235 @@
+//! Launching an emulated kernel: validate like the driver would, then run every block.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rayon::prelude::*;
+
+use super::entries::{percept_emu_run_block, RawEntry, EMU_ENTRIES};
+use super::limits::{Arch, Limits};
+use super::memory::{EmuBuffer, Registry};
+use crate::error::{Error, Result};
+
+/// A kernel argument, passed by value like cuLaunchKernel's `void** kernelParams`.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    /// A device address (`EmuBuffer::device_ptr`, plus a byte offset), or 0 for a null pointer.
+    Ptr(u64),
+    I32(i32),
+    U32(u32),
+    F32(f32),
+    I64(i64),
+    U64(u64),
+}
+
+impl Arg {
+    fn code(&self) -> char {
+        match self {
+            Arg::Ptr(_) => 'p',
+            Arg::I32(_) => 'i',
+            Arg::U32(_) => 'u',
+            Arg::F32(_) => 'f',
+            Arg::I64(_) => 'l',
+            Arg::U64(_) => 'L',
+        }
+    }
+
+    fn bits(&self) -> u64 {
+        match *self {
+            Arg::Ptr(p) => p,
+            Arg::I32(v) => v as u32 as u64,
+            Arg::U32(v) => v as u64,
+            Arg::F32(v) => v.to_bits() as u64,
+            Arg::I64(v) => v as u64,
+            Arg::U64(v) => v,
+        }
+    }
+}
+
+impl From<&EmuBuffer> for Arg {
+    fn from(b: &EmuBuffer) -> Self {
+        Arg::Ptr(b.device_ptr())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+}
+
+impl LaunchConfig {
+    /// A 1-D launch.
+    pub fn linear(blocks: u32, threads: u32) -> Self {
+        LaunchConfig { grid: [blocks, 1, 1], block: [threads, 1, 1], shared_bytes: 0 }
+    }
+}
+
+struct Kernel {
+    entry: *const RawEntry,
+    signature: &'static str,
+}
+// SAFETY: entries are immutable statics of the C++ side.
+unsafe impl Send for Kernel {}
+unsafe impl Sync for Kernel {}
+
+fn kernels() -> &'static HashMap<&'static str, Kernel> {
+    static TABLE: OnceLock<HashMap<&'static str, Kernel>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        EMU_ENTRIES
+            .iter()
+            .map(|&(name, get)| {
+                // SAFETY: the generated accessor returns a pointer to a static entry with C strings.
+                let entry = unsafe { get() };
+                let signature = unsafe { CStr::from_ptr((*entry).signature) }.to_str().unwrap_or("?");
+                (name, Kernel { entry, signature })
+            })
+            .collect()
+    })
+}
+
+struct Inner {
+    arch: Arch,
+    seed: AtomicU64,
+    registry: Arc<Registry>,
+    optin: Mutex<HashMap<String, u32>>,
+}
+
+/// An emulated device. Launches are synchronous; cloning shares the device.
+#[derive(Clone)]
+pub struct EmuDevice {
+    inner: Arc<Inner>,
+}
+
+impl EmuDevice {
+    pub fn new(arch: Arch) -> Self {
+        EmuDevice {
+            inner: Arc::new(Inner { arch, seed: AtomicU64::new(0), registry: Arc::default(), optin: Mutex::default() }),
+        }
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.inner.arch
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.inner.arch.limits()
+    }
+
+    /// Seeds the order in which each block's threads run between barriers.
+    pub fn set_schedule_seed(&self, seed: u64) {
+        self.inner.seed.store(seed, Ordering::Relaxed);
+    }
+
+    /// New memory, poisoned (every byte 0xFF).
+    pub fn alloc(&self, bytes: usize) -> Result<EmuBuffer> {
+        EmuBuffer::new(self.inner.registry.clone(), bytes)
+    }
+
+    pub fn htod<T: bytemuck::Pod>(&self, data: &[T]) -> Result<EmuBuffer> {
+        let mut b = self.alloc(std::mem::size_of_val(data))?;
+        b.copy_from(data)?;
+        Ok(b)
+    }
+
+    /// The opt-in of cuFuncSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
+    pub fn set_max_dynamic_shared(&self, kernel: &str, bytes: u32) -> Result<()> {
+        Self::kernel(kernel)?;
+        let max = self.limits().max_shared_optin_bytes;
+        if bytes > max {
+            return Err(Error::Cuda(format!(
+                "{kernel}: cannot opt in to {bytes} bytes of shared memory on {}, the maximum is {max}",
+                self.inner.arch.name()
+            )));
+        }
+        self.inner.optin.lock().unwrap_or_else(|e| e.into_inner()).insert(kernel.to_string(), bytes);
+        Ok(())
+    }
+
+    fn kernel(name: &str) -> Result<&'static Kernel> {
+        kernels().get(name).ok_or_else(|| Error::Cuda(format!("emulator: no kernel named {name:?} (see kernels/*.cu)")))
+    }
+
+    /// Runs `kernel` over the grid and returns when every block has finished.
+    pub fn launch(&self, kernel: &str, cfg: &LaunchConfig, args: &[Arg]) -> Result<()> {
+        let k = Self::kernel(kernel)?;
+        let optin = self.inner.optin.lock().unwrap_or_else(|e| e.into_inner()).get(kernel).copied();
+        self.limits().check(kernel, cfg.grid, cfg.block, cfg.shared_bytes, optin)?;
+        let codes: String = args.iter().map(Arg::code).collect();
+        if codes != k.signature {
+            return Err(Error::Cuda(format!(
+                "launch of {kernel}: arguments have types {codes:?}, the kernel takes {:?} \
+                 (p pointer, i int, u unsigned, f float, l long long, L unsigned long long)",
+                k.signature
+            )));
+        }
+        let mut buffers = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            if let Arg::Ptr(p) = *a {
+                if p == 0 {
+                    continue;
+                }
+                let found = self.inner.registry.find(p).ok_or_else(|| {
+                    Error::Cuda(format!("launch of {kernel}: argument {i} ({p:#x}) is not emulated device memory"))
+                })?;
+                buffers.push((i, found));
+            }
+        }
+
+        let mut slots: Vec<u64> = args.iter().map(Arg::bits).collect();
+        let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        let params = SharedParams(ptrs.as_mut_ptr());
+        let seed = self.inner.seed.load(Ordering::Relaxed) ^ fnv1a(kernel.as_bytes());
+        let limits = self.limits();
+        let shared_limit = optin.map_or(limits.default_shared_bytes, |_| limits.max_shared_optin_bytes) as usize;
+        let [gx, gy, gz] = cfg.grid;
+        let total = gx as u64 * gy as u64 * gz as u64;
+        let result = (0..total).into_par_iter().try_for_each(|b| {
+            let idx =
+                [(b % gx as u64) as u32, ((b / gx as u64) % gy as u64) as u32, (b / (gx as u64 * gy as u64)) as u32];
+            let mut err = [0 as c_char; 1024];
+            let params = &params;
+            // SAFETY: the entry and the parameter slots outlive the launch; the kernel reads its
+            // parameters and touches only device memory the caller handed it.
+            let rc = unsafe {
+                percept_emu_run_block(
+                    k.entry,
+                    params.0,
+                    cfg.grid.as_ptr(),
+                    cfg.block.as_ptr(),
+                    idx.as_ptr(),
+                    cfg.shared_bytes as usize,
+                    shared_limit,
+                    seed,
+                    err.as_mut_ptr(),
+                    err.len(),
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+                Err(Error::Cuda(format!("emulated kernel {kernel}: {msg}")))
+            }
+        });
+        drop(ptrs);
+        result?;
+        for (i, (start, len)) in buffers {
+            if let Some(what) = self.inner.registry.check_guards(start, len) {
+                return Err(Error::Cuda(format!("emulated kernel {kernel}: argument {i}: {what}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct SharedParams(*mut *mut c_void);
+// SAFETY: the parameter array is only read during the launch.
+unsafe impl Sync for SharedParams {}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}

@@ -1,0 +1,22 @@
+//! The CUDA device emulated on the CPU. The kernels in `kernels/*.cu` are compiled by the host C++
+//! compiler against our own definitions of CUDA's built-ins (`kernels/common/emu_runtime.h`,
+//! `runtime.cpp`); this module is the host side: device memory as guarded host allocations, and
+//! launches validated against the hardware limits, blocks spread over OS threads, each block's threads
+//! run as fibers in a seeded random order.
+
+mod entries;
+mod launch;
+mod limits;
+mod memory;
+
+pub use launch::{Arg, EmuDevice, LaunchConfig};
+pub use limits::{Arch, Limits};
+pub use memory::EmuBuffer;
+
+/// Names of every emulated entry point (real kernels and the planted-bug copies).
+pub fn kernel_names() -> impl Iterator<Item = &'static str> {
+    entries::EMU_ENTRIES.iter().map(|(name, _)| *name)
+}
+
+/// True when the emulated kernels were built with AddressSanitizer (`PERCEPT_EMU_ASAN=1`).
+pub const ASAN: bool = cfg!(percept_emu_asan);
