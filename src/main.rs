@@ -1,1 +1,58 @@
-fn main() {}
+use clap::Parser;
+use std::path::PathBuf;
+
+use percept::cli::{Cli, Command, ModelArgs, SampleArgs};
+use percept::pipeline::tasks::TaskKind;
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    match run(cli.command) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Ok(false) means the command ran but something it checked failed (exit 1).
+fn run(cmd: Command) -> anyhow::Result<bool> {
+    match cmd {
+        Command::Verify { fixtures, backend, precision, skip_slow, only } => {
+            percept::cli::verify::run(&fixtures, backend, precision, skip_slow, &only)
+        }
+        Command::Depth { images, model, sample } => run_task(TaskKind::Depth, &images, &model, &sample),
+        Command::Flow { frames, model, sample } => run_task(TaskKind::Flow, &frames, &model, &sample),
+        Command::Segment { images_and_masks, model, sample } => {
+            run_task(TaskKind::Segment, &images_and_masks, &model, &sample)
+        }
+        Command::Inspect { file } => percept::cli::convert::inspect(&file),
+        Command::Convert { input, output, dtype } => percept::cli::convert::convert(&input, &output, dtype.as_deref()),
+        Command::ToyData { out, seed } => {
+            let opts = percept::toydata::ToyDataOptions { seed, ..Default::default() };
+            let s = percept::toydata::generate(&out, &opts)?;
+            println!(
+                "wrote {} files ({:.1} MB) to {}: {} depth views, {} flow pairs, {} amodal samples",
+                s.files,
+                s.bytes as f64 / 1e6,
+                out.display(),
+                s.depth_samples,
+                s.flow_samples,
+                s.segment_samples
+            );
+            Ok(true)
+        }
+        Command::Bench { json, reps, only } => percept::cli::bench::run(json.as_deref(), reps, &only),
+    }
+}
+
+fn run_task(task: TaskKind, inputs: &[PathBuf], model: &ModelArgs, sample: &SampleArgs) -> anyhow::Result<bool> {
+    percept::cli::predict::run(task, inputs, model, &sample.options(), &sample.out, sample.batch)
+}

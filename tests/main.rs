@@ -2,3 +2,12 @@
 mod emu;
 mod support;
 mod nvrtc;
+mod cli;
+mod data;
+mod ddim;
+mod fixtures;
+mod io;
+mod ops;
+mod postprocess;
+mod pt;
+mod toydata;

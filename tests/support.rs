@@ -52,4 +52,35 @@ impl Rng {
     }
 }
 
-pub use percept::tensor::rel_l2;
+/// A percept model file built from the tiny fixtures (dit_tiny + vae_tiny under `vae.`, with
+/// its `percept.config`), written into `dir`. 64x64 images, 8x8 latents: fast enough for CLI
+/// tests. Returns None (skipping) without the fixtures.
+#[allow(dead_code)]
+pub fn tiny_model_file(dir: &std::path::Path) -> Option<PathBuf> {
+    use percept::weights::safetensors::{write, SafetensorsFile};
+    let fx = fixtures_dir()?;
+    let json = |n: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(fx.join(format!("{n}.json"))).unwrap()).unwrap()
+    };
+    let mut tensors = SafetensorsFile::open(&fx.join("dit_tiny.weights.safetensors")).unwrap().tensors;
+    for (n, t) in SafetensorsFile::open(&fx.join("vae_tiny.weights.safetensors")).unwrap().tensors {
+        tensors.push((format!("vae.{n}"), t));
+    }
+    let cfg = serde_json::json!({
+        "dit": json("dit_tiny")["config"], "vae": json("vae_tiny")["config"], "resolution": 64, "flow_scale": 75
+    });
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("percept.config".to_string(), cfg.to_string());
+    let path = dir.join("tiny_model.safetensors");
+    write(&path, &tensors, &meta).unwrap();
+    Some(path)
+}
+
+/// A fresh empty directory under the target dir for one test.
+#[allow(dead_code)]
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

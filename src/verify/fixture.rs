@@ -20,17 +20,9 @@ impl Fixture {
         let text = std::fs::read_to_string(&jpath).map_err(|e| Error::io(&jpath, e))?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::Fixture(format!("{}: not valid JSON ({e})", jpath.display())))?;
-        let io_name = json["files"]["io"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or(format!("{name}.io.safetensors"));
+        let io_name = json["files"]["io"].as_str().map(str::to_string).unwrap_or(format!("{name}.io.safetensors"));
         let io = SafetensorsFile::open(&dir.join(io_name))?;
-        Ok(Fixture {
-            name: name.to_string(),
-            dir: dir.to_path_buf(),
-            json,
-            io,
-        })
+        Ok(Fixture { name: name.to_string(), dir: dir.to_path_buf(), json, io })
     }
 
     pub fn kind(&self) -> &str {
@@ -44,11 +36,7 @@ impl Fixture {
     /// A stored tensor as f32 (integers converted).
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         let raw = self.io.get(name).ok_or_else(|| {
-            Error::Fixture(format!(
-                "{}: no tensor \"{name}\" in {}",
-                self.name,
-                self.io.path.display()
-            ))
+            Error::Fixture(format!("{}: no tensor \"{name}\" in {}", self.name, self.io.path.display()))
         })?;
         Tensor::new(raw.shape.clone(), raw.to_f32_vec()?)
     }
@@ -56,11 +44,7 @@ impl Fixture {
     /// A stored integer tensor.
     pub fn ints(&self, name: &str) -> Result<Vec<i64>> {
         let raw = self.io.get(name).ok_or_else(|| {
-            Error::Fixture(format!(
-                "{}: no tensor \"{name}\" in {}",
-                self.name,
-                self.io.path.display()
-            ))
+            Error::Fixture(format!("{}: no tensor \"{name}\" in {}", self.name, self.io.path.display()))
         })?;
         raw.to_i64_vec()
     }
@@ -79,10 +63,7 @@ impl Fixture {
 
     /// Names of the outputs listed in the JSON, in JSON order.
     pub fn outputs(&self) -> Vec<String> {
-        self.json["outputs"]
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+        self.json["outputs"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
     }
 }
 

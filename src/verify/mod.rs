@@ -1,5 +1,7 @@
 //! `percept verify`: run every fixture in a folder and compare with the authors' outputs.
+pub mod ddim;
 pub mod fixture;
+pub mod postprocess;
 
 use fixture::{Fixture, Tolerance};
 
@@ -79,3 +81,6 @@ pub fn compare(fx: &Fixture, name: &str, got: &[f32], precision: &str) -> Result
         note: String::new(),
     })
 }
+pub mod models;
+pub mod pipeline;
+pub mod run;

@@ -122,4 +122,10 @@ impl RawTensor {
         }
     }
 }
+pub mod config;
+pub mod pt;
 pub mod safetensors;
+pub mod store;
+pub mod synthetic;
+pub use store::Weights;
+pub mod model_file;

@@ -51,28 +51,18 @@ impl SafetensorsFile {
     }
 
     fn from_map(path: &Path, map: Arc<memmap2::Mmap>) -> Result<Self> {
-        let bad = |what: String| {
-            Error::Weights(format!(
-                "{}: not a valid safetensors file: {what}",
-                path.display()
-            ))
-        };
+        let bad = |what: String| Error::Weights(format!("{}: not a valid safetensors file: {what}", path.display()));
         if map.len() < 8 {
             return Err(bad(format!("only {} bytes long", map.len())));
         }
         let hlen = u64::from_le_bytes(map[..8].try_into().unwrap());
         if hlen > (map.len() as u64 - 8) || hlen > 100 << 20 {
-            return Err(bad(format!(
-                "header length {hlen} exceeds the file size {}",
-                map.len()
-            )));
+            return Err(bad(format!("header length {hlen} exceeds the file size {}", map.len())));
         }
         let hlen = hlen as usize;
-        let header: serde_json::Value = serde_json::from_slice(&map[8..8 + hlen])
-            .map_err(|e| bad(format!("header is not JSON ({e})")))?;
-        let obj = header
-            .as_object()
-            .ok_or_else(|| bad("header is not a JSON object".into()))?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&map[8..8 + hlen]).map_err(|e| bad(format!("header is not JSON ({e})")))?;
+        let obj = header.as_object().ok_or_else(|| bad("header is not a JSON object".into()))?;
         let data_start = 8 + hlen;
         let data_len = map.len() - data_start;
         let mut tensors = Vec::new();
@@ -87,8 +77,8 @@ impl SafetensorsFile {
                 continue;
             }
             let dt = info["dtype"].as_str().unwrap_or("?");
-            let dtype = dtype_from_str(dt)
-                .ok_or_else(|| bad(format!("tensor \"{name}\" has unsupported dtype {dt}")))?;
+            let dtype =
+                dtype_from_str(dt).ok_or_else(|| bad(format!("tensor \"{name}\" has unsupported dtype {dt}")))?;
             let shape: Vec<usize> = info["shape"]
                 .as_array()
                 .ok_or_else(|| bad(format!("tensor \"{name}\" has no shape")))?
@@ -109,30 +99,15 @@ impl SafetensorsFile {
                     offs, data_len
                 )));
             }
-            let bytes = Bytes::Mapped {
-                map: map.clone(),
-                offset: data_start + offs.0,
-                len: offs.1 - offs.0,
-            };
-            tensors.push((
-                name.clone(),
-                RawTensor {
-                    dtype,
-                    shape,
-                    bytes,
-                },
-            ));
+            let bytes = Bytes::Mapped { map: map.clone(), offset: data_start + offs.0, len: offs.1 - offs.0 };
+            tensors.push((name.clone(), RawTensor { dtype, shape, bytes }));
         }
         // serde_json's map is sorted by name; keep file order for a stable, meaningful listing.
         tensors.sort_by_key(|(_, t)| match &t.bytes {
             Bytes::Mapped { offset, .. } => *offset,
             _ => 0,
         });
-        Ok(SafetensorsFile {
-            path: path.to_path_buf(),
-            tensors,
-            metadata,
-        })
+        Ok(SafetensorsFile { path: path.to_path_buf(), tensors, metadata })
     }
 
     pub fn get(&self, name: &str) -> Option<&RawTensor> {
@@ -141,17 +116,10 @@ impl SafetensorsFile {
 }
 
 /// Write tensors to a safetensors file (atomically: a temporary name, then rename).
-pub fn write(
-    path: &Path,
-    tensors: &[(String, RawTensor)],
-    metadata: &BTreeMap<String, String>,
-) -> Result<()> {
+pub fn write(path: &Path, tensors: &[(String, RawTensor)], metadata: &BTreeMap<String, String>) -> Result<()> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
-        header.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).unwrap(),
-        );
+        header.insert("__metadata__".into(), serde_json::to_value(metadata).unwrap());
     }
     let mut off = 0usize;
     for (name, t) in tensors {

@@ -1,0 +1,146 @@
+//! The one interface the model code runs on. `cpu` implements it in plain Rust (the correctness
+//! oracle and the path without a GPU); the CUDA backend implements the same ops with our kernels.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+use crate::weights::RawTensor;
+
+/// Activation applied in a fused epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    /// GELU, tanh approximation (timm `Mlp` with `approximate="tanh"`).
+    GeluTanh,
+    Silu,
+}
+
+/// Spatial parameters of a 2-D convolution: stride and padding (top, left, bottom, right).
+/// The VAE's downsampler pads only right and bottom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub stride: usize,
+    pub pad: [usize; 4],
+}
+
+impl Conv2d {
+    pub const fn same3x3() -> Self {
+        Conv2d { stride: 1, pad: [1, 1, 1, 1] }
+    }
+    pub const fn down3x3() -> Self {
+        Conv2d { stride: 2, pad: [0, 0, 1, 1] }
+    }
+    pub const fn pointwise() -> Self {
+        Conv2d { stride: 1, pad: [0, 0, 0, 0] }
+    }
+    pub const fn patch(p: usize) -> Self {
+        Conv2d { stride: p, pad: [0, 0, 0, 0] }
+    }
+}
+
+/// One MoE layer's weights: gate [E, D]; per expert fc1 [F, D] + [F], fc2 [D, F] + [D].
+pub struct MoeWeights<W> {
+    pub gate: W,
+    pub fc1_w: Vec<W>,
+    pub fc1_b: Vec<W>,
+    pub fc2_w: Vec<W>,
+    pub fc2_b: Vec<W>,
+}
+
+/// Routing decisions of one MoE layer, per token row: the top-k experts sorted by gate
+/// probability (descending) and those probabilities (not renormalised).
+#[derive(Clone, Debug, Default)]
+pub struct Routing {
+    pub top_k: usize,
+    pub experts: Vec<i64>,
+    pub weights: Vec<f32>,
+}
+
+/// Device-side tensors and the ops of the DiT-MoE and the VAE. Layouts are PyTorch's:
+/// images NCHW, tokens [B, T, D], linear weights [out, in], conv weights [O, C, kh, kw].
+pub trait Backend: Send + Sync {
+    /// An activation tensor on the device (knows its shape).
+    type T: Send + Sync;
+    /// A parameter tensor on the device.
+    type W: Send + Sync;
+
+    fn name(&self) -> String;
+    fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
+    fn upload(&self, t: &Tensor) -> Result<Self::T>;
+    fn download(&self, t: &Self::T) -> Result<Tensor>;
+    /// Bring a stored parameter to the device (conversion happens once, here).
+    fn weight(&self, name: &str, raw: &RawTensor) -> Result<Self::W>;
+    /// Several stored [rows_i, cols] parameters concatenated along rows into one.
+    fn weight_cat(&self, name: &str, raws: &[&RawTensor]) -> Result<Self::W>;
+
+    /// `x [.., K] · w[N, K]^T + b` with a fused activation: [.., N].
+    fn linear(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>, act: Act) -> Result<Self::T>;
+    fn act(&self, x: &Self::T, act: Act) -> Result<Self::T>;
+    /// Elementwise `a + b` (same shapes).
+    fn add(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    /// `x * s`.
+    fn scale(&self, x: &Self::T, s: f32) -> Result<Self::T>;
+    /// 2-D convolution, NCHW, weights [O, C, kh, kw], optional bias [O].
+    fn conv2d(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>, p: Conv2d) -> Result<Self::T>;
+    fn upsample_nearest2x(&self, x: &Self::T) -> Result<Self::T>;
+    /// GroupNorm over NCHW with affine gamma/beta [C], optionally followed by SiLU.
+    fn group_norm(
+        &self,
+        x: &Self::T,
+        gamma: &Self::W,
+        beta: &Self::W,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> Result<Self::T>;
+    /// `LN(x) * (1 + scale) + shift` for x [B, T, D] with no LN affine; shift and scale are
+    /// chunks `shift` and `scale` (each D wide) of `mods` [B, n*D].
+    fn modulated_layer_norm(
+        &self,
+        x: &Self::T,
+        mods: &Self::T,
+        shift: usize,
+        scale: usize,
+        eps: f32,
+    ) -> Result<Self::T>;
+    /// `x += gate * y` with gate = chunk `gate` of `mods` [B, n*D], x and y [B, T, D].
+    fn gated_add(&self, x: &mut Self::T, y: &Self::T, mods: &Self::T, gate: usize) -> Result<()>;
+    /// Softmax attention over packed `qkv` [B, L, 3 * H * hd] (timm layout: q, k, v, each heads
+    /// then head dims), scale 1/sqrt(hd): [B, L, H * hd].
+    fn attention(&self, qkv: &Self::T, heads: usize) -> Result<Self::T>;
+    /// Rows of an embedding table [rows, D] for each id: [ids.len(), D].
+    fn embedding(&self, table: &Self::W, ids: &[i64]) -> Result<Self::T>;
+    /// Per-sample patch embedding: sample b uses conv `labels[b] - first_label` (2-D conv with
+    /// kernel = stride = patch); a label outside the table gives zeros (the authors' behaviour);
+    /// then `+ pos [1, T, D]`. x [B, C, H, W] -> [B, T, D], tokens row-major.
+    fn patch_embed(
+        &self,
+        x: &Self::T,
+        convs: &[(Self::W, Self::W)],
+        labels: &[i64],
+        first_label: i64,
+        pos: &Self::W,
+        patch: usize,
+    ) -> Result<Self::T>;
+    /// [B, T, p*p*C] -> [B, C, H, W]: token (h, w) feature (p, q, c) -> out[c, h*p + p', w*p + q].
+    fn unpatchify(&self, x: &Self::T, patch: usize, channels: usize, grid_h: usize, grid_w: usize) -> Result<Self::T>;
+    /// Top-k MoE over token rows x [N, D]: softmax gate, top-k (weights not renormalised),
+    /// experts `fc2(gelu_tanh(fc1(x)))`, weighted sum. Routing returned when `record`.
+    fn moe(
+        &self,
+        x: &Self::T,
+        w: &MoeWeights<Self::W>,
+        top_k: usize,
+        record: bool,
+    ) -> Result<(Self::T, Option<Routing>)>;
+    /// NCHW [N, C, H, W] <-> tokens [N, H*W, C].
+    fn nchw_to_tokens(&self, x: &Self::T) -> Result<Self::T>;
+    fn tokens_to_nchw(&self, x: &Self::T, h: usize, w: usize) -> Result<Self::T>;
+    /// Concatenate NCHW tensors along channels.
+    fn cat_channels(&self, parts: &[&Self::T]) -> Result<Self::T>;
+    /// Channels `start..start+len` of an NCHW tensor.
+    fn slice_channels(&self, x: &Self::T, start: usize, len: usize) -> Result<Self::T>;
+    /// Reshape without moving data.
+    fn reshape(&self, x: Self::T, shape: &[usize]) -> Result<Self::T>;
+}

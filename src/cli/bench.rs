@@ -1,0 +1,93 @@
+//! `percept bench`: whole-run timings with throughput. Without a GPU, the CPU rows that finish
+//! in minutes: VAE 512x512 encode and decode, one DiT forward and one denoising step at batch 1.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::backend::cpu::Cpu;
+use crate::backend::Backend;
+use crate::model::dit::Dit;
+use crate::model::flops::{vae_decode_flops, vae_encode_flops};
+use crate::model::vae::Vae;
+use crate::pipeline::noise::NoiseRng;
+use crate::tensor::Tensor;
+use crate::weights::model_file;
+
+pub struct Row {
+    pub name: String,
+    pub ms: f64,
+    pub flops: f64,
+}
+
+/// Median wall time of `reps` runs after one warm-up, in milliseconds.
+fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut v = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(v[v.len() / 2])
+}
+
+pub fn run(json_path: Option<&std::path::Path>, reps: usize, only: &[String]) -> Result<bool> {
+    let be = Cpu::new();
+    println!("bench: no GPU backend in this build; benchmarking the CPU path ({}).", be.name());
+    println!("       GPU rows (DiT batch 2-16, ensembles, 50-step runs) need a GPU.");
+    let want = |n: &str| only.is_empty() || only.iter().any(|o| n.contains(o.as_str()));
+    let mut rows = Vec::new();
+    let mut rng = NoiseRng::new(0);
+    if want("vae") {
+        let (vae_cfg, vae_weights) = model_file::synthetic_sd2_vae()?;
+        let vae = Vae::load(&be, &vae_cfg, &vae_weights)?;
+        let img = Tensor::new(vec![1, 3, 512, 512], rng.normals(3 * 512 * 512))?;
+        let lat = Tensor::new(vec![1, 4, 64, 64], rng.normals(4 * 64 * 64))?;
+        let x = be.upload(&img)?;
+        let z = be.upload(&lat)?;
+        if want("vae_encode") {
+            let ms = time_ms(reps, || vae.encode(&be, &x, None).map(|_| ()).map_err(Into::into))?;
+            rows.push(Row {
+                name: "cpu/vae_encode/512x512/b1".into(),
+                ms,
+                flops: vae_encode_flops(&vae_cfg, 512, 512),
+            });
+            report(rows.last().unwrap());
+        }
+        if want("vae_decode") {
+            let ms = time_ms(reps, || vae.decode(&be, &z, None).map(|_| ()).map_err(Into::into))?;
+            rows.push(Row {
+                name: "cpu/vae_decode/512x512/b1".into(),
+                ms,
+                flops: vae_decode_flops(&vae_cfg, 512, 512),
+            });
+            report(rows.last().unwrap());
+        }
+    }
+    if want("dit") {
+        let t0 = Instant::now();
+        let (cfg, weights) = model_file::synthetic_generalist_dit()?;
+        let dit = Dit::load(&be, &cfg, &weights)?;
+        println!("built the synthetic generalist DiT in {:.1} s", t0.elapsed().as_secs_f64());
+        let s = cfg.input_size;
+        let x = be.upload(&Tensor::new(vec![1, cfg.in_channels, s, s], rng.normals(cfg.in_channels * s * s))?)?;
+        let ms = time_ms(reps, || dit.forward(&be, &x, &[501.0], &[1000], None).map(|_| ()).map_err(Into::into))?;
+        rows.push(Row { name: "cpu/dit_forward/b1".into(), ms, flops: cfg.forward_flops(1) });
+        report(rows.last().unwrap());
+    }
+    if let Some(p) = json_path {
+        let v = json!({
+            "device": be.name(),
+            "rows": rows.iter().map(|r| json!({"name": r.name, "ms": r.ms, "gflops": r.flops / r.ms / 1e6})).collect::<Vec<_>>(),
+        });
+        crate::io::atomic::write(p, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    Ok(true)
+}
+
+fn report(r: &Row) {
+    println!("{:<32} {:>10.1} ms  {:>8.1} GFLOP/s", r.name, r.ms, r.flops / r.ms / 1e6);
+}

@@ -1,0 +1,161 @@
+//! The command line: clap definitions here, one module per subcommand.
+
+pub mod bench;
+pub mod convert;
+pub mod predict;
+pub mod verify;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "percept",
+    version,
+    about = "Depth, optical flow and amodal segmentation with the generalist DiT-MoE diffusion model"
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Cpu,
+    Cuda,
+    #[value(name = "cuda-emu")]
+    CudaEmu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Where the model comes from and what runs it.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model file (.safetensors or .pt) or `synthetic:generalist` [env: PERCEPT_MODEL; default:
+    /// the embedded demo model].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Stable-Diffusion-2 folder (diffusers layout) for the VAE and scheduler [env: PERCEPT_SD2].
+    #[arg(long)]
+    pub sd2: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
+}
+
+/// Sampling flags shared by the task commands.
+#[derive(Args, Debug, Clone)]
+pub struct SampleArgs {
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Ensemble members per input (depth: Marigold alignment + median; segment: median; flow: mean).
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder.
+    #[arg(long, default_value = "percept_out")]
+    pub out: PathBuf,
+    /// Inputs per batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+}
+
+impl SampleArgs {
+    pub fn options(&self) -> crate::pipeline::tasks::SampleOptions {
+        crate::pipeline::tasks::SampleOptions { steps: self.steps, ensemble: self.ensemble, seed: self.seed }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Relative depth of images (files, folders or globs).
+    Depth {
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Optical flow between frame pairs (FRAME1 FRAME2 ..., or a folder of consecutive frames).
+    Flow {
+        #[arg(required = true)]
+        frames: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Amodal segmentation: the whole object from an image and its visible-object mask.
+    Segment {
+        #[arg(required = true)]
+        images_and_masks: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Check the engine against golden fixtures (the authors' own outputs).
+    Verify {
+        /// Folder of fixtures (NAME.json + NAME.io.safetensors).
+        #[arg(long)]
+        fixtures: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendArg,
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
+        /// Skip (and count) fixtures marked slow.
+        #[arg(long)]
+        skip_slow: bool,
+        /// Only these fixtures (repeatable).
+        #[arg(long)]
+        only: Vec<String>,
+    },
+    /// Time whole runs (CPU rows without a GPU).
+    Bench {
+        /// Also write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Timed repetitions per row (median reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Only rows whose name contains this (repeatable).
+        #[arg(long)]
+        only: Vec<String>,
+    },
+    /// List a checkpoint's tensors, parameter count and (inferred) config.
+    Inspect { file: PathBuf },
+    /// Convert a PyTorch checkpoint to a self-describing safetensors file.
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// Cast floating tensors (default: keep each tensor's dtype).
+        #[arg(long)]
+        dtype: Option<String>,
+    },
+    /// Write the procedural toy datasets (Hypersim-, FlyingChairs- and Pix2Gestalt-like).
+    ToyData {
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}

@@ -1,0 +1,5 @@
+//! The networks: the DiT-MoE denoiser and the SD-2 VAE, generic over the backend.
+pub mod dit;
+pub mod flops;
+pub mod loader;
+pub mod vae;
