@@ -42,12 +42,7 @@ fn main() {
         let text = fs::read_to_string(&path).unwrap();
         let expanded = expand_includes(&text, &kernels_dir, &mut HashSet::new());
         let entries = kernel_entries(&text);
-        files.push(KernelFile {
-            stem,
-            expanded,
-            entries,
-            path,
-        });
+        files.push(KernelFile { stem, expanded, entries, path });
     }
     let planted = planted_copies(&kernels_dir, &files, &out);
 
@@ -55,11 +50,7 @@ fn main() {
     write_modules(&mut table, "MODULES", &files);
     write_modules(&mut table, "PLANTED_MODULES", &planted);
     fs::write(out.join("kernel_modules.rs"), table).unwrap();
-    fs::write(
-        out.join("emu_entries.rs"),
-        emu_entries(files.iter().chain(&planted)),
-    )
-    .unwrap();
+    fs::write(out.join("emu_entries.rs"), emu_entries(files.iter().chain(&planted))).unwrap();
 
     build_emulator(&root, &out, files.iter().chain(&planted));
 }
@@ -73,17 +64,12 @@ fn expand_includes(text: &str, dir: &Path, seen: &mut HashSet<PathBuf>) -> Strin
         if t == "#pragma once" {
             continue;
         }
-        if let Some(name) = t
-            .strip_prefix("#include \"")
-            .and_then(|r| r.strip_suffix('"'))
-        {
+        if let Some(name) = t.strip_prefix("#include \"").and_then(|r| r.strip_suffix('"')) {
             if name.ends_with(".cuh") {
                 let path = [dir.join(name), dir.join("common").join(name)]
                     .into_iter()
                     .find(|p| p.exists())
-                    .unwrap_or_else(|| {
-                        panic!("kernel include {name:?} not found under {}", dir.display())
-                    });
+                    .unwrap_or_else(|| panic!("kernel include {name:?} not found under {}", dir.display()));
                 let path = path.canonicalize().unwrap();
                 if seen.insert(path.clone()) {
                     let inner = fs::read_to_string(&path).unwrap();
@@ -117,35 +103,24 @@ fn planted_copies(kernels_dir: &Path, files: &[KernelFile], out: &Path) -> Vec<K
     let dir = out.join("planted");
     fs::create_dir_all(&dir).unwrap();
     let mut copies = Vec::new();
-    for record in spec
-        .split("\n\n")
-        .filter(|r| r.lines().any(|l| l.starts_with("bug:")))
-    {
+    for record in spec.split("\n\n").filter(|r| r.lines().any(|l| l.starts_with("bug:"))) {
         let field = |key: &str| -> String {
             record
                 .lines()
                 .find_map(|l| l.strip_prefix(key))
-                .unwrap_or_else(|| {
-                    panic!("{}: record without {key:?}:\n{record}", spec_path.display())
-                })
+                .unwrap_or_else(|| panic!("{}: record without {key:?}:\n{record}", spec_path.display()))
                 .trim()
                 .to_string()
         };
         let (bug, file) = (field("bug:"), field("file:"));
-        let (find, replace) = (
-            field("find:").replace("\\n", "\n"),
-            field("replace:").replace("\\n", "\n"),
-        );
+        let (find, replace) = (field("find:").replace("\\n", "\n"), field("replace:").replace("\\n", "\n"));
         let original = files
             .iter()
             .find(|f| f.path.file_name().unwrap().to_string_lossy() == file)
             .unwrap_or_else(|| panic!("planted bug {bug}: no kernel file {file}"));
         let text = fs::read_to_string(&original.path).unwrap();
         let hits = text.matches(find.as_str()).count();
-        assert_eq!(
-            hits, 1,
-            "planted bug {bug}: {find:?} occurs {hits} times in {file}, expected once"
-        );
+        assert_eq!(hits, 1, "planted bug {bug}: {find:?} occurs {hits} times in {file}, expected once");
         let mut patched = text.replacen(find.as_str(), &replace, 1);
         for entry in &original.entries {
             patched = rename_identifier(&patched, entry, &format!("{entry}__{bug}"));
@@ -153,17 +128,8 @@ fn planted_copies(kernels_dir: &Path, files: &[KernelFile], out: &Path) -> Vec<K
         let path = dir.join(format!("{}__{bug}.cu", original.stem));
         fs::write(&path, &patched).unwrap();
         let expanded = expand_includes(&patched, kernels_dir, &mut HashSet::new());
-        let entries = original
-            .entries
-            .iter()
-            .map(|e| format!("{e}__{bug}"))
-            .collect();
-        copies.push(KernelFile {
-            stem: format!("{}__{bug}", original.stem),
-            expanded,
-            entries,
-            path,
-        });
+        let entries = original.entries.iter().map(|e| format!("{e}__{bug}")).collect();
+        copies.push(KernelFile { stem: format!("{}__{bug}", original.stem), expanded, entries, path });
     }
     copies
 }
@@ -184,9 +150,7 @@ fn rename_identifier(text: &str, from: &str, to: &str) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 fn write_modules(out: &mut String, name: &str, files: &[KernelFile]) {
@@ -207,7 +171,8 @@ fn write_modules(out: &mut String, name: &str, files: &[KernelFile]) {
 
 fn emu_entries<'a>(files: impl Iterator<Item = &'a KernelFile>) -> String {
     let mut decls = String::from("extern \"C\" {\n");
-    let mut table = String::from("pub(crate) static EMU_ENTRIES: &[(&str, unsafe extern \"C\" fn() -> *const RawEntry)] = &[\n");
+    let mut table =
+        String::from("pub(crate) static EMU_ENTRIES: &[(&str, unsafe extern \"C\" fn() -> *const RawEntry)] = &[\n");
     for f in files {
         for e in &f.entries {
             writeln!(decls, "    fn percept_emu_entry_{e}() -> *const RawEntry;").unwrap();
@@ -246,11 +211,7 @@ fn build_emulator<'a>(root: &Path, out: &Path, files: impl Iterator<Item = &'a K
         build.define("PERCEPT_EMU_UCONTEXT", None);
     }
     if asan {
-        build
-            .define("PERCEPT_EMU_ASAN", None)
-            .flag("-fsanitize=address")
-            .flag("-fno-omit-frame-pointer")
-            .debug(true);
+        build.define("PERCEPT_EMU_ASAN", None).flag("-fsanitize=address").flag("-fno-omit-frame-pointer").debug(true);
         println!("cargo:rustc-link-lib=dylib=asan");
         println!("cargo:rustc-cfg=percept_emu_asan");
     }

@@ -70,16 +70,10 @@ impl Tensor {
         Ok(Tensor { shape, data })
     }
     pub fn zeros(shape: &[usize]) -> Self {
-        Tensor {
-            shape: shape.to_vec(),
-            data: vec![0.0; numel(shape)],
-        }
+        Tensor { shape: shape.to_vec(), data: vec![0.0; numel(shape)] }
     }
     pub fn full(shape: &[usize], v: f32) -> Self {
-        Tensor {
-            shape: shape.to_vec(),
-            data: vec![v; numel(shape)],
-        }
+        Tensor { shape: shape.to_vec(), data: vec![v; numel(shape)] }
     }
     pub fn numel(&self) -> usize {
         self.data.len()
@@ -90,10 +84,7 @@ impl Tensor {
     /// Same data, new shape with the same element count.
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
         if numel(shape) != self.data.len() {
-            return Err(Error::Shape(format!(
-                "cannot reshape {:?} to {shape:?}",
-                self.shape
-            )));
+            return Err(Error::Shape(format!("cannot reshape {:?} to {shape:?}", self.shape)));
         }
         self.shape = shape.to_vec();
         Ok(self)
@@ -101,23 +92,15 @@ impl Tensor {
     /// The `i`-th slice along the first axis, as a new tensor.
     pub fn index0(&self, i: usize) -> Tensor {
         let inner = numel(&self.shape[1..]);
-        Tensor {
-            shape: self.shape[1..].to_vec(),
-            data: self.data[i * inner..(i + 1) * inner].to_vec(),
-        }
+        Tensor { shape: self.shape[1..].to_vec(), data: self.data[i * inner..(i + 1) * inner].to_vec() }
     }
     /// Stack equally shaped tensors along a new first axis.
     pub fn stack(parts: &[Tensor]) -> Result<Tensor> {
-        let first = parts
-            .first()
-            .ok_or_else(|| Error::Shape("stack of no tensors".into()))?;
+        let first = parts.first().ok_or_else(|| Error::Shape("stack of no tensors".into()))?;
         let mut data = Vec::with_capacity(first.numel() * parts.len());
         for p in parts {
             if p.shape != first.shape {
-                return Err(Error::Shape(format!(
-                    "stack: shapes {:?} and {:?} differ",
-                    first.shape, p.shape
-                )));
+                return Err(Error::Shape(format!("stack: shapes {:?} and {:?} differ", first.shape, p.shape)));
             }
             data.extend_from_slice(&p.data);
         }
@@ -127,17 +110,12 @@ impl Tensor {
     }
     /// Concatenate along the first axis.
     pub fn cat0(parts: &[Tensor]) -> Result<Tensor> {
-        let first = parts
-            .first()
-            .ok_or_else(|| Error::Shape("cat of no tensors".into()))?;
+        let first = parts.first().ok_or_else(|| Error::Shape("cat of no tensors".into()))?;
         let mut data = Vec::new();
         let mut n0 = 0;
         for p in parts {
             if p.shape[1..] != first.shape[1..] {
-                return Err(Error::Shape(format!(
-                    "cat: shapes {:?} and {:?} differ",
-                    first.shape, p.shape
-                )));
+                return Err(Error::Shape(format!("cat: shapes {:?} and {:?} differ", first.shape, p.shape)));
             }
             n0 += p.shape[0];
             data.extend_from_slice(&p.data);

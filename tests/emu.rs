@@ -32,10 +32,7 @@ fn from_bf16(v: &[bf16]) -> Vec<f32> {
 
 fn check(what: &str, got: &[f32], want: &[f32], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    assert!(
-        got.iter().all(|v| v.is_finite()),
-        "{what}: non-finite output (an element was never written)"
-    );
+    assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output (an element was never written)");
     let err = rel_l2(got, want);
     assert!(err < tol, "{what}: relative L2 error {err:e} >= {tol:e}");
 }
@@ -67,11 +64,7 @@ fn ddim_reference(out: &[f32], sample: &[f32], pred_type: i32, a_t: f64, a_prev:
 fn emu_ddim_step_f32_matches_reference() {
     let dev = device();
     let mut rng = Rng(11);
-    for (n, pred_type, a_t, a_prev) in [
-        (1000, 1, 0.3, 0.45),
-        (37, 0, 0.9, 0.95),
-        (4099, 2, 0.05, 0.2),
-    ] {
+    for (n, pred_type, a_t, a_prev) in [(1000, 1, 0.3, 0.45), (37, 0, 0.9, 0.95), (4099, 2, 0.05, 0.2)] {
         let (mo, s) = (rng.vec(n), rng.vec(n));
         let want = ddim_reference(&mo, &s, pred_type, a_t, a_prev);
         let (d_mo, d_s) = (dev.htod(&mo).unwrap(), dev.htod(&s).unwrap());
@@ -92,18 +85,9 @@ fn emu_ddim_step_f32_matches_reference() {
                 Arg::F32((1.0 - a_prev as f32).sqrt()),
             ];
             // Fewer blocks than elements / threads: the grid-stride loop must cover the rest.
-            dev.launch("ddim_step_f32", &LaunchConfig::linear(3, 128), &args)
-                .unwrap();
-            check(
-                &format!("ddim n={n} type={pred_type}"),
-                &prev.to_vec::<f32>().unwrap(),
-                &want,
-                F32_TOL,
-            );
-            assert!(
-                x0.to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()),
-                "pred_x0 not written"
-            );
+            dev.launch("ddim_step_f32", &LaunchConfig::linear(3, 128), &args).unwrap();
+            check(&format!("ddim n={n} type={pred_type}"), &prev.to_vec::<f32>().unwrap(), &want, F32_TOL);
+            assert!(x0.to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()), "pred_x0 not written");
         }
         // pred_x0 may be null.
         let prev = out_f32(&dev, n);
@@ -119,18 +103,8 @@ fn emu_ddim_step_f32_matches_reference() {
             Arg::F32((a_prev as f32).sqrt()),
             Arg::F32((1.0 - a_prev as f32).sqrt()),
         ];
-        dev.launch(
-            "ddim_step_f32",
-            &LaunchConfig::linear(blocks_for(n, 256), 256),
-            &args,
-        )
-        .unwrap();
-        check(
-            "ddim without pred_x0",
-            &prev.to_vec::<f32>().unwrap(),
-            &want,
-            F32_TOL,
-        );
+        dev.launch("ddim_step_f32", &LaunchConfig::linear(blocks_for(n, 256), 256), &args).unwrap();
+        check("ddim without pred_x0", &prev.to_vec::<f32>().unwrap(), &want, F32_TOL);
     }
 }
 
@@ -144,8 +118,7 @@ fn silu_ref(x: f32) -> f32 {
 
 fn gelu_tanh_ref(x: f32) -> f32 {
     let x = x as f64;
-    (0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()))
-        as f32
+    (0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())) as f32
 }
 
 #[test]
@@ -155,45 +128,19 @@ fn emu_elementwise_matches_reference() {
     for n in [1, 333, 2053] {
         let x: Vec<f32> = rng.vec(n).iter().map(|v| v * 6.0).collect();
         let xb = to_bf16(&x);
-        for (op, f) in [
-            ("silu", silu_ref as fn(f32) -> f32),
-            ("gelu_tanh", gelu_tanh_ref),
-        ] {
+        for (op, f) in [("silu", silu_ref as fn(f32) -> f32), ("gelu_tanh", gelu_tanh_ref)] {
             let want: Vec<f32> = x.iter().map(|&v| f(v)).collect();
-            let want_b: Vec<f32> = xb
-                .iter()
-                .map(|v| bf16::from_f32(f(v.to_f32())).to_f32())
-                .collect();
+            let want_b: Vec<f32> = xb.iter().map(|v| bf16::from_f32(f(v.to_f32())).to_f32()).collect();
             let (dx, dxb) = (dev.htod(&x).unwrap(), dev.htod(&xb).unwrap());
             for seed in SEEDS {
                 dev.set_schedule_seed(seed);
                 let y = out_f32(&dev, n);
                 let cfg = LaunchConfig::linear(blocks_for(n, 128).min(5), 128);
-                dev.launch(
-                    &format!("{op}_f32"),
-                    &cfg,
-                    &[(&y).into(), (&dx).into(), Arg::I32(n as i32)],
-                )
-                .unwrap();
-                check(
-                    &format!("{op}_f32 n={n}"),
-                    &y.to_vec().unwrap(),
-                    &want,
-                    F32_TOL,
-                );
+                dev.launch(&format!("{op}_f32"), &cfg, &[(&y).into(), (&dx).into(), Arg::I32(n as i32)]).unwrap();
+                check(&format!("{op}_f32 n={n}"), &y.to_vec().unwrap(), &want, F32_TOL);
                 let yb = dev.alloc(2 * n).unwrap();
-                dev.launch(
-                    &format!("{op}_bf16"),
-                    &cfg,
-                    &[(&yb).into(), (&dxb).into(), Arg::I32(n as i32)],
-                )
-                .unwrap();
-                check(
-                    &format!("{op}_bf16 n={n}"),
-                    &from_bf16(&yb.to_vec().unwrap()),
-                    &want_b,
-                    BF16_TOL,
-                );
+                dev.launch(&format!("{op}_bf16"), &cfg, &[(&yb).into(), (&dxb).into(), Arg::I32(n as i32)]).unwrap();
+                check(&format!("{op}_bf16 n={n}"), &from_bf16(&yb.to_vec().unwrap()), &want_b, BF16_TOL);
             }
         }
     }
@@ -244,11 +191,7 @@ fn run_group_norm(
 ) -> Vec<f32> {
     let (n, c, hw, g) = shape;
     let y = out_f32(dev, n * c * hw);
-    let cfg = LaunchConfig {
-        grid: [g as u32, n as u32, 1],
-        block: [256, 1, 1],
-        shared_bytes: 0,
-    };
+    let cfg = LaunchConfig { grid: [g as u32, n as u32, 1], block: [256, 1, 1], shared_bytes: 0 };
     let args = [
         (&y).into(),
         x.into(),
@@ -268,21 +211,13 @@ fn run_group_norm(
 fn emu_group_norm_f32_matches_reference() {
     let dev = device();
     let mut rng = Rng(13);
-    for (shape, silu) in [
-        ((2, 12, 37, 4), true),
-        ((1, 32, 63, 32), false),
-        ((3, 6, 301, 3), true),
-    ] {
+    for (shape, silu) in [((2, 12, 37, 4), true), ((1, 32, 63, 32), false), ((3, 6, 301, 3), true)] {
         let (n, c, hw, g) = shape;
         // An offset mean makes a one-pass variance visibly worse.
         let x: Vec<f32> = rng.vec(n * c * hw).iter().map(|v| 3.0 + 2.0 * v).collect();
         let (gamma, beta) = (rng.vec(c), rng.vec(c));
         let want = group_norm_ref(&x, &gamma, &beta, n, c, hw, g, 1e-6, silu);
-        let (dx, dg, db) = (
-            dev.htod(&x).unwrap(),
-            dev.htod(&gamma).unwrap(),
-            dev.htod(&beta).unwrap(),
-        );
+        let (dx, dg, db) = (dev.htod(&x).unwrap(), dev.htod(&gamma).unwrap(), dev.htod(&beta).unwrap());
         for seed in SEEDS {
             dev.set_schedule_seed(seed);
             let got = run_group_norm(&dev, "group_norm_f32", &dx, &dg, &db, shape, silu);
@@ -294,14 +229,7 @@ fn emu_group_norm_f32_matches_reference() {
 // ---------------------------------------------------------------------------------------------
 // layer_norm
 
-fn layer_norm_ref(
-    x: &[f32],
-    shift: &[f32],
-    scale: &[f32],
-    t: usize,
-    d: usize,
-    eps: f64,
-) -> Vec<f32> {
+fn layer_norm_ref(x: &[f32], shift: &[f32], scale: &[f32], t: usize, d: usize, eps: f64) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
     for (r, row) in x.chunks(d).enumerate() {
         let b = r / t;
@@ -323,17 +251,14 @@ fn layer_norm_launch(
     (b, t, d): (usize, usize, usize),
     shared_bytes: u32,
 ) -> percept::Result<()> {
-    let cfg = LaunchConfig {
-        grid: [(b * t) as u32, 1, 1],
-        block: [128, 1, 1],
-        shared_bytes,
-    };
+    let cfg = LaunchConfig { grid: [(b * t) as u32, 1, 1], block: [128, 1, 1], shared_bytes };
     let args = [
         y.into(),
         bufs[0].into(),
         bufs[1].into(),
         bufs[2].into(),
         Arg::I32(t as i32),
+        Arg::I32(d as i32),
         Arg::I32(d as i32),
         Arg::F32(1e-6),
     ];
@@ -348,21 +273,12 @@ fn emu_layer_norm_modulate_f32_matches_reference() {
         let x: Vec<f32> = rng.vec(b * t * d).iter().map(|v| 1.5 + v).collect();
         let (shift, scale) = (rng.vec(b * d), rng.vec(b * d));
         let want = layer_norm_ref(&x, &shift, &scale, t, d, 1e-6);
-        let (dx, dsh, dsc) = (
-            dev.htod(&x).unwrap(),
-            dev.htod(&shift).unwrap(),
-            dev.htod(&scale).unwrap(),
-        );
+        let (dx, dsh, dsc) = (dev.htod(&x).unwrap(), dev.htod(&shift).unwrap(), dev.htod(&scale).unwrap());
         for seed in SEEDS {
             dev.set_schedule_seed(seed);
             let y = out_f32(&dev, b * t * d);
             layer_norm_launch(&dev, &y, [&dx, &dsh, &dsc], (b, t, d), (4 * d) as u32).unwrap();
-            check(
-                &format!("layer_norm {:?}", (b, t, d)),
-                &y.to_vec().unwrap(),
-                &want,
-                F32_TOL,
-            );
+            check(&format!("layer_norm {:?}", (b, t, d)), &y.to_vec().unwrap(), &want, F32_TOL);
         }
     }
 }
@@ -370,15 +286,7 @@ fn emu_layer_norm_modulate_f32_matches_reference() {
 // ---------------------------------------------------------------------------------------------
 // gemm
 
-fn gemm_ref(
-    a: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    m: usize,
-    n: usize,
-    k: usize,
-    gelu: bool,
-) -> Vec<f32> {
+fn gemm_ref(a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usize, gelu: bool) -> Vec<f32> {
     let mut c = vec![0.0; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -386,18 +294,13 @@ fn gemm_ref(
             for p in 0..k {
                 acc += a[i * k + p] as f64 * w[j * k + p] as f64;
             }
-            c[i * n + j] = if gelu {
-                gelu_tanh_ref(acc as f32)
-            } else {
-                acc as f32
-            };
+            c[i * n + j] = if gelu { gelu_tanh_ref(acc as f32) } else { acc as f32 };
         }
     }
     c
 }
 
-const GEMM_SHAPES: [(usize, usize, usize); 4] =
-    [(33, 17, 45), (64, 64, 64), (1, 70, 3), (50, 40, 100)];
+const GEMM_SHAPES: [(usize, usize, usize); 4] = [(33, 17, 45), (64, 64, 64), (1, 70, 3), (50, 40, 100)];
 
 fn gemm_grid(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1]
@@ -413,11 +316,7 @@ fn run_gemm_f32(
     gelu: bool,
 ) -> percept::Result<Vec<f32>> {
     let c = out_f32(dev, m * n);
-    let cfg = LaunchConfig {
-        grid: gemm_grid(m, n),
-        block: [256, 1, 1],
-        shared_bytes: 0,
-    };
+    let cfg = LaunchConfig { grid: gemm_grid(m, n), block: [256, 1, 1], shared_bytes: 0 };
     let bias = bias.map_or(Arg::Ptr(0), Arg::from);
     let args = [
         (&c).into(),
@@ -441,23 +340,10 @@ fn emu_gemm_f32_matches_reference() {
         let (a, w, bias) = (rng.vec(m * k), rng.vec(n * k), rng.vec(n));
         let (with_bias, gelu) = (i % 2 == 0, i % 3 == 0);
         let want = gemm_ref(&a, &w, with_bias.then_some(&bias[..]), m, n, k, gelu);
-        let (da, dw, db) = (
-            dev.htod(&a).unwrap(),
-            dev.htod(&w).unwrap(),
-            dev.htod(&bias).unwrap(),
-        );
+        let (da, dw, db) = (dev.htod(&a).unwrap(), dev.htod(&w).unwrap(), dev.htod(&bias).unwrap());
         for seed in SEEDS {
             dev.set_schedule_seed(seed);
-            let got = run_gemm_f32(
-                &dev,
-                "gemm_f32",
-                &da,
-                &dw,
-                with_bias.then_some(&db),
-                (m, n, k),
-                gelu,
-            )
-            .unwrap();
+            let got = run_gemm_f32(&dev, "gemm_f32", &da, &dw, with_bias.then_some(&db), (m, n, k), gelu).unwrap();
             check(&format!("gemm_f32 {:?}", (m, n, k)), &got, &want, F32_TOL);
         }
     }
@@ -474,16 +360,8 @@ fn run_gemm_bf16(
     gelu: bool,
     out_bf16: bool,
 ) -> percept::Result<Vec<f32>> {
-    let c = if out_bf16 {
-        dev.alloc(2 * m * n)?
-    } else {
-        out_f32(dev, m * n)
-    };
-    let cfg = LaunchConfig {
-        grid: gemm_grid(m, n),
-        block: [128, 1, 1],
-        shared_bytes: 0,
-    };
+    let c = if out_bf16 { dev.alloc(2 * m * n)? } else { out_f32(dev, m * n) };
+    let cfg = LaunchConfig { grid: gemm_grid(m, n), block: [128, 1, 1], shared_bytes: 0 };
     let bias = bias.map_or(Arg::Ptr(0), Arg::from);
     let args = [
         (&c).into(),
@@ -497,11 +375,7 @@ fn run_gemm_bf16(
         Arg::I32(out_bf16 as i32),
     ];
     dev.launch(kernel, &cfg, &args)?;
-    Ok(if out_bf16 {
-        from_bf16(&c.to_vec()?)
-    } else {
-        c.to_vec()?
-    })
+    Ok(if out_bf16 { from_bf16(&c.to_vec()?) } else { c.to_vec()? })
 }
 
 #[test]
@@ -509,49 +383,20 @@ fn emu_gemm_bf16_mma_matches_reference() {
     let dev = device();
     let mut rng = Rng(16);
     for (i, &(m, n, k)) in GEMM_SHAPES.iter().enumerate() {
-        let (a, w, bias) = (
-            to_bf16(&rng.vec(m * k)),
-            to_bf16(&rng.vec(n * k)),
-            rng.vec(n),
-        );
+        let (a, w, bias) = (to_bf16(&rng.vec(m * k)), to_bf16(&rng.vec(n * k)), rng.vec(n));
         let (with_bias, gelu) = (i % 2 == 1, i % 3 == 0);
         // The reference takes the same bf16-rounded inputs: with f32 output the only differences are
         // in accumulation order, so the f32 tolerance holds.
-        let want = gemm_ref(
-            &from_bf16(&a),
-            &from_bf16(&w),
-            with_bias.then_some(&bias[..]),
-            m,
-            n,
-            k,
-            gelu,
-        );
-        let (da, dw, db) = (
-            dev.htod(&a).unwrap(),
-            dev.htod(&w).unwrap(),
-            dev.htod(&bias).unwrap(),
-        );
+        let want = gemm_ref(&from_bf16(&a), &from_bf16(&w), with_bias.then_some(&bias[..]), m, n, k, gelu);
+        let (da, dw, db) = (dev.htod(&a).unwrap(), dev.htod(&w).unwrap(), dev.htod(&bias).unwrap());
         for seed in SEEDS {
             dev.set_schedule_seed(seed);
             for out_bf16 in [false, true] {
-                let got = run_gemm_bf16(
-                    &dev,
-                    "gemm_bf16_mma",
-                    &da,
-                    &dw,
-                    with_bias.then_some(&db),
-                    (m, n, k),
-                    gelu,
-                    out_bf16,
-                )
-                .unwrap();
+                let got =
+                    run_gemm_bf16(&dev, "gemm_bf16_mma", &da, &dw, with_bias.then_some(&db), (m, n, k), gelu, out_bf16)
+                        .unwrap();
                 let tol = if out_bf16 { BF16_TOL } else { F32_TOL };
-                check(
-                    &format!("gemm_bf16_mma {:?} out_bf16={out_bf16}", (m, n, k)),
-                    &got,
-                    &want,
-                    tol,
-                );
+                check(&format!("gemm_bf16_mma {:?} out_bf16={out_bf16}", (m, n, k)), &got, &want, tol);
             }
         }
     }
@@ -569,10 +414,7 @@ fn emu_mma_fragments_follow_ptx_layout() {
     let dev = device();
     let mut rng = Rng(17);
     for (kernel, to_f32) in [
-        (
-            "probe_mma_bf16",
-            (|h: u16| bf16::from_bits(h).to_f32()) as fn(u16) -> f32,
-        ),
+        ("probe_mma_bf16", (|h: u16| bf16::from_bits(h).to_f32()) as fn(u16) -> f32),
         ("probe_mma_f16", |h: u16| half::f16::from_bits(h).to_f32()),
     ] {
         let from = |x: f32| {
@@ -582,12 +424,8 @@ fn emu_mma_fragments_follow_ptx_layout() {
                 half::f16::from_f32(x).to_bits()
             }
         };
-        let a: Vec<u32> = (0..128)
-            .map(|_| from(rng.uniform()) as u32 | (from(rng.uniform()) as u32) << 16)
-            .collect();
-        let b: Vec<u32> = (0..64)
-            .map(|_| from(rng.uniform()) as u32 | (from(rng.uniform()) as u32) << 16)
-            .collect();
+        let a: Vec<u32> = (0..128).map(|_| from(rng.uniform()) as u32 | (from(rng.uniform()) as u32) << 16).collect();
+        let b: Vec<u32> = (0..64).map(|_| from(rng.uniform()) as u32 | (from(rng.uniform()) as u32) << 16).collect();
         let c = rng.vec(128);
         // The matrices as the layout places them.
         let (mut am, mut bm, mut cm) = ([[0f32; 16]; 16], [[0f32; 8]; 16], [[0f32; 8]; 16]);
@@ -604,27 +442,16 @@ fn emu_mma_fragments_follow_ptx_layout() {
                 cm[g + 8][2 * t + h] = c[4 * l + 2 + h];
             }
         }
-        let (da, db, dc) = (
-            dev.htod(&a).unwrap(),
-            dev.htod(&b).unwrap(),
-            dev.htod(&c).unwrap(),
-        );
+        let (da, db, dc) = (dev.htod(&a).unwrap(), dev.htod(&b).unwrap(), dev.htod(&c).unwrap());
         let d = out_f32(&dev, 128);
-        dev.launch(
-            kernel,
-            &LaunchConfig::linear(1, 32),
-            &[(&d).into(), (&da).into(), (&db).into(), (&dc).into()],
-        )
-        .unwrap();
+        dev.launch(kernel, &LaunchConfig::linear(1, 32), &[(&d).into(), (&da).into(), (&db).into(), (&dc).into()])
+            .unwrap();
         let got = d.to_vec::<f32>().unwrap();
         for l in 0..32 {
             let (g, t) = (l / 4, l % 4);
             for q in 0..4 {
                 let (i, j) = (g + 8 * (q / 2), 2 * t + q % 2);
-                let want = cm[i][j] as f64
-                    + (0..16)
-                        .map(|k| am[i][k] as f64 * bm[k][j] as f64)
-                        .sum::<f64>();
+                let want = cm[i][j] as f64 + (0..16).map(|k| am[i][k] as f64 * bm[k][j] as f64).sum::<f64>();
                 assert!(
                     (got[4 * l + q] as f64 - want).abs() < 1e-6,
                     "{kernel}: lane {l} d[{q}] = {} want {want}",
@@ -642,40 +469,19 @@ fn emu_ldmatrix_follows_ptx_layout() {
     let m = |j: usize, r: usize, c: usize| src[64 * j + 8 * r + c];
     let out = dev.alloc(4 * 32 * 11).unwrap();
     let dsrc = dev.htod(&src).unwrap();
-    dev.launch(
-        "probe_ldmatrix_b16",
-        &LaunchConfig::linear(1, 32),
-        &[(&out).into(), (&dsrc).into()],
-    )
-    .unwrap();
+    dev.launch("probe_ldmatrix_b16", &LaunchConfig::linear(1, 32), &[(&out).into(), (&dsrc).into()]).unwrap();
     let got = out.to_vec::<u32>().unwrap();
     for l in 0..32 {
         let (g, t) = (l / 4, l % 4);
         let pack = |lo: u16, hi: u16| lo as u32 | (hi as u32) << 16;
         for j in 0..4 {
-            assert_eq!(
-                got[11 * l + j],
-                pack(m(j, g, 2 * t), m(j, g, 2 * t + 1)),
-                "x4 lane {l} matrix {j}"
-            );
-            assert_eq!(
-                got[11 * l + 4 + j],
-                pack(m(j, 2 * t, g), m(j, 2 * t + 1, g)),
-                "x4.trans lane {l} matrix {j}"
-            );
+            assert_eq!(got[11 * l + j], pack(m(j, g, 2 * t), m(j, g, 2 * t + 1)), "x4 lane {l} matrix {j}");
+            assert_eq!(got[11 * l + 4 + j], pack(m(j, 2 * t, g), m(j, 2 * t + 1, g)), "x4.trans lane {l} matrix {j}");
         }
         for j in 0..2 {
-            assert_eq!(
-                got[11 * l + 8 + j],
-                pack(m(j, g, 2 * t), m(j, g, 2 * t + 1)),
-                "x2 lane {l} matrix {j}"
-            );
+            assert_eq!(got[11 * l + 8 + j], pack(m(j, g, 2 * t), m(j, g, 2 * t + 1)), "x2 lane {l} matrix {j}");
         }
-        assert_eq!(
-            got[11 * l + 10],
-            pack(m(0, g, 2 * t), m(0, g, 2 * t + 1)),
-            "x1 lane {l}"
-        );
+        assert_eq!(got[11 * l + 10], pack(m(0, g, 2 * t), m(0, g, 2 * t + 1)), "x1 lane {l}");
     }
 }
 
@@ -688,46 +494,20 @@ fn emu_warp_shuffles_and_ballots_follow_ptx() {
     let din = dev.htod(&input).unwrap();
     for seed in SEEDS {
         dev.set_schedule_seed(seed);
-        dev.launch(
-            "probe_warp_u32",
-            &LaunchConfig::linear(1, 32),
-            &[(&out).into(), (&din).into()],
-        )
-        .unwrap();
+        dev.launch("probe_warp_u32", &LaunchConfig::linear(1, 32), &[(&out).into(), (&din).into()]).unwrap();
         let got = out.to_vec::<u32>().unwrap();
-        let ballot =
-            |p: &dyn Fn(usize) -> bool| (0..32).filter(|&l| p(l)).fold(0u32, |b, l| b | 1 << l);
+        let ballot = |p: &dyn Fn(usize) -> bool| (0..32).filter(|&l| p(l)).fold(0u32, |b, l| b | 1 << l);
         for l in 0..32 {
             let o = &got[8 * l..8 * l + 8];
             assert_eq!(o[0], input[(l * 7 + 3) & 31], "shfl idx lane {l}");
-            assert_eq!(
-                o[1],
-                input[(l & !7) + ((l + 5) & 7)],
-                "shfl idx width 8 lane {l}"
-            );
+            assert_eq!(o[1], input[(l & !7) + ((l + 5) & 7)], "shfl idx width 8 lane {l}");
             assert_eq!(o[2], input[l ^ 6], "shfl xor lane {l}");
             let seg = l & !15;
-            assert_eq!(
-                o[3],
-                if l + 3 < seg + 16 {
-                    input[l + 3]
-                } else {
-                    input[l]
-                },
-                "shfl down lane {l}"
-            );
-            assert_eq!(
-                o[4],
-                if l >= seg + 5 { input[l - 5] } else { input[l] },
-                "shfl up lane {l}"
-            );
+            assert_eq!(o[3], if l + 3 < seg + 16 { input[l + 3] } else { input[l] }, "shfl down lane {l}");
+            assert_eq!(o[4], if l >= seg + 5 { input[l - 5] } else { input[l] }, "shfl up lane {l}");
             assert_eq!(o[5], ballot(&|i| input[i] & 1 == 1), "ballot lane {l}");
             assert_eq!(o[6], ballot(&|i| i % 3 == 0), "ballot lane {l}");
-            assert_eq!(
-                o[7],
-                if l & 1 == 1 { input[l ^ 2] } else { input[l] },
-                "partial-mask shfl lane {l}"
-            );
+            assert_eq!(o[7], if l & 1 == 1 { input[l ^ 2] } else { input[l] }, "partial-mask shfl lane {l}");
         }
     }
 }
@@ -742,22 +522,11 @@ fn emu_launch_limits_are_enforced() {
     let x = dev.htod(&vec![1.0f32; 64]).unwrap();
     let args = [(&y).into(), (&x).into(), Arg::I32(64)];
     let launch = |grid: [u32; 3], block: [u32; 3], shared: u32| {
-        dev.launch(
-            "silu_f32",
-            &LaunchConfig {
-                grid,
-                block,
-                shared_bytes: shared,
-            },
-            &args,
-        )
+        dev.launch("silu_f32", &LaunchConfig { grid, block, shared_bytes: shared }, &args)
     };
     let refused = |r: percept::Result<()>, what: &str| {
         let e = r.expect_err(what).to_string();
-        assert!(
-            e.contains("silu_f32"),
-            "{what}: message does not name the kernel: {e}"
-        );
+        assert!(e.contains("silu_f32"), "{what}: message does not name the kernel: {e}");
         e
     };
     launch([1, 1, 1], [1024, 1, 1], 0).unwrap();
@@ -768,53 +537,20 @@ fn emu_launch_limits_are_enforced() {
     refused(launch([1, 65536, 1], [32, 1, 1], 0), "grid.y 65536");
     refused(launch([1, 1, 65536], [32, 1, 1], 0), "grid.z 65536");
     launch([1, 1, 1], [32, 1, 1], 48 * 1024).unwrap();
-    let e = refused(
-        launch([1, 1, 1], [32, 1, 1], 48 * 1024 + 4),
-        "dynamic shared above 48 KiB without opt-in",
-    );
+    let e = refused(launch([1, 1, 1], [32, 1, 1], 48 * 1024 + 4), "dynamic shared above 48 KiB without opt-in");
     assert!(e.contains("opt in"), "{e}");
     dev.set_max_dynamic_shared("silu_f32", 100 * 1024).unwrap();
     launch([1, 1, 1], [32, 1, 1], 100 * 1024).unwrap();
-    refused(
-        launch([1, 1, 1], [32, 1, 1], 100 * 1024 + 4),
-        "above the opt-in",
-    );
-    assert!(
-        dev.set_max_dynamic_shared("silu_f32", 164 * 1024).is_err(),
-        "sm_80 allows at most 163 KiB"
-    );
+    refused(launch([1, 1, 1], [32, 1, 1], 100 * 1024 + 4), "above the opt-in");
+    assert!(dev.set_max_dynamic_shared("silu_f32", 164 * 1024).is_err(), "sm_80 allows at most 163 KiB");
     let hopper = EmuDevice::new(Arch::Sm90);
-    hopper
-        .set_max_dynamic_shared("silu_f32", 227 * 1024)
-        .unwrap();
-    assert!(
-        hopper
-            .set_max_dynamic_shared("silu_f32", 228 * 1024)
-            .is_err(),
-        "sm_90 allows at most 227 KiB"
-    );
+    hopper.set_max_dynamic_shared("silu_f32", 227 * 1024).unwrap();
+    assert!(hopper.set_max_dynamic_shared("silu_f32", 228 * 1024).is_err(), "sm_90 allows at most 227 KiB");
 
     let cfg = LaunchConfig::linear(1, 32);
-    refused(
-        dev.launch("silu_f32", &cfg, &[(&y).into(), (&x).into()]),
-        "missing argument",
-    );
-    refused(
-        dev.launch(
-            "silu_f32",
-            &cfg,
-            &[(&y).into(), (&x).into(), Arg::F32(64.0)],
-        ),
-        "float for int",
-    );
-    refused(
-        dev.launch(
-            "silu_f32",
-            &cfg,
-            &[(&y).into(), Arg::Ptr(0x1000), Arg::I32(64)],
-        ),
-        "not device memory",
-    );
+    refused(dev.launch("silu_f32", &cfg, &[(&y).into(), (&x).into()]), "missing argument");
+    refused(dev.launch("silu_f32", &cfg, &[(&y).into(), (&x).into(), Arg::F32(64.0)]), "float for int");
+    refused(dev.launch("silu_f32", &cfg, &[(&y).into(), Arg::Ptr(0x1000), Arg::I32(64)]), "not device memory");
     assert!(dev.launch("no_such_kernel", &cfg, &[]).is_err());
 }
 
@@ -825,11 +561,7 @@ fn emu_deadlock_and_misuse_are_reported() {
     let out = dev.alloc(4 * 33 * 8).unwrap();
     let din = dev.htod(&[0u32; 33]).unwrap();
     let e = dev
-        .launch(
-            "probe_warp_u32",
-            &LaunchConfig::linear(1, 33),
-            &[(&out).into(), (&din).into()],
-        )
+        .launch("probe_warp_u32", &LaunchConfig::linear(1, 33), &[(&out).into(), (&din).into()])
         .unwrap_err()
         .to_string();
     assert!(e.contains("__shfl_sync") && e.contains("beyond"), "{e}");
@@ -848,21 +580,9 @@ fn emu_planted_missing_sync_gives_wrong_results() {
     let (da, dw) = (dev.htod(&a).unwrap(), dev.htod(&w).unwrap());
     for seed in SEEDS {
         dev.set_schedule_seed(seed);
-        let got = run_gemm_f32(
-            &dev,
-            "gemm_f32__missing_sync",
-            &da,
-            &dw,
-            None,
-            (m, n, k),
-            false,
-        )
-        .unwrap();
+        let got = run_gemm_f32(&dev, "gemm_f32__missing_sync", &da, &dw, None, (m, n, k), false).unwrap();
         let err = rel_l2(&got, &want);
-        assert!(
-            err.is_nan() || err >= F32_TOL,
-            "seed {seed}: the missing barrier went unnoticed (error {err:e})"
-        );
+        assert!(err.is_nan() || err >= F32_TOL, "seed {seed}: the missing barrier went unnoticed (error {err:e})");
     }
 }
 
@@ -874,21 +594,9 @@ fn emu_planted_missing_cp_async_wait_gives_wrong_results() {
     let (a, w) = (rng.vec(m * k), rng.vec(n * k));
     let want = gemm_ref(&a, &w, None, m, n, k, false);
     let (da, dw) = (dev.htod(&a).unwrap(), dev.htod(&w).unwrap());
-    let got = run_gemm_f32(
-        &dev,
-        "gemm_f32__missing_cp_async_wait",
-        &da,
-        &dw,
-        None,
-        (m, n, k),
-        false,
-    )
-    .unwrap();
+    let got = run_gemm_f32(&dev, "gemm_f32__missing_cp_async_wait", &da, &dw, None, (m, n, k), false).unwrap();
     let err = rel_l2(&got, &want);
-    assert!(
-        err.is_nan() || err > 0.1,
-        "reading before cp.async landed went unnoticed (error {err:e})"
-    );
+    assert!(err.is_nan() || err > 0.1, "reading before cp.async landed went unnoticed (error {err:e})");
 }
 
 #[test]
@@ -899,22 +607,10 @@ fn emu_planted_wrong_mma_fragment_gives_wrong_results() {
     let (a, w) = (to_bf16(&rng.vec(m * k)), to_bf16(&rng.vec(n * k)));
     let want = gemm_ref(&from_bf16(&a), &from_bf16(&w), None, m, n, k, false);
     let (da, dw) = (dev.htod(&a).unwrap(), dev.htod(&w).unwrap());
-    let got = run_gemm_bf16(
-        &dev,
-        "gemm_bf16_mma__wrong_mma_fragment",
-        &da,
-        &dw,
-        None,
-        (m, n, k),
-        false,
-        false,
-    )
-    .unwrap();
+    let got =
+        run_gemm_bf16(&dev, "gemm_bf16_mma__wrong_mma_fragment", &da, &dw, None, (m, n, k), false, false).unwrap();
     let err = rel_l2(&got, &want);
-    assert!(
-        err > 0.1,
-        "the wrong fragment row went unnoticed (error {err:e})"
-    );
+    assert!(err > 0.1, "the wrong fragment row went unnoticed (error {err:e})");
 }
 
 /// Runs `child` (one of the `planted_asan_child_*` tests) in a fresh process and returns its output:
@@ -922,20 +618,11 @@ fn emu_planted_wrong_mma_fragment_gives_wrong_results() {
 fn run_child(child: &str) -> (bool, String) {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args([
-            child,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args([child, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("PERCEPT_PLANTED_CHILD", "1")
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 fn off_by_one_store(dev: &EmuDevice) -> percept::Result<()> {
@@ -972,11 +659,7 @@ fn too_small_static_shared(dev: &EmuDevice) -> percept::Result<()> {
     let x = dev.htod(&vec![0.5f32; n * c * hw])?;
     let p = dev.htod(&vec![1.0f32; c])?;
     let y = out_f32(dev, n * c * hw);
-    let cfg = LaunchConfig {
-        grid: [g as u32, n as u32, 1],
-        block: [256, 1, 1],
-        shared_bytes: 0,
-    };
+    let cfg = LaunchConfig { grid: [g as u32, n as u32, 1], block: [256, 1, 1], shared_bytes: 0 };
     let args = [
         (&y).into(),
         (&x).into(),
@@ -1010,24 +693,15 @@ fn planted_asan_child_small_shared() {
 #[test]
 fn emu_planted_out_of_bounds_is_caught() {
     if percept::emu::ASAN {
-        for child in [
-            "emu::planted_asan_child_off_by_one",
-            "emu::planted_asan_child_small_shared",
-        ] {
+        for child in ["emu::planted_asan_child_off_by_one", "emu::planted_asan_child_small_shared"] {
             let (ok, output) = run_child(child);
-            assert!(
-                !ok && output.contains("AddressSanitizer"),
-                "{child}: no AddressSanitizer report:\n{output}"
-            );
+            assert!(!ok && output.contains("AddressSanitizer"), "{child}: no AddressSanitizer report:\n{output}");
         }
     } else {
         let e = off_by_one_store(&device()).unwrap_err().to_string();
         assert!(e.contains("past the end"), "off-by-one store: {e}");
         let e = too_small_dynamic_shared(&device()).unwrap_err().to_string();
-        assert!(
-            e.contains("past the end") && e.contains("shared"),
-            "too-small shared buffer: {e}"
-        );
+        assert!(e.contains("past the end") && e.contains("shared"), "too-small shared buffer: {e}");
     }
 }
 
@@ -1049,10 +723,7 @@ fn emu_atomics_count_exactly() {
     .unwrap();
     let c = counts.to_vec::<i32>().unwrap();
     let per_block = (0..threads as i32).sum::<i32>();
-    assert_eq!(
-        c,
-        vec![total as i32, total as i32 - 1, per_block * blocks as i32]
-    );
+    assert_eq!(c, vec![total as i32, total as i32 - 1, per_block * blocks as i32]);
     assert_eq!(sum.to_vec::<f32>().unwrap()[0], x.iter().sum::<f32>());
 }
 
@@ -1062,11 +733,7 @@ fn emu_planted_divergent_shuffle_is_a_deadlock() {
     let out = dev.alloc(4 * 32 * 8).unwrap();
     let din = dev.htod(&[1u32; 32]).unwrap();
     let e = dev
-        .launch(
-            "probe_warp_u32__divergent_shuffle",
-            &LaunchConfig::linear(1, 32),
-            &[(&out).into(), (&din).into()],
-        )
+        .launch("probe_warp_u32__divergent_shuffle", &LaunchConfig::linear(1, 32), &[(&out).into(), (&din).into()])
         .unwrap_err()
         .to_string();
     assert!(e.contains("deadlock") && e.contains("__shfl_sync"), "{e}");
@@ -1081,12 +748,9 @@ fn emu_shared_memory_totals_are_limited() {
     let x = dev.htod(&vec![0.5f32; d]).unwrap();
     let p = dev.htod(&vec![0.0f32; d]).unwrap();
     let y = out_f32(&dev, d);
-    let e = layer_norm_launch(&dev, &y, [&x, &p, &p], (b, t, d), 48 * 1024)
-        .unwrap_err()
-        .to_string();
+    let e = layer_norm_launch(&dev, &y, [&x, &p, &p], (b, t, d), 48 * 1024).unwrap_err().to_string();
     assert!(e.contains("static") && e.contains("exceed"), "{e}");
-    dev.set_max_dynamic_shared("layer_norm_modulate_f32", 48 * 1024)
-        .unwrap();
+    dev.set_max_dynamic_shared("layer_norm_modulate_f32", 48 * 1024).unwrap();
     layer_norm_launch(&dev, &y, [&x, &p, &p], (b, t, d), 48 * 1024).unwrap();
 }
 
@@ -1107,26 +771,17 @@ fn emu_ddim_step_f32_matches_fixture_chains() {
             other => panic!("config {cfg}: prediction_type {other:?}"),
         };
         let alphas = fx.tensor(&format!("{cfg}.alphas_cumprod")).unwrap().data;
-        let final_alpha = fx
-            .tensor(&format!("{cfg}.final_alpha_cumprod"))
-            .unwrap()
-            .data[0];
+        let final_alpha = fx.tensor(&format!("{cfg}.final_alpha_cumprod")).unwrap().data[0];
         let timesteps = fx.ints(&format!("{cfg}.chain.timesteps")).unwrap();
         let outputs = fx.tensor(&format!("{cfg}.chain.model_output")).unwrap();
-        let mut sample = dev
-            .htod(&fx.tensor(&format!("{cfg}.chain.sample0")).unwrap().data)
-            .unwrap();
+        let mut sample = dev.htod(&fx.tensor(&format!("{cfg}.chain.sample0")).unwrap().data).unwrap();
         let n = sample.len() / 4;
         let (mut prevs, mut x0s) = (Vec::new(), Vec::new());
         for (i, &t) in timesteps.iter().enumerate() {
             // diffusers: prev_t = t - train_steps // steps, alphas and their roots in f32.
             let prev_t = t - 1000 / timesteps.len() as i64;
             let a_t = alphas[t as usize];
-            let a_prev = if prev_t >= 0 {
-                alphas[prev_t as usize]
-            } else {
-                final_alpha
-            };
+            let a_prev = if prev_t >= 0 { alphas[prev_t as usize] } else { final_alpha };
             let model_output = dev.htod(&outputs.data[i * n..(i + 1) * n]).unwrap();
             let (prev, x0) = (out_f32(&dev, n), out_f32(&dev, n));
             let args = [
@@ -1141,19 +796,13 @@ fn emu_ddim_step_f32_matches_fixture_chains() {
                 Arg::F32(a_prev.sqrt()),
                 Arg::F32((1.0 - a_prev).sqrt()),
             ];
-            dev.launch(
-                "ddim_step_f32",
-                &LaunchConfig::linear(blocks_for(n, 128), 128),
-                &args,
-            )
-            .unwrap();
+            dev.launch("ddim_step_f32", &LaunchConfig::linear(blocks_for(n, 128), 128), &args).unwrap();
             prevs.extend(prev.to_vec::<f32>().unwrap());
             x0s.extend(x0.to_vec::<f32>().unwrap());
             sample = prev;
         }
         for (what, got) in [("prev_sample", &prevs), ("pred_original_sample", &x0s)] {
-            let check =
-                percept::verify::compare(&fx, &format!("{cfg}.chain.{what}"), got, "f32").unwrap();
+            let check = percept::verify::compare(&fx, &format!("{cfg}.chain.{what}"), got, "f32").unwrap();
             assert_eq!(check.pass, Some(true), "{}", check.line());
         }
     }

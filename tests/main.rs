@@ -1,13 +1,13 @@
 //! All integration tests in one binary (one link step).
-mod emu;
-mod support;
-mod nvrtc;
 mod cli;
 mod data;
 mod ddim;
+mod emu;
 mod fixtures;
 mod io;
+mod nvrtc;
 mod ops;
 mod postprocess;
 mod pt;
+mod support;
 mod toydata;

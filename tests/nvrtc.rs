@@ -2,8 +2,8 @@
 //! sm_80, sm_89 and sm_90a: no error, no warning, no spill. Skips with a message when NVRTC is
 //! absent, except under CI=true (the test command installs it: scripts/ensure-nvrtc).
 
-use percept::cuda_backend::kernels::MODULES;
-use percept::cuda_backend::nvrtc::{self, GpuArch};
+use percept::backend::cuda::kernels::MODULES;
+use percept::backend::cuda::nvrtc::{self, GpuArch};
 
 fn nvrtc_or_skip() -> bool {
     match nvrtc::nvrtc_available() {
@@ -26,15 +26,8 @@ fn nvrtc_compiles_every_kernel_without_warnings_or_spills() {
         eprint!("{}", nvrtc::report_table(&infos));
         for module in MODULES {
             for entry in module.entries {
-                let k = infos
-                    .iter()
-                    .find(|k| k.kernel == *entry)
-                    .unwrap_or_else(|| panic!("{entry}: no ptxas report"));
-                assert!(
-                    k.registers > 0,
-                    "{entry} ({}): ptxas reported no registers",
-                    arch.name()
-                );
+                let k = infos.iter().find(|k| k.kernel == *entry).unwrap_or_else(|| panic!("{entry}: no ptxas report"));
+                assert!(k.registers > 0, "{entry} ({}): ptxas reported no registers", arch.name());
             }
         }
     }
@@ -48,11 +41,7 @@ fn nvrtc_second_compile_comes_from_the_cache() {
     let module = &MODULES[0];
     let first = nvrtc::compile(module, GpuArch::Sm80).unwrap();
     let second = nvrtc::compile(module, GpuArch::Sm80).unwrap();
-    assert!(
-        second.cached,
-        "the second compile of {} was not served from the cache",
-        module.name
-    );
+    assert!(second.cached, "the second compile of {} was not served from the cache", module.name);
     assert_eq!(first.cubin, second.cubin);
     assert_eq!(first.kernel_infos(), second.kernel_infos());
 }
@@ -72,29 +61,13 @@ fn nvrtc_ptxas_report_is_parsed() {
     let infos = nvrtc::parse_ptxas_log("m", GpuArch::Sm80, log);
     assert_eq!(infos.len(), 2);
     let g = &infos[0];
-    assert_eq!(
-        (g.kernel.as_str(), g.registers, g.static_shared_bytes),
-        ("gemm_f32", 40, 4352)
-    );
-    assert_eq!(
-        (g.stack_frame_bytes, g.spill_store_bytes, g.spill_load_bytes),
-        (8, 12, 16)
-    );
+    assert_eq!((g.kernel.as_str(), g.registers, g.static_shared_bytes), ("gemm_f32", 40, 4352));
+    assert_eq!((g.stack_frame_bytes, g.spill_store_bytes, g.spill_load_bytes), (8, 12, 16));
     assert!(g.spills());
-    assert_eq!(
-        (
-            infos[1].kernel.as_str(),
-            infos[1].registers,
-            infos[1].static_shared_bytes
-        ),
-        ("silu_f32", 10, 0)
-    );
+    assert_eq!((infos[1].kernel.as_str(), infos[1].registers, infos[1].static_shared_bytes), ("silu_f32", 10, 0));
     assert!(!infos[1].spills());
     assert_eq!(
-        nvrtc::log_warnings(
-            "kernels/x.cu(3): warning #177-D: variable \"y\" was declared\nptxas info : ok"
-        )
-        .len(),
+        nvrtc::log_warnings("kernels/x.cu(3): warning #177-D: variable \"y\" was declared\nptxas info : ok").len(),
         1
     );
 }
@@ -104,25 +77,14 @@ fn nvrtc_warnings_and_spills_are_detected() {
     if !nvrtc_or_skip() {
         return;
     }
-    use percept::cuda_backend::kernels::KernelModule;
+    use percept::backend::cuda::kernels::KernelModule;
     let leak = |name: &'static str, source: &'static str| -> &'static KernelModule {
-        Box::leak(Box::new(KernelModule {
-            name,
-            source,
-            hash: source.len() as u64 ^ 0x5eed,
-            entries: &["k"],
-        }))
+        Box::leak(Box::new(KernelModule { name, source, hash: source.len() as u64 ^ 0x5eed, entries: &["k"] }))
     };
-    let warn = leak(
-        "test_warning",
-        "extern \"C\" __global__ void k(float* y) { int unused = 3; y[threadIdx.x] = 1.0f; }\n",
-    );
+    let warn =
+        leak("test_warning", "extern \"C\" __global__ void k(float* y) { int unused = 3; y[threadIdx.x] = 1.0f; }\n");
     let compiled = nvrtc::compile(warn, GpuArch::Sm80).unwrap();
-    assert!(
-        !compiled.warnings().is_empty(),
-        "no warning found in:\n{}",
-        compiled.log
-    );
+    assert!(!compiled.warnings().is_empty(), "no warning found in:\n{}", compiled.log);
 
     // 1024 threads per block leave at most 64 registers per thread; 160 live accumulators spill.
     let spill = leak(

@@ -2,6 +2,7 @@
 //! oracle and the path without a GPU); the CUDA backend implements the same ops with our kernels.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::error::Result;
 use crate::tensor::Tensor;

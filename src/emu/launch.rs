@@ -64,11 +64,7 @@ pub struct LaunchConfig {
 impl LaunchConfig {
     /// A 1-D launch.
     pub fn linear(blocks: u32, threads: u32) -> Self {
-        LaunchConfig {
-            grid: [blocks, 1, 1],
-            block: [threads, 1, 1],
-            shared_bytes: 0,
-        }
+        LaunchConfig { grid: [blocks, 1, 1], block: [threads, 1, 1], shared_bytes: 0 }
     }
 }
 
@@ -88,9 +84,7 @@ fn kernels() -> &'static HashMap<&'static str, Kernel> {
             .map(|&(name, get)| {
                 // SAFETY: the generated accessor returns a pointer to a static entry with C strings.
                 let entry = unsafe { get() };
-                let signature = unsafe { CStr::from_ptr((*entry).signature) }
-                    .to_str()
-                    .unwrap_or("?");
+                let signature = unsafe { CStr::from_ptr((*entry).signature) }.to_str().unwrap_or("?");
                 (name, Kernel { entry, signature })
             })
             .collect()
@@ -113,12 +107,7 @@ pub struct EmuDevice {
 impl EmuDevice {
     pub fn new(arch: Arch) -> Self {
         EmuDevice {
-            inner: Arc::new(Inner {
-                arch,
-                seed: AtomicU64::new(0),
-                registry: Arc::default(),
-                optin: Mutex::default(),
-            }),
+            inner: Arc::new(Inner { arch, seed: AtomicU64::new(0), registry: Arc::default(), optin: Mutex::default() }),
         }
     }
 
@@ -156,34 +145,19 @@ impl EmuDevice {
                 self.inner.arch.name()
             )));
         }
-        self.inner
-            .optin
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(kernel.to_string(), bytes);
+        self.inner.optin.lock().unwrap_or_else(|e| e.into_inner()).insert(kernel.to_string(), bytes);
         Ok(())
     }
 
     fn kernel(name: &str) -> Result<&'static Kernel> {
-        kernels().get(name).ok_or_else(|| {
-            Error::Cuda(format!(
-                "emulator: no kernel named {name:?} (see kernels/*.cu)"
-            ))
-        })
+        kernels().get(name).ok_or_else(|| Error::Cuda(format!("emulator: no kernel named {name:?} (see kernels/*.cu)")))
     }
 
     /// Runs `kernel` over the grid and returns when every block has finished.
     pub fn launch(&self, kernel: &str, cfg: &LaunchConfig, args: &[Arg]) -> Result<()> {
         let k = Self::kernel(kernel)?;
-        let optin = self
-            .inner
-            .optin
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(kernel)
-            .copied();
-        self.limits()
-            .check(kernel, cfg.grid, cfg.block, cfg.shared_bytes, optin)?;
+        let optin = self.inner.optin.lock().unwrap_or_else(|e| e.into_inner()).get(kernel).copied();
+        self.limits().check(kernel, cfg.grid, cfg.block, cfg.shared_bytes, optin)?;
         let codes: String = args.iter().map(Arg::code).collect();
         if codes != k.signature {
             return Err(Error::Cuda(format!(
@@ -199,33 +173,23 @@ impl EmuDevice {
                     continue;
                 }
                 let found = self.inner.registry.find(p).ok_or_else(|| {
-                    Error::Cuda(format!(
-                        "launch of {kernel}: argument {i} ({p:#x}) is not emulated device memory"
-                    ))
+                    Error::Cuda(format!("launch of {kernel}: argument {i} ({p:#x}) is not emulated device memory"))
                 })?;
                 buffers.push((i, found));
             }
         }
 
         let mut slots: Vec<u64> = args.iter().map(Arg::bits).collect();
-        let mut ptrs: Vec<*mut c_void> = slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
+        let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
         let params = SharedParams(ptrs.as_mut_ptr());
         let seed = self.inner.seed.load(Ordering::Relaxed) ^ fnv1a(kernel.as_bytes());
         let limits = self.limits();
-        let shared_limit = optin.map_or(limits.default_shared_bytes, |_| {
-            limits.max_shared_optin_bytes
-        }) as usize;
+        let shared_limit = optin.map_or(limits.default_shared_bytes, |_| limits.max_shared_optin_bytes) as usize;
         let [gx, gy, gz] = cfg.grid;
         let total = gx as u64 * gy as u64 * gz as u64;
         let result = (0..total).into_par_iter().try_for_each(|b| {
-            let idx = [
-                (b % gx as u64) as u32,
-                ((b / gx as u64) % gy as u64) as u32,
-                (b / (gx as u64 * gy as u64)) as u32,
-            ];
+            let idx =
+                [(b % gx as u64) as u32, ((b / gx as u64) % gy as u64) as u32, (b / (gx as u64 * gy as u64)) as u32];
             let mut err = [0 as c_char; 1024];
             let params = &params;
             // SAFETY: the entry and the parameter slots outlive the launch; the kernel reads its
@@ -247,9 +211,7 @@ impl EmuDevice {
             if rc == 0 {
                 Ok(())
             } else {
-                let msg = unsafe { CStr::from_ptr(err.as_ptr()) }
-                    .to_string_lossy()
-                    .into_owned();
+                let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
                 Err(Error::Cuda(format!("emulated kernel {kernel}: {msg}")))
             }
         });
@@ -257,9 +219,7 @@ impl EmuDevice {
         result?;
         for (i, (start, len)) in buffers {
             if let Some(what) = self.inner.registry.check_guards(start, len) {
-                return Err(Error::Cuda(format!(
-                    "emulated kernel {kernel}: argument {i}: {what}"
-                )));
+                return Err(Error::Cuda(format!("emulated kernel {kernel}: argument {i}: {what}")));
             }
         }
         Ok(())
@@ -271,7 +231,5 @@ struct SharedParams(*mut *mut c_void);
 unsafe impl Sync for SharedParams {}
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }

@@ -48,36 +48,20 @@ impl Arch {
 
 impl Limits {
     /// Checks a launch's shape; `optin` is the dynamic shared size the kernel opted in to, if any.
-    pub fn check(
-        &self,
-        kernel: &str,
-        grid: [u32; 3],
-        block: [u32; 3],
-        shared: u32,
-        optin: Option<u32>,
-    ) -> Result<()> {
+    pub fn check(&self, kernel: &str, grid: [u32; 3], block: [u32; 3], shared: u32, optin: Option<u32>) -> Result<()> {
         let err = |what: String| Err(Error::Cuda(format!("launch of {kernel}: {what}")));
         const AXES: [&str; 3] = ["x", "y", "z"];
         for d in 0..3 {
             if block[d] == 0 || block[d] > self.max_block_dim[d] {
-                return err(format!(
-                    "block.{} = {}, must be in 1..={}",
-                    AXES[d], block[d], self.max_block_dim[d]
-                ));
+                return err(format!("block.{} = {}, must be in 1..={}", AXES[d], block[d], self.max_block_dim[d]));
             }
             if grid[d] == 0 || grid[d] > self.max_grid_dim[d] {
-                return err(format!(
-                    "grid.{} = {}, must be in 1..={}",
-                    AXES[d], grid[d], self.max_grid_dim[d]
-                ));
+                return err(format!("grid.{} = {}, must be in 1..={}", AXES[d], grid[d], self.max_grid_dim[d]));
             }
         }
         let threads = block.iter().map(|&b| b as u64).product::<u64>();
         if threads > self.max_threads_per_block as u64 {
-            return err(format!(
-                "block {block:?} has {threads} threads, the limit is {}",
-                self.max_threads_per_block
-            ));
+            return err(format!("block {block:?} has {threads} threads, the limit is {}", self.max_threads_per_block));
         }
         let allowed = optin.unwrap_or(self.default_shared_bytes);
         if shared > allowed {

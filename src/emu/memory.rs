@@ -41,15 +41,10 @@ impl Registry {
             )
         };
         if let Some(i) = after.iter().position(|&b| b != GUARD_BYTE) {
-            return Some(format!(
-                "wrote {i} bytes past the end of a {len}-byte buffer"
-            ));
+            return Some(format!("wrote {i} bytes past the end of a {len}-byte buffer"));
         }
         if let Some(i) = before.iter().rposition(|&b| b != GUARD_BYTE) {
-            return Some(format!(
-                "wrote {} bytes before the start of a {len}-byte buffer",
-                GUARD - i
-            ));
+            return Some(format!("wrote {} bytes before the start of a {len}-byte buffer", GUARD - i));
         }
         None
     }
@@ -72,31 +67,17 @@ impl EmuBuffer {
         // SAFETY: the layout has a non-zero size.
         let base = unsafe { alloc(layout) };
         if base.is_null() {
-            return Err(Error::Cuda(format!(
-                "emulator: out of host memory allocating {len} bytes"
-            )));
+            return Err(Error::Cuda(format!("emulator: out of host memory allocating {len} bytes")));
         }
         // SAFETY: base points to `layout.size()` writable bytes.
         unsafe {
             std::ptr::write_bytes(base, GUARD_BYTE, GUARD);
             std::ptr::write_bytes(base.add(GUARD), 0xFF, len);
-            std::ptr::write_bytes(
-                base.add(GUARD + len),
-                GUARD_BYTE,
-                layout.size() - GUARD - len,
-            );
+            std::ptr::write_bytes(base.add(GUARD + len), GUARD_BYTE, layout.size() - GUARD - len);
         }
         let data = unsafe { base.add(GUARD) };
-        registry
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(data as u64, len);
-        Ok(EmuBuffer {
-            data,
-            len,
-            registry,
-        })
+        registry.live.lock().unwrap_or_else(|e| e.into_inner()).insert(data as u64, len);
+        Ok(EmuBuffer { data, len, registry })
     }
 
     fn layout(len: usize) -> Result<Layout> {
@@ -162,11 +143,7 @@ impl EmuBuffer {
 
 impl Drop for EmuBuffer {
     fn drop(&mut self) {
-        self.registry
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(self.data as u64));
+        self.registry.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&(self.data as u64));
         if let Ok(layout) = Self::layout(self.len) {
             // SAFETY: allocated in `new` with this layout.
             unsafe { dealloc(self.data.sub(GUARD), layout) };

@@ -38,10 +38,7 @@ pub fn parse_flo(b: &[u8]) -> std::result::Result<Flow, String> {
     let (w, h) = (w as usize, h as usize);
     let need = 12 + w * h * 8;
     if b.len() < need {
-        return Err(format!(
-            "truncated .flo: {w}x{h} needs {need} bytes, file has {}",
-            b.len()
-        ));
+        return Err(format!("truncated .flo: {w}x{h} needs {need} bytes, file has {}", b.len()));
     }
     let mut u = Vec::with_capacity(w * h);
     let mut v = Vec::with_capacity(w * h);
@@ -49,21 +46,13 @@ pub fn parse_flo(b: &[u8]) -> std::result::Result<Flow, String> {
         u.push(f32::from_le_bytes(px[0..4].try_into().unwrap()));
         v.push(f32::from_le_bytes(px[4..8].try_into().unwrap()));
     }
-    Ok(Flow {
-        width: w,
-        height: h,
-        u,
-        v,
-    })
+    Ok(Flow { width: w, height: h, u, v })
 }
 
 pub fn write_flo(path: &Path, flow: &Flow) -> Result<()> {
     let n = flow.width * flow.height;
     if flow.u.len() != n || flow.v.len() != n {
-        return Err(Error::Shape(format!(
-            "flow {}x{} needs {n} values per component",
-            flow.width, flow.height
-        )));
+        return Err(Error::Shape(format!("flow {}x{} needs {n} values per component", flow.width, flow.height)));
     }
     let mut b = Vec::with_capacity(12 + n * 8);
     b.extend_from_slice(&MAGIC.to_le_bytes());

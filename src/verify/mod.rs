@@ -34,15 +34,8 @@ impl Check {
             Some(false) => "FAIL",
             None => "INFO",
         };
-        let note = if self.note.is_empty() {
-            String::new()
-        } else {
-            format!("  ({})", self.note)
-        };
-        format!(
-            "{:<16} {:<28} {:>10.3e}  tol {:<11} {verdict}{note}",
-            self.fixture, self.output, self.error, tol
-        )
+        let note = if self.note.is_empty() { String::new() } else { format!("  ({})", self.note) };
+        format!("{:<16} {:<28} {:>10.3e}  tol {:<11} {verdict}{note}", self.fixture, self.output, self.error, tol)
     }
 }
 
@@ -72,14 +65,7 @@ pub fn compare(fx: &Fixture, name: &str, got: &[f32], precision: &str) -> Result
         }
         Tolerance::Informative => (rel_l2(got, &want.data), None),
     };
-    Ok(Check {
-        fixture: fx.name.clone(),
-        output: name.into(),
-        error,
-        tolerance,
-        pass,
-        note: String::new(),
-    })
+    Ok(Check { fixture: fx.name.clone(), output: name.into(), error, tolerance, pass, note: String::new() })
 }
 pub mod models;
 pub mod pipeline;

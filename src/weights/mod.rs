@@ -82,24 +82,12 @@ impl RawTensor {
         }
         let chunks = |w: usize| b.chunks_exact(w);
         Ok(match self.dtype {
-            DType::F32 => chunks(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            DType::F16 => chunks(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::BF16 => chunks(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::F64 => chunks(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            DType::I64 => chunks(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            DType::I32 => chunks(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
+            DType::F32 => chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            DType::F16 => chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::BF16 => chunks(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::F64 => chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            DType::I64 => chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            DType::I32 => chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
             DType::U8 | DType::Bool => b.iter().map(|&x| x as f32).collect(),
         })
     }
@@ -108,17 +96,9 @@ impl RawTensor {
     pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
         let b = self.bytes.as_bytes();
         match self.dtype {
-            DType::I64 => Ok(b
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect()),
-            DType::I32 => Ok(b
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                .collect()),
-            d => Err(Error::Weights(format!(
-                "expected an integer tensor, found {d}"
-            ))),
+            DType::I64 => Ok(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+            DType::I32 => Ok(b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect()),
+            d => Err(Error::Weights(format!("expected an integer tensor, found {d}"))),
         }
     }
 }

@@ -33,11 +33,7 @@ impl GpuArch {
         GpuArch::ALL
             .into_iter()
             .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "unknown architecture {s:?}; expected sm_80, sm_89 or sm_90a"
-                ))
-            })
+            .ok_or_else(|| Error::Input(format!("unknown architecture {s:?}; expected sm_80, sm_89 or sm_90a")))
     }
 
     /// The architecture to build for on a device of compute capability `major.minor`.
@@ -134,29 +130,14 @@ pub fn compile(module: &'static KernelModule, arch: GpuArch) -> Result<Compiled>
     let version = nvrtc_version()?;
     let opts = options(arch);
     let key = fnv1a(
-        format!(
-            "{:016x}|{}|{}|{}.{}",
-            module.hash,
-            arch.name(),
-            opts.join(" "),
-            version.0,
-            version.1
-        )
-        .as_bytes(),
+        format!("{:016x}|{}|{}|{}.{}", module.hash, arch.name(), opts.join(" "), version.0, version.1).as_bytes(),
     );
     let cache = cache_dir().map(|d| d.join(format!("{}-{}-{key:016x}", module.name, arch.name())));
     if let Some(base) = &cache {
-        if let (Ok(cubin), Ok(log)) = (
-            std::fs::read(base.with_extension("cubin")),
-            std::fs::read_to_string(base.with_extension("log")),
-        ) {
-            return Ok(Compiled {
-                module: module.name,
-                arch,
-                cubin,
-                log,
-                cached: true,
-            });
+        if let (Ok(cubin), Ok(log)) =
+            (std::fs::read(base.with_extension("cubin")), std::fs::read_to_string(base.with_extension("log")))
+        {
+            return Ok(Compiled { module: module.name, arch, cubin, log, cached: true });
         }
     }
     let (cubin, log) = compile_uncached(module, &opts, arch)?;
@@ -168,39 +149,21 @@ pub fn compile(module: &'static KernelModule, arch: GpuArch) -> Result<Compiled>
         let _ = crate::io::atomic::write(&base.with_extension("log"), log.as_bytes());
         let _ = crate::io::atomic::write(&base.with_extension("cubin"), &cubin);
     }
-    Ok(Compiled {
-        module: module.name,
-        arch,
-        cubin,
-        log,
-        cached: false,
-    })
+    Ok(Compiled { module: module.name, arch, cubin, log, cached: false })
 }
 
-fn compile_uncached(
-    module: &KernelModule,
-    opts: &[String],
-    arch: GpuArch,
-) -> Result<(Vec<u8>, String)> {
+fn compile_uncached(module: &KernelModule, opts: &[String], arch: GpuArch) -> Result<(Vec<u8>, String)> {
     let file = format!("kernels/{}.cu", module.name);
-    let fail = |what: &str, e: result::NvrtcError| {
-        Error::Cuda(format!("nvrtc: {file} for {}: {what}: {e:?}", arch.name()))
-    };
-    let src = CString::new(module.source)
-        .map_err(|_| Error::Cuda(format!("nvrtc: {file} contains a NUL byte")))?;
-    let name = CString::new(file.clone())
-        .map_err(|_| Error::Cuda(format!("nvrtc: bad file name {file}")))?;
+    let fail =
+        |what: &str, e: result::NvrtcError| Error::Cuda(format!("nvrtc: {file} for {}: {what}: {e:?}", arch.name()));
+    let src = CString::new(module.source).map_err(|_| Error::Cuda(format!("nvrtc: {file} contains a NUL byte")))?;
+    let name = CString::new(file.clone()).map_err(|_| Error::Cuda(format!("nvrtc: bad file name {file}")))?;
     let prog = result::create_program(&src, Some(&name)).map_err(|e| fail("create program", e))?;
     // SAFETY: `prog` is a live program until destroyed below; options are valid C strings.
     let compiled = unsafe { result::compile_program(prog, opts) };
-    let log = unsafe { result::get_program_log(prog) }
-        .map(|l| c_chars_to_string(&l))
-        .unwrap_or_default();
+    let log = unsafe { result::get_program_log(prog) }.map(|l| c_chars_to_string(&l)).unwrap_or_default();
     let outcome = match compiled {
-        Err(e) => Err(Error::Cuda(format!(
-            "nvrtc: {file} failed to compile for {} ({e:?}):\n{log}",
-            arch.name()
-        ))),
+        Err(e) => Err(Error::Cuda(format!("nvrtc: {file} failed to compile for {} ({e:?}):\n{log}", arch.name()))),
         Ok(()) => unsafe { get_cubin(prog) }.map_err(|e| fail("get CUBIN", e)),
     };
     // SAFETY: created above, destroyed once.
@@ -219,11 +182,7 @@ unsafe fn get_cubin(prog: sys::nvrtcProgram) -> Result<Vec<u8>, result::NvrtcErr
 }
 
 fn c_chars_to_string(chars: &[c_char]) -> String {
-    let bytes: Vec<u8> = chars
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
+    let bytes: Vec<u8> = chars.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -338,12 +297,7 @@ pub fn parse_ptxas_log(module: &str, arch: GpuArch, log: &str) -> Vec<KernelInfo
             let k = &mut infos[i];
             for part in line.split([',', ':']) {
                 let words: Vec<&str> = part.split_whitespace().collect();
-                let num = |i: usize| {
-                    words
-                        .get(i)
-                        .and_then(|w| w.parse::<u32>().ok())
-                        .unwrap_or(0)
-                };
+                let num = |i: usize| words.get(i).and_then(|w| w.parse::<u32>().ok()).unwrap_or(0);
                 // "Used N registers" and "[ptxas .] N bytes <what>".
                 if let Some(i) = words.iter().position(|&w| w == "registers") {
                     if i >= 2 && words[i - 2] == "Used" {
@@ -374,7 +328,5 @@ fn cache_dir() -> Option<PathBuf> {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
