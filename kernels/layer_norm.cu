@@ -1,11 +1,13 @@
-// LayerNorm without affine followed by adaLN modulation: x [B, T, D], shift/scale [B, D],
+// LayerNorm without affine followed by adaLN modulation: x [B, T, D], shift/scale rows of
+// `mod_stride` floats per sample (chunks of the adaLN output [B, n*D]),
 // y = LN(x) * (1 + scale[b]) + shift[b]. One block per row; the row is cached in dynamic shared
 // memory (D floats, set by the launcher) so x is read from global memory once.
 #include "common/reduce.cuh"
 
 extern "C" __global__ void layer_norm_modulate_f32(float* __restrict__ y, const float* __restrict__ x,
                                                    const float* __restrict__ shift,
-                                                   const float* __restrict__ scale, int T, int D, float eps) {
+                                                   const float* __restrict__ scale, int T, int D, int mod_stride,
+                                                   float eps) {
     SHARED_DYNAMIC(float, row);
     SHARED(float[32], scratch);
     long long r = blockIdx.x;
@@ -26,8 +28,8 @@ extern "C" __global__ void layer_norm_modulate_f32(float* __restrict__ y, const 
     }
     float rstd = rsqrtf(block_sum(q, scratch) / (float)D + eps);
 
-    const float* sh = shift + (long long)b * D;
-    const float* sc = scale + (long long)b * D;
+    const float* sh = shift + (long long)b * mod_stride;
+    const float* sc = scale + (long long)b * mod_stride;
     for (int i = threadIdx.x; i < D; i += blockDim.x)
         y[r * D + i] = (row[i] - mean) * rstd * (1.0f + sc[i]) + sh[i];
 }

@@ -180,3 +180,16 @@ fn cli_toy_data_writes_the_three_layouts() {
         assert!(dir.join("out").join(sub).is_dir(), "{sub}");
     }
 }
+
+#[test]
+fn cli_verify_cuda_emu_runs_the_cuda_backend_through_the_emulator() {
+    let Some(fx) = fixtures_dir() else { return };
+    let o = percept(
+        &["verify", "--fixtures", fx.to_str().unwrap(), "--skip-slow", "--backend", "cuda-emu"],
+        Path::new("."),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.contains("cuda-emu"), "{out}");
+    assert!(out.lines().any(|l| l == "6 passed, 0 failed, 1 skipped"), "{out}");
+}

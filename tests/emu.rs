@@ -259,6 +259,7 @@ fn layer_norm_launch(
         bufs[2].into(),
         Arg::I32(t as i32),
         Arg::I32(d as i32),
+        Arg::I32(d as i32),
         Arg::F32(1e-6),
     ];
     dev.launch("layer_norm_modulate_f32", &cfg, &args)

@@ -1,6 +1,8 @@
 //! The CUDA backend. Only this folder talks to CUDA (through cudarc, loaded at run time): the crate
 //! builds and runs without CUDA, and reports its absence as `Error::NoCuda`.
 
+pub mod backend;
+pub mod device;
 pub mod kernels;
 pub mod nvrtc;
 
