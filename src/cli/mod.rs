@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert;
 pub mod demo;
+pub mod doctor;
 pub mod eval;
 pub mod panels;
 pub mod predict;
@@ -175,5 +176,14 @@ pub enum Command {
         steps: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// CUDA status and every kernel compiled by NVRTC (registers, shared memory, spills).
+    Doctor {
+        /// Only compile (needs NVRTC, no driver or GPU).
+        #[arg(long)]
+        compile_only: bool,
+        /// sm_80, sm_89 or sm_90a [default: all three without a GPU].
+        #[arg(long)]
+        arch: Option<String>,
     },
 }
