@@ -46,8 +46,13 @@ pub fn run(dir: &Path, backend: BackendArg, precision: Precision, skip_slow: boo
             Ok(ok)
         }
         BackendArg::Cuda => {
-            crate::backend::cuda::driver_available()?;
-            bail!("--backend cuda: the driver was found, but the GPU device layer is not built yet; use --backend cuda-emu")
+            let be = Cuda::new(crate::backend::cuda::gpu::GpuDevice::open(0)?);
+            let ok = run_on(&be, dir, &names, &opts)?;
+            let fb = be.fallback_ops();
+            if !fb.is_empty() {
+                println!("note: ops without a kernel yet ran on the CPU: {}", fb.join(", "));
+            }
+            Ok(ok)
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod device;
+pub mod gpu;
 pub mod kernels;
 pub mod nvrtc;
 
