@@ -246,7 +246,7 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
         bail!("no {} samples with all their files in {}", args.task.name(), args.data.display());
     }
     let engine = engine(&args.model)?;
-    let res = engine.config.resolution;
+    let res = engine.config().resolution;
     let opts = SampleOptions { steps: args.steps, ensemble: args.ensemble, seed: args.seed };
     let start = Instant::now();
     let mut scored: Vec<Scored> = Vec::new();

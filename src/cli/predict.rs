@@ -7,11 +7,15 @@ use anyhow::{bail, Context, Result};
 
 use super::{BackendArg, ModelArgs};
 use crate::backend::cpu::Cpu;
+use crate::backend::cuda::backend::Cuda;
+use crate::backend::cuda::gpu::GpuDevice;
+use crate::emu::{Arch, EmuDevice};
 use crate::io::flo::{write_flo, Flow};
 use crate::io::image::{load_mask, load_rgb, save_png_gray16, save_png_gray8, save_png_rgb8, Image};
 use crate::io::inputs::{expand_inputs, output_stems, pair_flow_frames, pair_segment};
 use crate::io::npy::write_npy_f32;
 use crate::io::resize::{resize_area, resize_bilinear, resize_nearest};
+use crate::pipeline::any::AnyEngine;
 use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions, TaskKind};
 use crate::pipeline::Engine;
 use crate::postprocess::color::{colorize_depth, flow_to_color};
@@ -26,25 +30,31 @@ struct Job {
 }
 
 /// Build the engine on the requested backend, saying which one runs.
-pub fn engine(model: &ModelArgs) -> Result<Engine<Cpu>> {
-    match model.backend {
-        BackendArg::Cpu => {}
-        BackendArg::Auto => eprintln!("backend: cpu (no GPU backend in this build)"),
-        BackendArg::Cuda | BackendArg::CudaEmu => {
-            bail!("the CUDA backend is not part of this build yet; use --backend cpu")
-        }
-    }
+pub fn engine(model: &ModelArgs) -> Result<AnyEngine> {
     let t = Instant::now();
     let src = model_file::resolve(model.model.as_deref(), model.sd2.as_deref())?;
-    let engine = Engine::new(Cpu::new(), &src)?;
+    let engine = match model.backend {
+        BackendArg::Cpu => AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?),
+        BackendArg::CudaEmu => AnyEngine::Emu(Engine::new(Cuda::new(EmuDevice::new(Arch::Sm90)), &src)?),
+        BackendArg::Cuda => AnyEngine::Gpu(Engine::new(Cuda::new(GpuDevice::open(0)?), &src)?),
+        BackendArg::Auto => match GpuDevice::open(0) {
+            Ok(dev) => AnyEngine::Gpu(Engine::new(Cuda::new(dev), &src)?),
+            Err(e) => {
+                log::info!("no usable GPU: {e}");
+                AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?)
+            }
+        },
+    };
     log::info!("loaded {} in {:.1} s", src.description, t.elapsed().as_secs_f64());
+    let cfg = engine.config();
     eprintln!(
-        "model: {} ({} px, DiT depth {} hidden {}, {} experts)",
+        "model: {} ({} px, DiT depth {} hidden {}, {} experts) on {}",
         src.description,
-        engine.config.resolution,
-        engine.config.dit.depth,
-        engine.config.dit.hidden_size,
-        engine.config.dit.num_experts
+        cfg.resolution,
+        cfg.dit.depth,
+        cfg.dit.hidden_size,
+        cfg.dit.num_experts,
+        engine.backend_name()
     );
     Ok(engine)
 }
@@ -123,7 +133,7 @@ pub fn run(
         eprintln!("skipping {} input(s) whose outputs already exist in {}", done.len(), out.display());
     }
     let engine = engine(model)?;
-    let res = engine.config.resolution;
+    let res = engine.config().resolution;
     let total = todo.len();
     let start = Instant::now();
     let mut written = 0usize;

@@ -137,3 +137,4 @@ impl<B: Backend> Engine<B> {
         Ok(Engine { scheduler: Ddim::new(&sched_cfg)?, config: src.config.clone(), dit, vae, backend })
     }
 }
+pub mod any;
