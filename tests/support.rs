@@ -84,3 +84,6 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[allow(unused_imports)]
+pub use percept::tensor::rel_l2;

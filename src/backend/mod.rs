@@ -65,6 +65,8 @@ pub trait Backend: Send + Sync {
     type T: Send + Sync;
     /// A parameter tensor on the device.
     type W: Send + Sync;
+    /// One MoE layer's weights in the layout this backend's kernels want.
+    type M: Send + Sync;
 
     fn name(&self) -> String;
     fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
@@ -126,15 +128,11 @@ pub trait Backend: Send + Sync {
     ) -> Result<Self::T>;
     /// [B, T, p*p*C] -> [B, C, H, W]: token (h, w) feature (p, q, c) -> out[c, h*p + p', w*p + q].
     fn unpatchify(&self, x: &Self::T, patch: usize, channels: usize, grid_h: usize, grid_w: usize) -> Result<Self::T>;
+    /// Arrange one MoE layer's weights for `moe` (called once at load).
+    fn prepare_moe(&self, name: &str, w: MoeWeights<Self::W>) -> Result<Self::M>;
     /// Top-k MoE over token rows x [N, D]: softmax gate, top-k (weights not renormalised),
     /// experts `fc2(gelu_tanh(fc1(x)))`, weighted sum. Routing returned when `record`.
-    fn moe(
-        &self,
-        x: &Self::T,
-        w: &MoeWeights<Self::W>,
-        top_k: usize,
-        record: bool,
-    ) -> Result<(Self::T, Option<Routing>)>;
+    fn moe(&self, x: &Self::T, w: &Self::M, top_k: usize, record: bool) -> Result<(Self::T, Option<Routing>)>;
     /// NCHW [N, C, H, W] <-> tokens [N, H*W, C].
     fn nchw_to_tokens(&self, x: &Self::T) -> Result<Self::T>;
     fn tokens_to_nchw(&self, x: &Self::T, h: usize, w: usize) -> Result<Self::T>;

@@ -20,7 +20,7 @@ struct Block<B: Backend> {
     qkv_b: B::W,
     proj_w: B::W,
     proj_b: B::W,
-    moe: MoeWeights<B::W>,
+    moe: B::M,
 }
 
 pub struct Dit<B: Backend> {
@@ -105,7 +105,7 @@ impl<B: Backend> Dit<B> {
                 qkv_b: ld.w(&format!("{b}.attn.qkv.bias"), &[3 * d])?,
                 proj_w: ld.w(&format!("{b}.attn.proj.weight"), &[d, d])?,
                 proj_b: ld.w(&format!("{b}.attn.proj.bias"), &[d])?,
-                moe,
+                moe: backend.prepare_moe(&b, moe)?,
             });
         }
         let out = p * p * cfg.out_channels;

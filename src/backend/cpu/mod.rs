@@ -57,6 +57,7 @@ fn last_dim(t: &Tensor) -> usize {
 impl Backend for Cpu {
     type T = Tensor;
     type W = CpuWeight;
+    type M = MoeWeights<CpuWeight>;
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -313,6 +314,9 @@ impl Backend for Cpu {
             }
         }
         Tensor::new(vec![b, channels, h, w], out)
+    }
+    fn prepare_moe(&self, _name: &str, w: MoeWeights<CpuWeight>) -> Result<MoeWeights<CpuWeight>> {
+        Ok(w)
     }
     fn moe(
         &self,

@@ -101,6 +101,7 @@ impl<D: Device> Cuda<D> {
 impl<D: Device> Backend for Cuda<D> {
     type T = GpuTensor<D>;
     type W = GpuTensor<D>;
+    type M = MoeWeights<GpuTensor<D>>;
 
     fn name(&self) -> String {
         self.dev.describe()
@@ -296,6 +297,9 @@ impl<D: Device> Backend for Cuda<D> {
     ) -> Result<GpuTensor<D>> {
         self.note_fallback("unpatchify");
         self.from_host(&self.cpu.unpatchify(&self.to_host(x)?, patch, channels, gh, gw)?)
+    }
+    fn prepare_moe(&self, _name: &str, w: MoeWeights<GpuTensor<D>>) -> Result<MoeWeights<GpuTensor<D>>> {
+        Ok(w)
     }
     fn moe(
         &self,
