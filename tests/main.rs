@@ -7,6 +7,7 @@ mod data;
 mod ddim;
 mod fixtures;
 mod io;
+mod kernels;
 mod ops;
 mod postprocess;
 mod pt;
