@@ -1,6 +1,8 @@
 // Softmax attention over packed qkv [B, L, 3, H, hd] (timm: q, k, v, each heads then head dims),
-// out [B, L, H*hd], scores scaled by `scale` (1/sqrt(hd)). All math in f32.
+// out [B, L, H*hd], scores scaled by `scale` (1/sqrt(hd)). Storage f32 or bf16 (the template
+// parameter T), all math and shared memory in f32.
 #include "common/reduce.cuh"
+#include "storage.cuh"
 
 // The host compiler of the emulator does not know the pragma; its loops need no unrolling.
 #ifdef PERCEPT_EMU
@@ -22,21 +24,22 @@ static __device__ __forceinline__ float neg_inf() { return __uint_as_float(0xFF8
 #define FA_MAX_HD 128
 #define FA_THREADS 128
 #define FA_SUB 8
-extern "C" __global__ void __launch_bounds__(FA_THREADS)
-    attention_f32(float* __restrict__ out, const float* __restrict__ qkv, int L, int H, int hd, float scale) {
+template <class T>
+static __device__ __forceinline__ void attention_flash(T* __restrict__ out, const T* __restrict__ qkv, int L, int H,
+                                                       int hd, float scale) {
     SHARED(float[FA_BQ * (FA_MAX_HD + 1)], qs);
     SHARED(float[FA_BK * (FA_MAX_HD + 1)], ks);
     SHARED(float[FA_BK * FA_MAX_HD], vs);
     SHARED(float[FA_BQ][FA_BK + 1], ps);
     int q0 = blockIdx.x * FA_BQ, h = blockIdx.y, b = blockIdx.z;
-    int ld = hd + 1, D = H * hd;
+    int lds = hd + 1, D = H * hd;
     long long row_stride = 3LL * D;
-    const float* base = qkv + (long long)b * L * row_stride + (long long)h * hd;
+    const T* base = qkv + (long long)b * L * row_stride + (long long)h * hd;
     int row = threadIdx.x / FA_SUB, sub = threadIdx.x % FA_SUB;
 
     for (int e = threadIdx.x; e < FA_BQ * hd; e += blockDim.x) {
         int r = e / hd, d = e % hd;
-        qs[r * ld + d] = q0 + r < L ? base[(long long)(q0 + r) * row_stride + d] * scale : 0.0f;
+        qs[r * lds + d] = q0 + r < L ? ld(base, (long long)(q0 + r) * row_stride + d) * scale : 0.0f;
     }
     float m = neg_inf(), l = 0.0f;
     float acc[FA_MAX_HD / FA_SUB];
@@ -48,9 +51,9 @@ FA_UNROLL
         for (int e = threadIdx.x; e < FA_BK * hd; e += blockDim.x) {
             int r = e / hd, d = e % hd;
             bool in = k0 + r < L;
-            const float* src = base + (long long)(k0 + r) * row_stride + d;
-            ks[r * ld + d] = in ? src[D] : 0.0f;
-            vs[r * hd + d] = in ? src[2 * D] : 0.0f;
+            long long src = (long long)(k0 + r) * row_stride + d;
+            ks[r * lds + d] = in ? ld(base, src + D) : 0.0f;
+            vs[r * hd + d] = in ? ld(base, src + 2 * D) : 0.0f;
         }
         __syncthreads();  // K, V loaded
 
@@ -58,9 +61,9 @@ FA_UNROLL
 FA_UNROLL
         for (int j = 0; j < FA_BK / FA_SUB; j++) s[j] = 0.0f;
         for (int d = 0; d < hd; d++) {
-            float q = qs[row * ld + d];
+            float q = qs[row * lds + d];
 FA_UNROLL
-            for (int j = 0; j < FA_BK / FA_SUB; j++) s[j] += q * ks[(sub + FA_SUB * j) * ld + d];
+            for (int j = 0; j < FA_BK / FA_SUB; j++) s[j] += q * ks[(sub + FA_SUB * j) * lds + d];
         }
         float tile_max = neg_inf();
 FA_UNROLL
@@ -99,21 +102,31 @@ FA_UNROLL
     int q = q0 + row;
     if (q >= L) return;
     float inv = 1.0f / l;
-    float* o = out + ((long long)b * L + q) * D + (long long)h * hd;
+    T* o = out + ((long long)b * L + q) * D + (long long)h * hd;
 FA_UNROLL
     for (int i = 0; i < FA_MAX_HD / FA_SUB; i++) {
         if (i >= hd / FA_SUB) break;
-        o[sub + FA_SUB * i] = acc[i] * inv;
+        st(o, sub + FA_SUB * i, acc[i] * inv);
     }
 }
+extern "C" __global__ void __launch_bounds__(FA_THREADS)
+    attention_f32(float* __restrict__ out, const float* __restrict__ qkv, int L, int H, int hd, float scale) {
+    attention_flash(out, qkv, L, H, hd, scale);
+}
 PERCEPT_KERNEL(attention_f32)
+extern "C" __global__ void __launch_bounds__(FA_THREADS)
+    attention_bf16(bf16* __restrict__ out, const bf16* __restrict__ qkv, int L, int H, int hd, float scale) {
+    attention_flash(out, qkv, L, H, hd, scale);
+}
+PERCEPT_KERNEL(attention_bf16)
 
 // For head dims beyond 128 (the VAE's single head over 512 channels): one block per (query row,
 // head, batch), grid (L, H, B), 256 threads. The row's L scores live in dynamic shared memory
 // (L floats, opt in above 48 KiB) next to the query (hd floats): shared bytes = 4 * (L + hd).
 // Plain softmax (max, exp, sum), then each thread sums probabilities times values for its dims.
-extern "C" __global__ void __launch_bounds__(256)
-    attention_wide_f32(float* __restrict__ out, const float* __restrict__ qkv, int L, int H, int hd, float scale) {
+template <class T>
+static __device__ __forceinline__ void attention_wide(T* __restrict__ out, const T* __restrict__ qkv, int L, int H,
+                                                      int hd, float scale) {
     SHARED_DYNAMIC(float, smem);
     SHARED(float[32], scratch);
     float* scores = smem;
@@ -121,15 +134,15 @@ extern "C" __global__ void __launch_bounds__(256)
     int qi = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     int D = H * hd;
     long long row_stride = 3LL * D;
-    const float* base = qkv + (long long)b * L * row_stride + (long long)h * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) qrow[d] = base[(long long)qi * row_stride + d];
+    const T* base = qkv + (long long)b * L * row_stride + (long long)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) qrow[d] = ld(base, (long long)qi * row_stride + d);
     __syncthreads();  // query loaded
 
     float mx = neg_inf();
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
-        const float* kr = base + (long long)j * row_stride + D;
+        const T* kr = base + (long long)j * row_stride + D;
         float s = 0.0f;
-        for (int d = 0; d < hd; d++) s += qrow[d] * kr[d];
+        for (int d = 0; d < hd; d++) s += qrow[d] * ld(kr, d);
         s *= scale;
         scores[j] = s;
         mx = fmaxf(mx, s);
@@ -149,12 +162,21 @@ extern "C" __global__ void __launch_bounds__(256)
     }
     float inv = 1.0f / block_sum(sum, scratch);  // its barriers also publish the probabilities
 
-    float* o = out + ((long long)b * L + qi) * D + (long long)h * hd;
+    T* o = out + ((long long)b * L + qi) * D + (long long)h * hd;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        const float* vc = base + 2 * D + d;
+        const T* vc = base + 2 * D + d;
         float a = 0.0f;
-        for (int j = 0; j < L; j++) a += scores[j] * vc[(long long)j * row_stride];
-        o[d] = a * inv;
+        for (int j = 0; j < L; j++) a += scores[j] * ld(vc, (long long)j * row_stride);
+        st(o, d, a * inv);
     }
 }
+extern "C" __global__ void __launch_bounds__(256)
+    attention_wide_f32(float* __restrict__ out, const float* __restrict__ qkv, int L, int H, int hd, float scale) {
+    attention_wide(out, qkv, L, H, hd, scale);
+}
 PERCEPT_KERNEL(attention_wide_f32)
+extern "C" __global__ void __launch_bounds__(256)
+    attention_wide_bf16(bf16* __restrict__ out, const bf16* __restrict__ qkv, int L, int H, int hd, float scale) {
+    attention_wide(out, qkv, L, H, hd, scale);
+}
+PERCEPT_KERNEL(attention_wide_bf16)

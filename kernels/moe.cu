@@ -4,8 +4,10 @@
 //   moe_gather_f32     rows of x into expert-grouped order            -> xs [N*k, D]
 //   moe_expert_fc_f32  grouped GEMM, each expert on its own rows      -> fc1 (+GELU), then fc2
 //   moe_combine_f32    per token, its k outputs summed in expert order -> out [N, D]
-// An "entry" is token * k + slot, the index into ids/wts.
+// An "entry" is token * k + slot, the index into ids/wts. The _bf16 entries store activations and
+// weight matrices as bf16 (math in f32); ids, routing weights, offsets and biases stay int/f32.
 #include "common/reduce.cuh"
+#include "storage.cuh"
 
 #define MOE_MAX_E 256
 #define MOE_MAX_K 8
@@ -14,15 +16,17 @@
 // of experts warp, warp + warps, ...; one thread then does the softmax and the top-k selection (E is
 // small), sorted by probability descending with ties to the lower expert index. Weights are the
 // softmax probabilities, not renormalised. E <= 256, k <= E.
-extern "C" __global__ void moe_route_f32(int* __restrict__ ids, float* __restrict__ wts, const float* __restrict__ x,
-                                         const float* __restrict__ gate, int D, int E, int k) {
+template <class T>
+static __device__ __forceinline__ void moe_route(int* __restrict__ ids, float* __restrict__ wts,
+                                                 const T* __restrict__ x, const T* __restrict__ gate, int D, int E,
+                                                 int k) {
     SHARED(float[MOE_MAX_E], prob);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const float* xr = x + (long long)blockIdx.x * D;
+    const T* xr = x + (long long)blockIdx.x * D;
     for (int e = warp; e < E; e += warps) {
-        const float* g = gate + (long long)e * D;
+        const T* g = gate + (long long)e * D;
         float s = 0.0f;
-        for (int d = lane; d < D; d += 32) s += xr[d] * g[d];
+        for (int d = lane; d < D; d += 32) s += ld(xr, d) * ld(g, d);
         s = warp_sum(s);
         if (lane == 0) prob[e] = s;
     }
@@ -49,7 +53,16 @@ extern "C" __global__ void moe_route_f32(int* __restrict__ ids, float* __restric
         wts[(long long)blockIdx.x * k + j] = prob[best];
     }
 }
+extern "C" __global__ void moe_route_f32(int* __restrict__ ids, float* __restrict__ wts, const float* __restrict__ x,
+                                         const float* __restrict__ gate, int D, int E, int k) {
+    moe_route(ids, wts, x, gate, D, E, k);
+}
 PERCEPT_KERNEL(moe_route_f32)
+extern "C" __global__ void moe_route_bf16(int* __restrict__ ids, float* __restrict__ wts, const bf16* __restrict__ x,
+                                          const bf16* __restrict__ gate, int D, int E, int k) {
+    moe_route(ids, wts, x, gate, D, E, k);
+}
+PERCEPT_KERNEL(moe_route_bf16)
 
 static __device__ __forceinline__ int popc32(u32 v) {
     v = v - ((v >> 1) & 0x55555555u);
@@ -106,12 +119,22 @@ extern "C" __global__ void moe_count_sort(int* __restrict__ offsets, int* __rest
 PERCEPT_KERNEL(moe_count_sort)
 
 // xs [n, D]: row r is x row sorted_entry[r] / k. Grid (n), any block size.
-extern "C" __global__ void moe_gather_f32(float* __restrict__ xs, const float* __restrict__ x,
-                                          const int* __restrict__ sorted_entry, int k, int D) {
+template <class T>
+static __device__ __forceinline__ void moe_gather(T* __restrict__ xs, const T* __restrict__ x,
+                                                  const int* __restrict__ sorted_entry, int k, int D) {
     long long token = sorted_entry[blockIdx.x] / k;
     for (int d = threadIdx.x; d < D; d += blockDim.x) xs[(long long)blockIdx.x * D + d] = x[token * D + d];
 }
+extern "C" __global__ void moe_gather_f32(float* __restrict__ xs, const float* __restrict__ x,
+                                          const int* __restrict__ sorted_entry, int k, int D) {
+    moe_gather(xs, x, sorted_entry, k, D);
+}
 PERCEPT_KERNEL(moe_gather_f32)
+extern "C" __global__ void moe_gather_bf16(bf16* __restrict__ xs, const bf16* __restrict__ x,
+                                           const int* __restrict__ sorted_entry, int k, int D) {
+    moe_gather(xs, x, sorted_entry, k, D);
+}
+PERCEPT_KERNEL(moe_gather_bf16)
 
 // Grouped GEMM: for each expert e, rows offsets[e]..offsets[e+1] of xs [rows, K] times
 // w[e]^T (w stacked [E, N, K]) + bias[e] (bias [E, N], may be null), optional GELU (tanh), into the
@@ -120,10 +143,11 @@ PERCEPT_KERNEL(moe_gather_f32)
 // bound on the tiles, and surplus blocks exit at once. 256 threads, each a 2x2 set of outputs.
 #define MF_TILE 32
 #define MF_K 16
-extern "C" __global__ void __launch_bounds__(256)
-    moe_expert_fc_f32(float* __restrict__ y, const float* __restrict__ xs, const float* __restrict__ w,
-                      const float* __restrict__ bias, const int* __restrict__ offsets, int E, int N, int K,
-                      int fuse_gelu) {
+template <class T>
+static __device__ __forceinline__ void moe_expert_fc(T* __restrict__ y, const T* __restrict__ xs,
+                                                     const T* __restrict__ w, const float* __restrict__ bias,
+                                                     const int* __restrict__ offsets, int E, int N, int K,
+                                                     int fuse_gelu) {
     SHARED(float[MF_TILE][MF_K + 1], as);
     SHARED(float[MF_TILE][MF_K + 1], ws);
     int t = blockIdx.y, e = 0;
@@ -134,7 +158,7 @@ extern "C" __global__ void __launch_bounds__(256)
     }
     if (e == E) return;  // the whole block: no barrier is skipped by only some threads
     int m0 = offsets[e] + t * MF_TILE, m_end = offsets[e + 1];
-    const float* we = w + (long long)e * N * K;
+    const T* we = w + (long long)e * N * K;
     const float* be = bias ? bias + (long long)e * N : 0;
     int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     int n0 = blockIdx.x * MF_TILE;
@@ -144,8 +168,8 @@ extern "C" __global__ void __launch_bounds__(256)
         for (int i = threadIdx.x; i < MF_TILE * MF_K; i += blockDim.x) {
             int r = i / MF_K, kk = i % MF_K;
             bool ka = k0 + kk < K;
-            as[r][kk] = ka && m0 + r < m_end ? xs[(long long)(m0 + r) * K + k0 + kk] : 0.0f;
-            ws[r][kk] = ka && n0 + r < N ? we[(long long)(n0 + r) * K + k0 + kk] : 0.0f;
+            as[r][kk] = ka && m0 + r < m_end ? ld(xs, (long long)(m0 + r) * K + k0 + kk) : 0.0f;
+            ws[r][kk] = ka && n0 + r < N ? ld(we, (long long)(n0 + r) * K + k0 + kk) : 0.0f;
         }
         __syncthreads();  // slice loaded
         for (int kk = 0; kk < MF_K; kk++)
@@ -159,17 +183,31 @@ extern "C" __global__ void __launch_bounds__(256)
             int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
             if (m >= m_end || n >= N) continue;
             float v = acc[i][j] + (be ? be[n] : 0.0f);
-            y[(long long)m * N + n] = fuse_gelu ? gelu_tanh(v) : v;
+            st(y, (long long)m * N + n, fuse_gelu ? gelu_tanh(v) : v);
         }
 }
+extern "C" __global__ void __launch_bounds__(256)
+    moe_expert_fc_f32(float* __restrict__ y, const float* __restrict__ xs, const float* __restrict__ w,
+                      const float* __restrict__ bias, const int* __restrict__ offsets, int E, int N, int K,
+                      int fuse_gelu) {
+    moe_expert_fc(y, xs, w, bias, offsets, E, N, K, fuse_gelu);
+}
 PERCEPT_KERNEL(moe_expert_fc_f32)
+extern "C" __global__ void __launch_bounds__(256)
+    moe_expert_fc_bf16(bf16* __restrict__ y, const bf16* __restrict__ xs, const bf16* __restrict__ w,
+                       const float* __restrict__ bias, const int* __restrict__ offsets, int E, int N, int K,
+                       int fuse_gelu) {
+    moe_expert_fc(y, xs, w, bias, offsets, E, N, K, fuse_gelu);
+}
+PERCEPT_KERNEL(moe_expert_fc_bf16)
 
 // out [N, D]: token t's rows of y (sorted order, found through entry_pos) weighted by wts and summed
 // in ascending expert order, the order of the authors' scatter_reduce. Grid (N), any block size;
 // k <= 8.
-extern "C" __global__ void moe_combine_f32(float* __restrict__ out, const float* __restrict__ y,
-                                           const float* __restrict__ wts, const int* __restrict__ ids,
-                                           const int* __restrict__ entry_pos, int k, int D) {
+template <class T>
+static __device__ __forceinline__ void moe_combine(T* __restrict__ out, const T* __restrict__ y,
+                                                   const float* __restrict__ wts, const int* __restrict__ ids,
+                                                   const int* __restrict__ entry_pos, int k, int D) {
     long long first = (long long)blockIdx.x * k;
     int order[MOE_MAX_K];
     int kk = k < MOE_MAX_K ? k : MOE_MAX_K;
@@ -184,9 +222,20 @@ extern "C" __global__ void moe_combine_f32(float* __restrict__ out, const float*
         float s = 0.0f;
         for (int j = 0; j < kk; j++) {
             long long en = first + order[j];
-            s += wts[en] * y[(long long)entry_pos[en] * D + d];
+            s += wts[en] * ld(y, (long long)entry_pos[en] * D + d);
         }
-        out[(long long)blockIdx.x * D + d] = s;
+        st(out, (long long)blockIdx.x * D + d, s);
     }
 }
+extern "C" __global__ void moe_combine_f32(float* __restrict__ out, const float* __restrict__ y,
+                                           const float* __restrict__ wts, const int* __restrict__ ids,
+                                           const int* __restrict__ entry_pos, int k, int D) {
+    moe_combine(out, y, wts, ids, entry_pos, k, D);
+}
 PERCEPT_KERNEL(moe_combine_f32)
+extern "C" __global__ void moe_combine_bf16(bf16* __restrict__ out, const bf16* __restrict__ y,
+                                            const float* __restrict__ wts, const int* __restrict__ ids,
+                                            const int* __restrict__ entry_pos, int k, int D) {
+    moe_combine(out, y, wts, ids, entry_pos, k, D);
+}
+PERCEPT_KERNEL(moe_combine_bf16)

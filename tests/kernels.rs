@@ -1,6 +1,7 @@
 //! The simple kernels of every Backend op (kernels/{attention,conv2d,embed,layout,moe}.cu) run by
 //! the CPU emulator against the CPU backend's ops, on fresh random inputs of odd shapes, outputs
-//! poisoned with NaN before each launch, under two thread orders.
+//! poisoned with NaN before each launch, under two thread orders. The _bf16 entry points get the
+//! same inputs rounded to bf16 (the CPU reference sees the rounded values) and a 1e-2 tolerance.
 
 use std::sync::Arc;
 
@@ -73,12 +74,54 @@ fn cfg(grid: [usize; 3], block: [u32; 3], shared_bytes: u32) -> LaunchConfig {
     LaunchConfig { grid: grid.map(|g| g as u32), block, shared_bytes }
 }
 
-fn round_bf16(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
+/// Storage type of a kernel's activations and weight matrices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dt {
+    F32,
+    Bf16,
 }
 
-fn to_bf16(v: &[f32]) -> Vec<bf16> {
-    v.iter().map(|&x| bf16::from_f32(x)).collect()
+const DTS: [Dt; 2] = [Dt::F32, Dt::Bf16];
+
+impl Dt {
+    fn kernel(self, op: &str) -> String {
+        match self {
+            Dt::F32 => format!("{op}_f32"),
+            Dt::Bf16 => format!("{op}_bf16"),
+        }
+    }
+    fn tol(self) -> f64 {
+        match self {
+            Dt::F32 => F32_TOL,
+            Dt::Bf16 => BF16_TOL,
+        }
+    }
+    /// The values the kernel will actually see.
+    fn round(self, v: &[f32]) -> Vec<f32> {
+        match self {
+            Dt::F32 => v.to_vec(),
+            Dt::Bf16 => v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect(),
+        }
+    }
+    fn up(self, dev: &EmuDevice, v: &[f32]) -> EmuBuffer {
+        match self {
+            Dt::F32 => dev.htod(v).unwrap(),
+            Dt::Bf16 => dev.htod(&v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>()).unwrap(),
+        }
+    }
+    /// NaN-filled output of n elements.
+    fn out(self, dev: &EmuDevice, n: usize) -> EmuBuffer {
+        match self {
+            Dt::F32 => poisoned(dev, n),
+            Dt::Bf16 => dev.htod(&vec![bf16::NAN; n.max(1)]).unwrap(),
+        }
+    }
+    fn down(self, b: &EmuBuffer, n: usize) -> Vec<f32> {
+        match self {
+            Dt::F32 => f32s(b, n),
+            Dt::Bf16 => b.to_vec::<bf16>().unwrap()[..n].iter().map(|v| v.to_f32()).collect(),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -89,21 +132,26 @@ fn kernels_nchw_tokens_transposes_match_cpu() {
     let dev = device();
     let mut rng = Rng(101);
     for (n, c, h, w) in [(1, 5, 3, 7), (3, 37, 6, 11), (2, 64, 8, 4)] {
-        let x = tensor(&[n, c, h, w], rng.vec(n * c * h * w));
-        let want = Cpu.nchw_to_tokens(&x).unwrap();
-        let back = Cpu.tokens_to_nchw(&want, h, w).unwrap();
-        let (dx, dt) = (dev.htod(&x.data).unwrap(), dev.htod(&want.data).unwrap());
-        let hw = h * w;
-        for seed in SEEDS {
-            dev.set_schedule_seed(seed);
-            let y = poisoned(&dev, x.numel());
-            let launch = cfg([hw.div_ceil(32), c.div_ceil(32), n], [32, 8, 1], 0);
-            dev.launch("nchw_to_tokens_f32", &launch, &[p(&y), p(&dx), i(c), i(hw)]).unwrap();
-            check(&format!("nchw_to_tokens {n}x{c}x{h}x{w}"), &f32s(&y, x.numel()), &want.data, F32_TOL);
-            let y = poisoned(&dev, x.numel());
-            let launch = cfg([c.div_ceil(32), hw.div_ceil(32), n], [32, 8, 1], 0);
-            dev.launch("tokens_to_nchw_f32", &launch, &[p(&y), p(&dt), i(hw), i(c)]).unwrap();
-            check(&format!("tokens_to_nchw {n}x{hw}x{c}"), &f32s(&y, x.numel()), &back.data, F32_TOL);
+        let data = rng.vec(n * c * h * w);
+        for dt in DTS {
+            let x = tensor(&[n, c, h, w], dt.round(&data));
+            let want = Cpu.nchw_to_tokens(&x).unwrap();
+            let back = Cpu.tokens_to_nchw(&want, h, w).unwrap();
+            let (dx, dtok) = (dt.up(&dev, &x.data), dt.up(&dev, &want.data));
+            let hw = h * w;
+            for seed in SEEDS {
+                dev.set_schedule_seed(seed);
+                let y = dt.out(&dev, x.numel());
+                let launch = cfg([hw.div_ceil(32), c.div_ceil(32), n], [32, 8, 1], 0);
+                dev.launch(&dt.kernel("nchw_to_tokens"), &launch, &[p(&y), p(&dx), i(c), i(hw)]).unwrap();
+                let what = format!("nchw_to_tokens {dt:?} {n}x{c}x{h}x{w}");
+                check(&what, &dt.down(&y, x.numel()), &want.data, dt.tol());
+                let y = dt.out(&dev, x.numel());
+                let launch = cfg([c.div_ceil(32), hw.div_ceil(32), n], [32, 8, 1], 0);
+                dev.launch(&dt.kernel("tokens_to_nchw"), &launch, &[p(&y), p(&dtok), i(hw), i(c)]).unwrap();
+                let what = format!("tokens_to_nchw {dt:?} {n}x{hw}x{c}");
+                check(&what, &dt.down(&y, x.numel()), &back.data, dt.tol());
+            }
         }
     }
 }
@@ -113,26 +161,31 @@ fn kernels_cat_and_slice_channels_match_cpu() {
     let dev = device();
     let mut rng = Rng(102);
     for (n, chans, h, w) in [(1, vec![3, 5], 4, 7), (3, vec![4, 1, 6], 5, 3), (2, vec![8, 8, 4], 2, 9)] {
-        let parts: Vec<Tensor> = chans.iter().map(|&c| tensor(&[n, c, h, w], rng.vec(n * c * h * w))).collect();
-        let refs: Vec<&Tensor> = parts.iter().collect();
-        let want = Cpu.cat_channels(&refs).unwrap();
-        let bufs: Vec<EmuBuffer> = parts.iter().map(|t| dev.htod(&t.data).unwrap()).collect();
-        let ct: usize = chans.iter().sum();
-        let third = if chans.len() == 3 { p(&bufs[2]) } else { Arg::Ptr(0) };
-        let cc = if chans.len() == 3 { chans[2] } else { 0 };
-        let dcat = dev.htod(&want.data).unwrap();
-        for seed in SEEDS {
-            dev.set_schedule_seed(seed);
-            let y = poisoned(&dev, want.numel());
-            let args = [p(&y), p(&bufs[0]), p(&bufs[1]), third, i(n), i(chans[0]), i(chans[1]), i(cc), i(h * w)];
-            dev.launch("cat_channels_f32", &strided(want.numel()), &args).unwrap();
-            check(&format!("cat {chans:?}"), &f32s(&y, want.numel()), &want.data, F32_TOL);
-            for (start, len) in [(0, 1), (1, ct - 2), (ct - 3, 3)] {
-                let want_s = Cpu.slice_channels(&want, start, len).unwrap();
-                let y = poisoned(&dev, want_s.numel());
-                let args = [p(&y), p(&dcat), i(n), i(ct), i(start), i(len), i(h * w)];
-                dev.launch("slice_channels_f32", &strided(want_s.numel()), &args).unwrap();
-                check(&format!("slice {start}+{len} of {ct}"), &f32s(&y, want_s.numel()), &want_s.data, F32_TOL);
+        let datas: Vec<Vec<f32>> = chans.iter().map(|&c| rng.vec(n * c * h * w)).collect();
+        for dt in DTS {
+            let parts: Vec<Tensor> =
+                chans.iter().zip(&datas).map(|(&c, d)| tensor(&[n, c, h, w], dt.round(d))).collect();
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            let want = Cpu.cat_channels(&refs).unwrap();
+            let bufs: Vec<EmuBuffer> = parts.iter().map(|t| dt.up(&dev, &t.data)).collect();
+            let ct: usize = chans.iter().sum();
+            let third = if chans.len() == 3 { p(&bufs[2]) } else { Arg::Ptr(0) };
+            let cc = if chans.len() == 3 { chans[2] } else { 0 };
+            let dcat = dt.up(&dev, &want.data);
+            for seed in SEEDS {
+                dev.set_schedule_seed(seed);
+                let y = dt.out(&dev, want.numel());
+                let args = [p(&y), p(&bufs[0]), p(&bufs[1]), third, i(n), i(chans[0]), i(chans[1]), i(cc), i(h * w)];
+                dev.launch(&dt.kernel("cat_channels"), &strided(want.numel()), &args).unwrap();
+                check(&format!("cat {dt:?} {chans:?}"), &dt.down(&y, want.numel()), &want.data, dt.tol());
+                for (start, len) in [(0, 1), (1, ct - 2), (ct - 3, 3)] {
+                    let want_s = Cpu.slice_channels(&want, start, len).unwrap();
+                    let y = dt.out(&dev, want_s.numel());
+                    let args = [p(&y), p(&dcat), i(n), i(ct), i(start), i(len), i(h * w)];
+                    dev.launch(&dt.kernel("slice_channels"), &strided(want_s.numel()), &args).unwrap();
+                    let what = format!("slice {dt:?} {start}+{len} of {ct}");
+                    check(&what, &dt.down(&y, want_s.numel()), &want_s.data, dt.tol());
+                }
             }
         }
     }
@@ -144,56 +197,45 @@ fn kernels_add_scale_gated_add_bias_act_match_cpu() {
     let mut rng = Rng(103);
     for (b, t, d) in [(1, 3, 5), (3, 17, 24)] {
         let n = b * t * d;
-        let (a, c) = (tensor(&[b, t, d], rng.vec(n)), tensor(&[b, t, d], rng.vec(n)));
-        let (da, dc) = (dev.htod(&a.data).unwrap(), dev.htod(&c.data).unwrap());
-        let sum = Cpu.add(&a, &c).unwrap();
-        let scaled = Cpu.scale(&a, -1.75).unwrap();
-        // bf16 storage: the reference sees the same rounded inputs.
-        let (ab, cb) = (tensor(&[b, t, d], round_bf16(&a.data)), tensor(&[b, t, d], round_bf16(&c.data)));
-        let (dab, dcb) = (dev.htod(&to_bf16(&a.data)).unwrap(), dev.htod(&to_bf16(&c.data)).unwrap());
-        let sum_b = Cpu.add(&ab, &cb).unwrap();
-        let scaled_b = Cpu.scale(&ab, -1.75).unwrap();
-
-        let mods = tensor(&[b, 6 * d], rng.vec(b * 6 * d));
-        let dmods = dev.htod(&mods.data).unwrap();
-        let gate = 4;
-        let mut gated = a.clone();
-        Cpu.gated_add(&mut gated, &c, &mods, gate).unwrap();
-
+        let (a_data, c_data, mods_data) = (rng.vec(n), rng.vec(n), rng.vec(b * 6 * d));
         let bias = rng.vec(d);
         let dbias = dev.htod(&bias).unwrap();
-        for seed in SEEDS {
-            dev.set_schedule_seed(seed);
-            let y = poisoned(&dev, n);
-            dev.launch("add_f32", &strided(n), &[p(&y), p(&da), p(&dc), Arg::I64(n as i64)]).unwrap();
-            check("add_f32", &f32s(&y, n), &sum.data, F32_TOL);
-            let y = poisoned(&dev, n);
-            dev.launch("scale_f32", &strided(n), &[p(&y), p(&da), Arg::F32(-1.75), Arg::I64(n as i64)]).unwrap();
-            check("scale_f32", &f32s(&y, n), &scaled.data, F32_TOL);
+        for dt in DTS {
+            let a = tensor(&[b, t, d], dt.round(&a_data));
+            let c = tensor(&[b, t, d], dt.round(&c_data));
+            let mods = tensor(&[b, 6 * d], dt.round(&mods_data));
+            let (da, dc, dmods) = (dt.up(&dev, &a.data), dt.up(&dev, &c.data), dt.up(&dev, &mods.data));
+            let sum = Cpu.add(&a, &c).unwrap();
+            let scaled = Cpu.scale(&a, -1.75).unwrap();
+            let gate = 4;
+            let mut gated = a.clone();
+            Cpu.gated_add(&mut gated, &c, &mods, gate).unwrap();
+            for seed in SEEDS {
+                dev.set_schedule_seed(seed);
+                let y = dt.out(&dev, n);
+                dev.launch(&dt.kernel("add"), &strided(n), &[p(&y), p(&da), p(&dc), Arg::I64(n as i64)]).unwrap();
+                check(&format!("add {dt:?}"), &dt.down(&y, n), &sum.data, dt.tol());
+                let y = dt.out(&dev, n);
+                let args = [p(&y), p(&da), Arg::F32(-1.75), Arg::I64(n as i64)];
+                dev.launch(&dt.kernel("scale"), &strided(n), &args).unwrap();
+                check(&format!("scale {dt:?}"), &dt.down(&y, n), &scaled.data, dt.tol());
 
-            let y = dev.alloc(2 * n).unwrap();
-            dev.launch("add_bf16", &strided(n), &[p(&y), p(&dab), p(&dcb), Arg::I64(n as i64)]).unwrap();
-            let got: Vec<f32> = y.to_vec::<bf16>().unwrap().iter().map(|v| v.to_f32()).collect();
-            check("add_bf16", &got, &sum_b.data, BF16_TOL);
-            let y = dev.alloc(2 * n).unwrap();
-            dev.launch("scale_bf16", &strided(n), &[p(&y), p(&dab), Arg::F32(-1.75), Arg::I64(n as i64)]).unwrap();
-            let got: Vec<f32> = y.to_vec::<bf16>().unwrap().iter().map(|v| v.to_f32()).collect();
-            check("scale_bf16", &got, &scaled_b.data, BF16_TOL);
+                let x = dt.up(&dev, &a.data);
+                let args = [p(&x), p(&dc), p(&dmods), i(b), i(t), i(d), i(6 * d), i(gate * d)];
+                dev.launch(&dt.kernel("gated_add"), &strided(n), &args).unwrap();
+                check(&format!("gated_add {dt:?}"), &dt.down(&x, n), &gated.data, dt.tol());
 
-            let x = dev.htod(&a.data).unwrap();
-            let args = [p(&x), p(&dc), p(&dmods), i(b), i(t), i(d), i(6 * d), i(gate * d)];
-            dev.launch("gated_add_f32", &strided(n), &args).unwrap();
-            check("gated_add_f32", &f32s(&x, n), &gated.data, F32_TOL);
-
-            for (act, code) in [(Act::None, 0), (Act::GeluTanh, 1), (Act::Silu, 2)] {
-                for with_bias in [true, false] {
-                    let mut want = a.data.clone();
-                    elementwise::bias_act(&mut want, with_bias.then_some(&bias[..]), d, act);
-                    let y = dev.htod(&a.data).unwrap();
-                    let bias_arg = if with_bias { p(&dbias) } else { Arg::Ptr(0) };
-                    let args = [p(&y), bias_arg, i(b * t), i(d), Arg::I32(code)];
-                    dev.launch("bias_act_f32", &strided(n), &args).unwrap();
-                    check(&format!("bias_act {act:?} bias={with_bias}"), &f32s(&y, n), &want, F32_TOL);
+                for (act, code) in [(Act::None, 0), (Act::GeluTanh, 1), (Act::Silu, 2)] {
+                    for with_bias in [true, false] {
+                        let mut want = a.data.clone();
+                        elementwise::bias_act(&mut want, with_bias.then_some(&bias[..]), d, act);
+                        let y = dt.up(&dev, &a.data);
+                        let bias_arg = if with_bias { p(&dbias) } else { Arg::Ptr(0) };
+                        let args = [p(&y), bias_arg, i(b * t), i(d), Arg::I32(code)];
+                        dev.launch(&dt.kernel("bias_act"), &strided(n), &args).unwrap();
+                        let what = format!("bias_act {dt:?} {act:?} bias={with_bias}");
+                        check(&what, &dt.down(&y, n), &want, dt.tol());
+                    }
                 }
             }
         }
@@ -211,42 +253,40 @@ fn run_conv(
     conv: Conv2d,
     with_bias: bool,
 ) {
-    let x = tensor(&[n, c, h, w], rng.vec(n * c * h * w));
-    let wdata = rng.vec(o * c * k * k);
-    let bdata = rng.vec(o);
-    let want = Cpu
-        .conv2d(
-            &x,
-            &weight(&[o, c, k, k], wdata.clone()),
-            with_bias.then(|| weight(&[o], bdata.clone())).as_ref(),
-            conv,
-        )
-        .unwrap();
-    let (oh, ow) = (want.shape[2], want.shape[3]);
-    let (dx, dw, db) = (dev.htod(&x.data).unwrap(), dev.htod(&wdata).unwrap(), dev.htod(&bdata).unwrap());
-    for seed in SEEDS {
-        dev.set_schedule_seed(seed);
-        let y = poisoned(&dev, want.numel());
-        let args = [
-            p(&y),
-            p(&dx),
-            p(&dw),
-            if with_bias { p(&db) } else { Arg::Ptr(0) },
-            i(c),
-            i(h),
-            i(w),
-            i(o),
-            i(k),
-            i(k),
-            i(conv.stride),
-            i(conv.pad[0]),
-            i(conv.pad[1]),
-            i(oh),
-            i(ow),
-        ];
-        let launch = cfg([(oh * ow).div_ceil(32), o.div_ceil(32), n], [256, 1, 1], 0);
-        dev.launch("conv2d_f32", &launch, &args).unwrap();
-        check(&format!("conv2d x {:?} o={o} k={k} {conv:?}", x.shape), &f32s(&y, want.numel()), &want.data, F32_TOL);
+    let (x_data, w_data, bdata) = (rng.vec(n * c * h * w), rng.vec(o * c * k * k), rng.vec(o));
+    let db = dev.htod(&bdata).unwrap();
+    for dt in DTS {
+        let x = tensor(&[n, c, h, w], dt.round(&x_data));
+        let wdata = dt.round(&w_data);
+        let bias_w = with_bias.then(|| weight(&[o], bdata.clone()));
+        let want = Cpu.conv2d(&x, &weight(&[o, c, k, k], wdata.clone()), bias_w.as_ref(), conv).unwrap();
+        let (oh, ow) = (want.shape[2], want.shape[3]);
+        let (dx, dw) = (dt.up(dev, &x.data), dt.up(dev, &wdata));
+        for seed in SEEDS {
+            dev.set_schedule_seed(seed);
+            let y = dt.out(dev, want.numel());
+            let args = [
+                p(&y),
+                p(&dx),
+                p(&dw),
+                if with_bias { p(&db) } else { Arg::Ptr(0) },
+                i(c),
+                i(h),
+                i(w),
+                i(o),
+                i(k),
+                i(k),
+                i(conv.stride),
+                i(conv.pad[0]),
+                i(conv.pad[1]),
+                i(oh),
+                i(ow),
+            ];
+            let launch = cfg([(oh * ow).div_ceil(32), o.div_ceil(32), n], [256, 1, 1], 0);
+            dev.launch(&dt.kernel("conv2d"), &launch, &args).unwrap();
+            let what = format!("conv2d {dt:?} x {:?} o={o} k={k} {conv:?}", x.shape);
+            check(&what, &dt.down(&y, want.numel()), &want.data, dt.tol());
+        }
     }
 }
 
@@ -269,15 +309,18 @@ fn kernels_upsample_nearest2x_matches_cpu() {
     let dev = device();
     let mut rng = Rng(105);
     for (n, c, h, w) in [(1, 3, 5, 7), (3, 2, 4, 1)] {
-        let x = tensor(&[n, c, h, w], rng.vec(n * c * h * w));
-        let want = Cpu.upsample_nearest2x(&x).unwrap();
-        let dx = dev.htod(&x.data).unwrap();
-        for seed in SEEDS {
-            dev.set_schedule_seed(seed);
-            let y = poisoned(&dev, want.numel());
-            let args = [p(&y), p(&dx), i(n * c), i(h), i(w)];
-            dev.launch("upsample_nearest2x_f32", &strided(want.numel()), &args).unwrap();
-            check("upsample", &f32s(&y, want.numel()), &want.data, F32_TOL);
+        let data = rng.vec(n * c * h * w);
+        for dt in DTS {
+            let x = tensor(&[n, c, h, w], dt.round(&data));
+            let want = Cpu.upsample_nearest2x(&x).unwrap();
+            let dx = dt.up(&dev, &x.data);
+            for seed in SEEDS {
+                dev.set_schedule_seed(seed);
+                let y = dt.out(&dev, want.numel());
+                let args = [p(&y), p(&dx), i(n * c), i(h), i(w)];
+                dev.launch(&dt.kernel("upsample_nearest2x"), &strided(want.numel()), &args).unwrap();
+                check(&format!("upsample {dt:?}"), &dt.down(&y, want.numel()), &want.data, dt.tol());
+            }
         }
     }
 }
@@ -288,26 +331,25 @@ fn kernels_upsample_nearest2x_matches_cpu() {
 fn run_attention(dev: &EmuDevice, rng: &mut Rng, (b, l, heads, hd): (usize, usize, usize, usize), wide: bool) {
     let d = heads * hd;
     // Spread-out scores so the softmax is far from uniform.
-    let qkv: Vec<f32> = rng.vec(b * l * 3 * d).iter().map(|v| v * 2.5).collect();
-    let want = Cpu.attention(&tensor(&[b, l, 3 * d], qkv.clone()), heads).unwrap();
-    let dq = dev.htod(&qkv).unwrap();
+    let data: Vec<f32> = rng.vec(b * l * 3 * d).iter().map(|v| v * 2.5).collect();
     let scale = 1.0 / (hd as f32).sqrt();
-    for seed in SEEDS {
-        dev.set_schedule_seed(seed);
-        let y = poisoned(dev, want.numel());
-        let args = [p(&y), p(&dq), i(l), i(heads), i(hd), Arg::F32(scale)];
-        if wide {
-            let shared = 4 * (l + hd) as u32;
-            dev.launch("attention_wide_f32", &cfg([l, heads, b], [256, 1, 1], shared), &args).unwrap();
-        } else {
-            dev.launch("attention_f32", &cfg([l.div_ceil(16), heads, b], [128, 1, 1], 0), &args).unwrap();
+    for dt in DTS {
+        let qkv = dt.round(&data);
+        let want = Cpu.attention(&tensor(&[b, l, 3 * d], qkv.clone()), heads).unwrap();
+        let dq = dt.up(dev, &qkv);
+        for seed in SEEDS {
+            dev.set_schedule_seed(seed);
+            let y = dt.out(dev, want.numel());
+            let args = [p(&y), p(&dq), i(l), i(heads), i(hd), Arg::F32(scale)];
+            if wide {
+                let shared = 4 * (l + hd) as u32;
+                dev.launch(&dt.kernel("attention_wide"), &cfg([l, heads, b], [256, 1, 1], shared), &args).unwrap();
+            } else {
+                dev.launch(&dt.kernel("attention"), &cfg([l.div_ceil(16), heads, b], [128, 1, 1], 0), &args).unwrap();
+            }
+            let what = format!("attention {dt:?} wide={wide} b={b} l={l} h={heads} hd={hd}");
+            check(&what, &dt.down(&y, want.numel()), &want.data, dt.tol());
         }
-        check(
-            &format!("attention wide={wide} b={b} l={l} h={heads} hd={hd}"),
-            &f32s(&y, want.numel()),
-            &want.data,
-            F32_TOL,
-        );
     }
 }
 
@@ -342,47 +384,58 @@ fn kernels_patch_embed_and_unpatchify_match_cpu() {
         ((1, 3, 6, 9, 3, 7), vec![1000]),
         ((2, 2, 4, 4, 2, 33), vec![1003, 1001]),
     ] {
-        let x = tensor(&[b, c, h, w], rng.vec(b * c * h * w));
         let t = (h / pch) * (w / pch);
         let k = c * pch * pch;
-        let (w0, w1) = (rng.vec(d * k), rng.vec(d * k));
+        let (x_data, w0_data, w1_data) = (rng.vec(b * c * h * w), rng.vec(d * k), rng.vec(d * k));
         let (b0, b1) = (rng.vec(d), rng.vec(d));
-        let pos = rng.vec(t * d);
-        let convs = vec![
-            (weight(&[d, c, pch, pch], w0.clone()), weight(&[d], b0.clone())),
-            (weight(&[d, c, pch, pch], w1.clone()), weight(&[d], b1.clone())),
-        ];
-        let want = Cpu.patch_embed(&x, &convs, &labels, 1000, &weight(&[1, t, d], pos.clone()), pch).unwrap();
-        let dx = dev.htod(&x.data).unwrap();
-        let dw = dev.htod(&[w0, w1].concat()).unwrap();
-        let db = dev.htod(&[b0, b1].concat()).unwrap();
+        let pos_data = rng.vec(t * d);
+        let tok_data = rng.vec(b * t * k);
+        let db = dev.htod(&[b0.clone(), b1.clone()].concat()).unwrap();
         let dl = dev.htod(&labels).unwrap();
-        let dp = dev.htod(&pos).unwrap();
-        for seed in SEEDS {
-            dev.set_schedule_seed(seed);
-            let y = poisoned(&dev, want.numel());
-            let args =
-                [p(&y), p(&dx), p(&dw), p(&db), p(&dl), Arg::I64(1000), i(2), p(&dp), i(c), i(h), i(w), i(d), i(pch)];
-            dev.launch("patch_embed_f32", &cfg([t, b, 1], [32, 1, 1], 4 * k as u32), &args).unwrap();
-            check(
-                &format!("patch_embed {:?} labels {labels:?}", x.shape),
-                &f32s(&y, want.numel()),
-                &want.data,
-                F32_TOL,
-            );
-        }
+        for dt in DTS {
+            let x = tensor(&[b, c, h, w], dt.round(&x_data));
+            let (w0, w1, pos) = (dt.round(&w0_data), dt.round(&w1_data), dt.round(&pos_data));
+            let convs = vec![
+                (weight(&[d, c, pch, pch], w0.clone()), weight(&[d], b0.clone())),
+                (weight(&[d, c, pch, pch], w1.clone()), weight(&[d], b1.clone())),
+            ];
+            let want = Cpu.patch_embed(&x, &convs, &labels, 1000, &weight(&[1, t, d], pos.clone()), pch).unwrap();
+            let (dx, dw, dp) = (dt.up(&dev, &x.data), dt.up(&dev, &[w0, w1].concat()), dt.up(&dev, &pos));
+            for seed in SEEDS {
+                dev.set_schedule_seed(seed);
+                let y = dt.out(&dev, want.numel());
+                let args = [
+                    p(&y),
+                    p(&dx),
+                    p(&dw),
+                    p(&db),
+                    p(&dl),
+                    Arg::I64(1000),
+                    i(2),
+                    p(&dp),
+                    i(c),
+                    i(h),
+                    i(w),
+                    i(d),
+                    i(pch),
+                ];
+                dev.launch(&dt.kernel("patch_embed"), &cfg([t, b, 1], [32, 1, 1], 4 * k as u32), &args).unwrap();
+                let what = format!("patch_embed {dt:?} {:?} labels {labels:?}", x.shape);
+                check(&what, &dt.down(&y, want.numel()), &want.data, dt.tol());
+            }
 
-        // unpatchify: the inverse layout, with C channels per patch pixel.
-        let (gh, gw) = (h / pch, w / pch);
-        let tok = tensor(&[b, t, k], rng.vec(b * t * k));
-        let want = Cpu.unpatchify(&tok, pch, c, gh, gw).unwrap();
-        let dt = dev.htod(&tok.data).unwrap();
-        for seed in SEEDS {
-            dev.set_schedule_seed(seed);
-            let y = poisoned(&dev, want.numel());
-            let args = [p(&y), p(&dt), i(b), i(c), i(pch), i(gh), i(gw)];
-            dev.launch("unpatchify_f32", &strided(want.numel()), &args).unwrap();
-            check("unpatchify", &f32s(&y, want.numel()), &want.data, F32_TOL);
+            // unpatchify: the inverse layout, with C channels per patch pixel.
+            let (gh, gw) = (h / pch, w / pch);
+            let tok = tensor(&[b, t, k], dt.round(&tok_data));
+            let want = Cpu.unpatchify(&tok, pch, c, gh, gw).unwrap();
+            let dtok = dt.up(&dev, &tok.data);
+            for seed in SEEDS {
+                dev.set_schedule_seed(seed);
+                let y = dt.out(&dev, want.numel());
+                let args = [p(&y), p(&dtok), i(b), i(c), i(pch), i(gh), i(gw)];
+                dev.launch(&dt.kernel("unpatchify"), &strided(want.numel()), &args).unwrap();
+                check(&format!("unpatchify {dt:?}"), &dt.down(&y, want.numel()), &want.data, dt.tol());
+            }
         }
     }
 }
@@ -392,23 +445,29 @@ fn kernels_embedding_and_timestep_features_match_cpu() {
     let dev = device();
     let mut rng = Rng(109);
     let (rows, d) = (11, 37);
-    let table = rng.vec(rows * d);
+    let table_data = rng.vec(rows * d);
     let ids = vec![3i64, 0, 10, 3, 7];
-    let want = Cpu.embedding(&weight(&[rows, d], table.clone()), &ids).unwrap();
-    let (dt, di) = (dev.htod(&table).unwrap(), dev.htod(&ids).unwrap());
+    let di = dev.htod(&ids).unwrap();
     let ts: Vec<f32> = vec![0.0, 1.0, 999.0, 417.0, 33.5];
     let want_t = percept::model::dit::timestep_features(&ts);
     let dts = dev.htod(&ts).unwrap();
-    for seed in SEEDS {
-        dev.set_schedule_seed(seed);
-        let y = poisoned(&dev, want.numel());
-        dev.launch("embedding_f32", &cfg([ids.len(), 1, 1], [32, 1, 1], 0), &[p(&y), p(&dt), p(&di), i(rows), i(d)])
-            .unwrap();
-        check("embedding", &f32s(&y, want.numel()), &want.data, F32_TOL);
+    for dt in DTS {
+        let table = dt.round(&table_data);
+        let want = Cpu.embedding(&weight(&[rows, d], table.clone()), &ids).unwrap();
+        let dtab = dt.up(&dev, &table);
+        for seed in SEEDS {
+            dev.set_schedule_seed(seed);
+            let y = dt.out(&dev, want.numel());
+            let args = [p(&y), p(&dtab), p(&di), i(rows), i(d)];
+            dev.launch(&dt.kernel("embedding"), &cfg([ids.len(), 1, 1], [32, 1, 1], 0), &args).unwrap();
+            check(&format!("embedding {dt:?}"), &dt.down(&y, want.numel()), &want.data, dt.tol());
 
-        let y = poisoned(&dev, want_t.numel());
-        dev.launch("timestep_features_f32", &strided(ts.len() * 128), &[p(&y), p(&dts), i(ts.len()), i(128)]).unwrap();
-        check("timestep_features", &f32s(&y, want_t.numel()), &want_t.data, F32_TOL);
+            let y = dt.out(&dev, want_t.numel());
+            let args = [p(&y), p(&dts), i(ts.len()), i(128)];
+            dev.launch(&dt.kernel("timestep_features"), &strided(ts.len() * 128), &args).unwrap();
+            let what = format!("timestep_features {dt:?}");
+            check(&what, &dt.down(&y, want_t.numel()), &want_t.data, dt.tol());
+        }
     }
 }
 
@@ -435,94 +494,92 @@ fn counting_sort(ids: &[i32], e: usize) -> (Vec<i32>, Vec<i32>, Vec<i32>) {
     (offsets, sorted, pos)
 }
 
+/// Random MoE weights: gate [E, D] and per expert fc1 [F, D] + [F], fc2 [D, F] + [D].
+struct MoeData {
+    gate: Vec<f32>,
+    fc1_w: Vec<Vec<f32>>,
+    fc1_b: Vec<Vec<f32>>,
+    fc2_w: Vec<Vec<f32>>,
+    fc2_b: Vec<Vec<f32>>,
+}
+
 /// Route, sort, gather, both expert layers and combine on the device, against `Cpu::moe`.
 /// `empty`: an expert whose gate logit is pushed far down so it receives no token.
 fn run_moe(dev: &EmuDevice, rng: &mut Rng, (n, d, f, e, k): (usize, usize, usize, usize, usize), empty: Option<usize>) {
-    let mut x = rng.vec(n * d);
-    let mut gate: Vec<f32> = rng.vec(e * d).iter().map(|v| v * 2.0).collect();
+    let mut x_data = rng.vec(n * d);
+    let mut m = MoeData {
+        gate: rng.vec(e * d).iter().map(|v| v * 2.0).collect(),
+        fc1_w: (0..e).map(|_| rng.vec(f * d)).collect(),
+        fc1_b: (0..e).map(|_| rng.vec(f)).collect(),
+        fc2_w: (0..e).map(|_| rng.vec(d * f)).collect(),
+        fc2_b: (0..e).map(|_| rng.vec(d)).collect(),
+    };
     if let Some(z) = empty {
         for t in 0..n {
-            x[t * d] = 1.0;
+            x_data[t * d] = 1.0;
         }
         for j in 0..e {
-            gate[j * d] = if j == z { -100.0 } else { 0.0 };
+            m.gate[j * d] = if j == z { -100.0 } else { 0.0 };
         }
     }
-    let fc1_w: Vec<Vec<f32>> = (0..e).map(|_| rng.vec(f * d)).collect();
-    let fc1_b: Vec<Vec<f32>> = (0..e).map(|_| rng.vec(f)).collect();
-    let fc2_w: Vec<Vec<f32>> = (0..e).map(|_| rng.vec(d * f)).collect();
-    let fc2_b: Vec<Vec<f32>> = (0..e).map(|_| rng.vec(d)).collect();
-    let weights = MoeWeights {
-        gate: weight(&[e, d], gate.clone()),
-        fc1_w: fc1_w.iter().map(|v| weight(&[f, d], v.clone())).collect(),
-        fc1_b: fc1_b.iter().map(|v| weight(&[f], v.clone())).collect(),
-        fc2_w: fc2_w.iter().map(|v| weight(&[d, f], v.clone())).collect(),
-        fc2_b: fc2_b.iter().map(|v| weight(&[d], v.clone())).collect(),
-    };
-    let (want, routing) = Cpu.moe(&tensor(&[n, d], x.clone()), &weights, k, true).unwrap();
-    let routing = routing.unwrap();
-    let want_ids: Vec<i32> = routing.experts.iter().map(|&v| v as i32).collect();
-    if let Some(z) = empty {
-        assert!(!want_ids.contains(&(z as i32)), "expert {z} was meant to stay empty");
-    }
-    let (want_off, want_sorted, want_pos) = counting_sort(&want_ids, e);
-
-    let dx = dev.htod(&x).unwrap();
-    let dgate = dev.htod(&gate).unwrap();
-    let (w1, b1) = (dev.htod(&fc1_w.concat()).unwrap(), dev.htod(&fc1_b.concat()).unwrap());
-    let (w2, b2) = (dev.htod(&fc2_w.concat()).unwrap(), dev.htod(&fc2_b.concat()).unwrap());
+    let (b1, b2) = (dev.htod(&m.fc1_b.concat()).unwrap(), dev.htod(&m.fc2_b.concat()).unwrap());
     let rows = n * k;
-    let what = format!("moe n={n} d={d} f={f} e={e} k={k}");
-    for seed in SEEDS {
-        dev.set_schedule_seed(seed);
-        let ids = poisoned_i32(dev, rows);
-        let wts = poisoned(dev, rows);
-        dev.launch(
-            "moe_route_f32",
-            &cfg([n, 1, 1], [128, 1, 1], 0),
-            &[p(&ids), p(&wts), p(&dx), p(&dgate), i(d), i(e), i(k)],
-        )
-        .unwrap();
-        assert_eq!(ids.to_vec::<i32>().unwrap()[..rows], want_ids[..], "{what}: expert ids");
-        check(&format!("{what}: weights"), &f32s(&wts, rows), &routing.weights, F32_TOL);
+    for dt in DTS {
+        let x = dt.round(&x_data);
+        let gate = dt.round(&m.gate);
+        let fc1_w: Vec<Vec<f32>> = m.fc1_w.iter().map(|v| dt.round(v)).collect();
+        let fc2_w: Vec<Vec<f32>> = m.fc2_w.iter().map(|v| dt.round(v)).collect();
+        let weights = MoeWeights {
+            gate: weight(&[e, d], gate.clone()),
+            fc1_w: fc1_w.iter().map(|v| weight(&[f, d], v.clone())).collect(),
+            fc1_b: m.fc1_b.iter().map(|v| weight(&[f], v.clone())).collect(),
+            fc2_w: fc2_w.iter().map(|v| weight(&[d, f], v.clone())).collect(),
+            fc2_b: m.fc2_b.iter().map(|v| weight(&[d], v.clone())).collect(),
+        };
+        let (want, routing) = Cpu.moe(&tensor(&[n, d], x.clone()), &weights, k, true).unwrap();
+        let routing = routing.unwrap();
+        let want_ids: Vec<i32> = routing.experts.iter().map(|&v| v as i32).collect();
+        if let Some(z) = empty {
+            assert!(!want_ids.contains(&(z as i32)), "expert {z} was meant to stay empty");
+        }
+        let (want_off, want_sorted, want_pos) = counting_sort(&want_ids, e);
 
-        let (offsets, sorted, pos) = (poisoned_i32(dev, e + 1), poisoned_i32(dev, rows), poisoned_i32(dev, rows));
-        dev.launch(
-            "moe_count_sort",
-            &cfg([1, 1, 1], [1024, 1, 1], 0),
-            &[p(&offsets), p(&sorted), p(&pos), p(&ids), i(rows), i(e)],
-        )
-        .unwrap();
-        assert_eq!(offsets.to_vec::<i32>().unwrap()[..e + 1], want_off[..], "{what}: offsets");
-        assert_eq!(sorted.to_vec::<i32>().unwrap()[..rows], want_sorted[..], "{what}: sorted entries");
-        assert_eq!(pos.to_vec::<i32>().unwrap()[..rows], want_pos[..], "{what}: entry positions");
+        let (dx, dgate) = (dt.up(dev, &x), dt.up(dev, &gate));
+        let (w1, w2) = (dt.up(dev, &fc1_w.concat()), dt.up(dev, &fc2_w.concat()));
+        let what = format!("moe {dt:?} n={n} d={d} f={f} e={e} k={k}");
+        for seed in SEEDS {
+            dev.set_schedule_seed(seed);
+            let ids = poisoned_i32(dev, rows);
+            let wts = poisoned(dev, rows);
+            let args = [p(&ids), p(&wts), p(&dx), p(&dgate), i(d), i(e), i(k)];
+            dev.launch(&dt.kernel("moe_route"), &cfg([n, 1, 1], [128, 1, 1], 0), &args).unwrap();
+            assert_eq!(ids.to_vec::<i32>().unwrap()[..rows], want_ids[..], "{what}: expert ids");
+            check(&format!("{what}: weights"), &f32s(&wts, rows), &routing.weights, F32_TOL);
 
-        let xs = poisoned(dev, rows * d);
-        dev.launch("moe_gather_f32", &cfg([rows, 1, 1], [32, 1, 1], 0), &[p(&xs), p(&dx), p(&sorted), i(k), i(d)])
-            .unwrap();
-        let tile_rows = rows.div_ceil(32) + e;
-        let h = poisoned(dev, rows * f);
-        dev.launch(
-            "moe_expert_fc_f32",
-            &cfg([f.div_ceil(32), tile_rows, 1], [256, 1, 1], 0),
-            &[p(&h), p(&xs), p(&w1), p(&b1), p(&offsets), i(e), i(f), i(d), Arg::I32(1)],
-        )
-        .unwrap();
-        let y = poisoned(dev, rows * d);
-        dev.launch(
-            "moe_expert_fc_f32",
-            &cfg([d.div_ceil(32), tile_rows, 1], [256, 1, 1], 0),
-            &[p(&y), p(&h), p(&w2), p(&b2), p(&offsets), i(e), i(d), i(f), Arg::I32(0)],
-        )
-        .unwrap();
-        let out = poisoned(dev, n * d);
-        dev.launch(
-            "moe_combine_f32",
-            &cfg([n, 1, 1], [32, 1, 1], 0),
-            &[p(&out), p(&y), p(&wts), p(&ids), p(&pos), i(k), i(d)],
-        )
-        .unwrap();
-        check(&format!("{what}: output"), &f32s(&out, n * d), &want.data, F32_TOL);
+            let (offsets, sorted, pos) = (poisoned_i32(dev, e + 1), poisoned_i32(dev, rows), poisoned_i32(dev, rows));
+            let args = [p(&offsets), p(&sorted), p(&pos), p(&ids), i(rows), i(e)];
+            dev.launch("moe_count_sort", &cfg([1, 1, 1], [1024, 1, 1], 0), &args).unwrap();
+            assert_eq!(offsets.to_vec::<i32>().unwrap()[..e + 1], want_off[..], "{what}: offsets");
+            assert_eq!(sorted.to_vec::<i32>().unwrap()[..rows], want_sorted[..], "{what}: sorted entries");
+            assert_eq!(pos.to_vec::<i32>().unwrap()[..rows], want_pos[..], "{what}: entry positions");
+
+            let xs = dt.out(dev, rows * d);
+            let args = [p(&xs), p(&dx), p(&sorted), i(k), i(d)];
+            dev.launch(&dt.kernel("moe_gather"), &cfg([rows, 1, 1], [32, 1, 1], 0), &args).unwrap();
+            let tile_rows = rows.div_ceil(32) + e;
+            let h = dt.out(dev, rows * f);
+            let args = [p(&h), p(&xs), p(&w1), p(&b1), p(&offsets), i(e), i(f), i(d), Arg::I32(1)];
+            dev.launch(&dt.kernel("moe_expert_fc"), &cfg([f.div_ceil(32), tile_rows, 1], [256, 1, 1], 0), &args)
+                .unwrap();
+            let y = dt.out(dev, rows * d);
+            let args = [p(&y), p(&h), p(&w2), p(&b2), p(&offsets), i(e), i(d), i(f), Arg::I32(0)];
+            dev.launch(&dt.kernel("moe_expert_fc"), &cfg([d.div_ceil(32), tile_rows, 1], [256, 1, 1], 0), &args)
+                .unwrap();
+            let out = dt.out(dev, n * d);
+            let args = [p(&out), p(&y), p(&wts), p(&ids), p(&pos), i(k), i(d)];
+            dev.launch(&dt.kernel("moe_combine"), &cfg([n, 1, 1], [32, 1, 1], 0), &args).unwrap();
+            check(&format!("{what}: output"), &dt.down(&out, n * d), &want.data, dt.tol());
+        }
     }
 }
 
@@ -557,12 +614,8 @@ fn kernels_moe_count_sort_is_stable_with_empty_experts() {
             dev.set_schedule_seed(seed);
             let (offsets, sorted, pos) = (poisoned_i32(&dev, e + 1), poisoned_i32(&dev, n), poisoned_i32(&dev, n));
             // 96 threads: fewer warps than experts, so a warp sorts several.
-            dev.launch(
-                "moe_count_sort",
-                &cfg([1, 1, 1], [96, 1, 1], 0),
-                &[p(&offsets), p(&sorted), p(&pos), p(&dids), i(n), i(e)],
-            )
-            .unwrap();
+            let args = [p(&offsets), p(&sorted), p(&pos), p(&dids), i(n), i(e)];
+            dev.launch("moe_count_sort", &cfg([1, 1, 1], [96, 1, 1], 0), &args).unwrap();
             assert_eq!(offsets.to_vec::<i32>().unwrap()[..e + 1], want_off[..], "offsets n={n}");
             assert_eq!(sorted.to_vec::<i32>().unwrap()[..n], want_sorted[..], "sorted n={n}");
             assert_eq!(pos.to_vec::<i32>().unwrap()[..n], want_pos[..], "positions n={n}");
