@@ -7,6 +7,7 @@ mod eval;
 mod fixtures;
 mod io;
 mod nvrtc;
+mod kernels;
 mod ops;
 mod postprocess;
 mod pt;
