@@ -38,21 +38,11 @@ pub fn run(dir: &Path, backend: BackendArg, precision: Precision, skip_slow: boo
         BackendArg::Cpu | BackendArg::Auto => run_on(&Cpu::new(), dir, &names, &opts),
         BackendArg::CudaEmu => {
             let be = Cuda::new(EmuDevice::new(Arch::Sm90));
-            let ok = run_on(&be, dir, &names, &opts)?;
-            let fb = be.fallback_ops();
-            if !fb.is_empty() {
-                println!("note: ops without a kernel yet ran on the CPU: {}", fb.join(", "));
-            }
-            Ok(ok)
+            run_on(&be, dir, &names, &opts)
         }
         BackendArg::Cuda => {
             let be = Cuda::new(crate::backend::cuda::gpu::GpuDevice::open(0)?);
-            let ok = run_on(&be, dir, &names, &opts)?;
-            let fb = be.fallback_ops();
-            if !fb.is_empty() {
-                println!("note: ops without a kernel yet ran on the CPU: {}", fb.join(", "));
-            }
-            Ok(ok)
+            run_on(&be, dir, &names, &opts)
         }
     }
 }

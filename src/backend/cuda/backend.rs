@@ -1,9 +1,8 @@
-//! The CUDA backend: every op of `Backend` as launches of our kernels on a `Device`. Activations
-//! and weights are f32 device buffers here (the bf16 path comes beside it). Ops whose kernel is
-//! not written yet run through the CPU backend with an explicit copy, listed by `fallback_ops()`,
-//! so the pipeline works end to end while kernels land one by one.
+//! The CUDA backend: every op of `Backend` as launches of our kernels on a `Device` (the real GPU
+//! or the CPU emulator). Activations and weights are f32 device buffers here; the bf16 path
+//! comes beside it. These are the simple, easy-to-trust kernels; fast variants go beside them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::device::Device;
 use crate::backend::cpu::Cpu;
@@ -12,7 +11,7 @@ use crate::emu::{Arg, LaunchConfig};
 use crate::error::{Error, Result};
 use crate::shape_err;
 use crate::tensor::{numel, Tensor};
-use crate::weights::{Bytes, RawTensor};
+use crate::weights::RawTensor;
 
 /// A tensor on the device: a shared buffer and its shape (f32, row-major).
 pub struct GpuTensor<D: Device> {
@@ -26,15 +25,27 @@ impl<D: Device> Clone for GpuTensor<D> {
     }
 }
 
+/// One MoE layer on the device: experts stacked so one grouped launch serves them all.
+pub struct GpuMoe<D: Device> {
+    pub experts: usize,
+    pub hidden: usize,
+    pub gate: GpuTensor<D>,
+    /// [E, F, D], [E, F], [E, D, F], [E, D]
+    pub fc1_w: GpuTensor<D>,
+    pub fc1_b: GpuTensor<D>,
+    pub fc2_w: GpuTensor<D>,
+    pub fc2_b: GpuTensor<D>,
+}
+
 pub struct Cuda<D: Device> {
     pub dev: D,
+    /// Host-side helpers (weight concatenation at load).
     cpu: Cpu,
-    fallbacks: Arc<Mutex<std::collections::BTreeSet<&'static str>>>,
 }
 
 impl<D: Device> Clone for Cuda<D> {
     fn clone(&self) -> Self {
-        Cuda { dev: self.dev.clone(), cpu: Cpu, fallbacks: self.fallbacks.clone() }
+        Cuda { dev: self.dev.clone(), cpu: Cpu }
     }
 }
 
@@ -46,12 +57,7 @@ fn blocks_for(n: usize) -> u32 {
 
 impl<D: Device> Cuda<D> {
     pub fn new(dev: D) -> Self {
-        Cuda { dev, cpu: Cpu, fallbacks: Arc::default() }
-    }
-
-    /// Ops that ran through the CPU because their kernel is not written yet.
-    pub fn fallback_ops(&self) -> Vec<&'static str> {
-        self.fallbacks.lock().map(|f| f.iter().copied().collect()).unwrap_or_default()
+        Cuda { dev, cpu: Cpu }
     }
 
     fn ptr(&self, t: &GpuTensor<D>) -> Arg {
@@ -72,18 +78,26 @@ impl<D: Device> Cuda<D> {
         Ok(GpuTensor { buf: Arc::new(self.dev.upload(bytemuck::cast_slice(&t.data))?), shape: t.shape.clone() })
     }
 
-    fn host_weight(&self, t: &GpuTensor<D>) -> Result<crate::backend::cpu::CpuWeight> {
-        let h = self.to_host(t)?;
-        let raw = RawTensor { dtype: crate::DType::F32, shape: h.shape, bytes: Bytes::F32(Arc::new(h.data)) };
-        self.cpu.weight("fallback", &raw)
+    /// A 1-D grid-stride launch over `n` elements.
+    fn grid_stride(&self, kernel: &str, n: usize, args: &[Arg]) -> Result<()> {
+        self.dev.launch(kernel, &LaunchConfig::linear(blocks_for(n), THREADS), args)
     }
 
-    fn note_fallback(&self, op: &'static str) {
-        if let Ok(mut f) = self.fallbacks.lock() {
-            if f.insert(op) {
-                log::info!("{}: {op} has no kernel yet; running it on the CPU", self.dev.describe());
+    /// Same-shaped parameters stacked along a new first axis, copied on the device.
+    fn stack(&self, parts: &[&GpuTensor<D>]) -> Result<GpuTensor<D>> {
+        let each = numel(&parts[0].shape);
+        let mut shape = vec![parts.len()];
+        shape.extend_from_slice(&parts[0].shape);
+        let y = self.empty(&shape)?;
+        let base = self.dev.address(&y.buf);
+        for (j, p) in parts.iter().enumerate() {
+            if numel(&p.shape) != each {
+                return Err(shape_err!("stack: {:?} and {:?} differ", parts[0].shape, p.shape));
             }
+            let dst = Arg::Ptr(base + (j * each * 4) as u64);
+            self.grid_stride("scale_f32", each, &[dst, self.ptr(p), Arg::F32(1.0), Arg::I64(each as i64)])?;
         }
+        Ok(y)
     }
 
     fn elementwise(&self, kernel: &str, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
@@ -101,7 +115,7 @@ impl<D: Device> Cuda<D> {
 impl<D: Device> Backend for Cuda<D> {
     type T = GpuTensor<D>;
     type W = GpuTensor<D>;
-    type M = MoeWeights<GpuTensor<D>>;
+    type M = GpuMoe<D>;
 
     fn name(&self) -> String {
         self.dev.describe()
@@ -167,24 +181,67 @@ impl<D: Device> Backend for Cuda<D> {
         }
     }
     fn add(&self, a: &GpuTensor<D>, b: &GpuTensor<D>) -> Result<GpuTensor<D>> {
-        self.note_fallback("add");
-        self.from_host(&self.cpu.add(&self.to_host(a)?, &self.to_host(b)?)?)
+        if a.shape != b.shape {
+            return Err(shape_err!("add: shapes {:?} and {:?} differ", a.shape, b.shape));
+        }
+        let n = numel(&a.shape);
+        let y = self.empty(&a.shape)?;
+        self.grid_stride("add_f32", n, &[self.ptr(&y), self.ptr(a), self.ptr(b), Arg::I64(n as i64)])?;
+        Ok(y)
     }
     fn scale(&self, x: &GpuTensor<D>, s: f32) -> Result<GpuTensor<D>> {
-        self.note_fallback("scale");
-        self.from_host(&self.cpu.scale(&self.to_host(x)?, s)?)
+        let n = numel(&x.shape);
+        let y = self.empty(&x.shape)?;
+        self.grid_stride("scale_f32", n, &[self.ptr(&y), self.ptr(x), Arg::F32(s), Arg::I64(n as i64)])?;
+        Ok(y)
     }
     fn conv2d(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, p: Conv2d) -> Result<GpuTensor<D>> {
-        self.note_fallback("conv2d");
-        let bw = match b {
-            Some(b) => Some(self.host_weight(b)?),
-            None => None,
+        let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
+            return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
         };
-        self.from_host(&self.cpu.conv2d(&self.to_host(x)?, &self.host_weight(w)?, bw.as_ref(), p)?)
+        if wc != c {
+            return Err(shape_err!("conv2d: input has {c} channels, weight {:?} expects {wc}", w.shape));
+        }
+        let (oh, ow) = crate::backend::cpu::conv::out_size(h, wd, kh, kw, p)
+            .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
+        let y = self.empty(&[n, o, oh, ow])?;
+        let cfg = LaunchConfig {
+            grid: [(oh * ow).div_ceil(32) as u32, o.div_ceil(32) as u32, n as u32],
+            block: [256, 1, 1],
+            shared_bytes: 0,
+        };
+        let i = |v: usize| Arg::I32(v as i32);
+        self.dev.launch(
+            "conv2d_f32",
+            &cfg,
+            &[
+                self.ptr(&y),
+                self.ptr(x),
+                self.ptr(w),
+                b.map_or(Arg::Ptr(0), |b| self.ptr(b)),
+                i(c),
+                i(h),
+                i(wd),
+                i(o),
+                i(kh),
+                i(kw),
+                i(p.stride),
+                i(p.pad[0]),
+                i(p.pad[1]),
+                i(oh),
+                i(ow),
+            ],
+        )?;
+        Ok(y)
     }
     fn upsample_nearest2x(&self, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
-        self.note_fallback("upsample_nearest2x");
-        self.from_host(&self.cpu.upsample_nearest2x(&self.to_host(x)?)?)
+        let &[n, c, h, w] = x.shape.as_slice() else {
+            return Err(shape_err!("upsample: input {:?} must be NCHW", x.shape));
+        };
+        let y = self.empty(&[n, c, 2 * h, 2 * w])?;
+        let i = |v: usize| Arg::I32(v as i32);
+        self.grid_stride("upsample_nearest2x_f32", 4 * n * c * h * w, &[self.ptr(&y), self.ptr(x), i(n * c), i(h), i(w)])?;
+        Ok(y)
     }
     fn group_norm(
         &self,
@@ -258,19 +315,57 @@ impl<D: Device> Backend for Cuda<D> {
         Ok(y)
     }
     fn gated_add(&self, x: &mut GpuTensor<D>, y: &GpuTensor<D>, mods: &GpuTensor<D>, gate: usize) -> Result<()> {
-        self.note_fallback("gated_add");
-        let mut h = self.to_host(x)?;
-        self.cpu.gated_add(&mut h, &self.to_host(y)?, &self.to_host(mods)?, gate)?;
-        *x = self.from_host(&h)?;
-        Ok(())
+        if x.shape != y.shape || x.shape.len() != 3 {
+            return Err(shape_err!("gated_add: shapes {:?} and {:?}", x.shape, y.shape));
+        }
+        let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2]);
+        let m = *mods.shape.last().unwrap_or(&0);
+        if (gate + 1) * d > m {
+            return Err(shape_err!("gated_add: chunk {gate} of width {d} is outside modulation {:?}", mods.shape));
+        }
+        // In place: `x` is the residual stream, owned by the forward pass.
+        let i = |v: usize| Arg::I32(v as i32);
+        self.grid_stride(
+            "gated_add_f32",
+            b * t * d,
+            &[self.ptr(x), self.ptr(y), self.ptr(mods), i(b), i(t), i(d), i(m), i(gate * d)],
+        )
     }
     fn attention(&self, qkv: &GpuTensor<D>, heads: usize) -> Result<GpuTensor<D>> {
-        self.note_fallback("attention");
-        self.from_host(&self.cpu.attention(&self.to_host(qkv)?, heads)?)
+        let &[b, l, d3] = qkv.shape.as_slice() else {
+            return Err(shape_err!("attention: qkv {:?} must be [B, L, 3D]", qkv.shape));
+        };
+        if heads == 0 || d3 % (3 * heads) != 0 {
+            return Err(shape_err!("attention: qkv width {d3} is not 3 x {heads} heads"));
+        }
+        let hd = d3 / 3 / heads;
+        let y = self.empty(&[b, l, heads * hd])?;
+        let i = |v: usize| Arg::I32(v as i32);
+        let args = [self.ptr(&y), self.ptr(qkv), i(l), i(heads), i(hd), Arg::F32(1.0 / (hd as f32).sqrt())];
+        if hd % 8 == 0 && hd <= 128 {
+            let cfg = LaunchConfig { grid: [l.div_ceil(16) as u32, heads as u32, b as u32], block: [128, 1, 1], shared_bytes: 0 };
+            self.dev.launch("attention_f32", &cfg, &args)?;
+        } else {
+            let shared = (4 * (l + hd)) as u32;
+            if shared > 48 * 1024 {
+                self.dev.set_max_dynamic_shared("attention_wide_f32", shared)?;
+            }
+            let cfg = LaunchConfig { grid: [l as u32, heads as u32, b as u32], block: [256, 1, 1], shared_bytes: shared };
+            self.dev.launch("attention_wide_f32", &cfg, &args)?;
+        }
+        Ok(y)
     }
     fn embedding(&self, table: &GpuTensor<D>, ids: &[i64]) -> Result<GpuTensor<D>> {
-        self.note_fallback("embedding");
-        self.from_host(&self.cpu.embedding(&self.host_weight(table)?, ids)?)
+        let (rows, d) = (table.shape[0], table.shape[1]);
+        if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= rows) {
+            return Err(Error::Input(format!("label {bad} is outside the embedding table's {rows} rows")));
+        }
+        let idb = self.dev.upload(bytemuck::cast_slice(ids))?;
+        let y = self.empty(&[ids.len(), d])?;
+        let cfg = LaunchConfig { grid: [ids.len().max(1) as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
+        let args = [self.ptr(&y), self.ptr(table), Arg::Ptr(self.dev.address(&idb)), Arg::I32(rows as i32), Arg::I32(d as i32)];
+        self.dev.launch("embedding_f32", &cfg, &args)?;
+        Ok(y)
     }
     fn patch_embed(
         &self,
@@ -281,61 +376,190 @@ impl<D: Device> Backend for Cuda<D> {
         pos: &GpuTensor<D>,
         patch: usize,
     ) -> Result<GpuTensor<D>> {
-        self.note_fallback("patch_embed");
-        let cw =
-            convs.iter().map(|(w, b)| Ok((self.host_weight(w)?, self.host_weight(b)?))).collect::<Result<Vec<_>>>()?;
-        let out = self.cpu.patch_embed(&self.to_host(x)?, &cw, labels, first_label, &self.host_weight(pos)?, patch)?;
-        self.from_host(&out)
-    }
-    fn unpatchify(
-        &self,
-        x: &GpuTensor<D>,
-        patch: usize,
-        channels: usize,
-        gh: usize,
-        gw: usize,
-    ) -> Result<GpuTensor<D>> {
-        self.note_fallback("unpatchify");
-        self.from_host(&self.cpu.unpatchify(&self.to_host(x)?, patch, channels, gh, gw)?)
-    }
-    fn prepare_moe(&self, _name: &str, w: MoeWeights<GpuTensor<D>>) -> Result<MoeWeights<GpuTensor<D>>> {
-        Ok(w)
-    }
-    fn moe(
-        &self,
-        x: &GpuTensor<D>,
-        w: &MoeWeights<GpuTensor<D>>,
-        top_k: usize,
-        record: bool,
-    ) -> Result<(GpuTensor<D>, Option<Routing>)> {
-        self.note_fallback("moe");
-        let hw = |v: &[GpuTensor<D>]| v.iter().map(|t| self.host_weight(t)).collect::<Result<Vec<_>>>();
-        let cw = MoeWeights {
-            gate: self.host_weight(&w.gate)?,
-            fc1_w: hw(&w.fc1_w)?,
-            fc1_b: hw(&w.fc1_b)?,
-            fc2_w: hw(&w.fc2_w)?,
-            fc2_b: hw(&w.fc2_b)?,
+        let &[b, c, h, w] = x.shape.as_slice() else {
+            return Err(shape_err!("patch_embed: input {:?} must be NCHW", x.shape));
         };
-        let (y, r) = self.cpu.moe(&self.to_host(x)?, &cw, top_k, record)?;
-        Ok((self.from_host(&y)?, r))
+        if labels.len() != b {
+            return Err(shape_err!("patch_embed: {} labels for a batch of {b}", labels.len()));
+        }
+        let d = convs[0].0.shape[0];
+        let t = (h / patch) * (w / patch);
+        if numel(&pos.shape) != t * d {
+            return Err(shape_err!("patch_embed: pos_embed {:?} does not fit {t} tokens of {d}", pos.shape));
+        }
+        let ws = self.stack(&convs.iter().map(|(w, _)| w).collect::<Vec<_>>())?;
+        let bs = self.stack(&convs.iter().map(|(_, b)| b).collect::<Vec<_>>())?;
+        let lb = self.dev.upload(bytemuck::cast_slice(labels))?;
+        let y = self.empty(&[b, t, d])?;
+        let i = |v: usize| Arg::I32(v as i32);
+        let cfg = LaunchConfig { grid: [t as u32, b as u32, 1], block: [128, 1, 1], shared_bytes: (4 * c * patch * patch) as u32 };
+        let args = [
+            self.ptr(&y),
+            self.ptr(x),
+            self.ptr(&ws),
+            self.ptr(&bs),
+            Arg::Ptr(self.dev.address(&lb)),
+            Arg::I64(first_label),
+            i(convs.len()),
+            self.ptr(pos),
+            i(c),
+            i(h),
+            i(w),
+            i(d),
+            i(patch),
+        ];
+        self.dev.launch("patch_embed_f32", &cfg, &args)?;
+        Ok(y)
+    }
+    fn unpatchify(&self, x: &GpuTensor<D>, patch: usize, channels: usize, gh: usize, gw: usize) -> Result<GpuTensor<D>> {
+        let &[b, t, f] = x.shape.as_slice() else {
+            return Err(shape_err!("unpatchify: input {:?} must be [B, T, F]", x.shape));
+        };
+        if t != gh * gw || f != patch * patch * channels {
+            return Err(shape_err!("unpatchify: {:?} is not {gh}x{gw} tokens of {patch}x{patch}x{channels}", x.shape));
+        }
+        let y = self.empty(&[b, channels, gh * patch, gw * patch])?;
+        let i = |v: usize| Arg::I32(v as i32);
+        self.grid_stride(
+            "unpatchify_f32",
+            b * t * f,
+            &[self.ptr(&y), self.ptr(x), i(b), i(channels), i(patch), i(gh), i(gw)],
+        )?;
+        Ok(y)
+    }
+    fn prepare_moe(&self, _name: &str, w: MoeWeights<GpuTensor<D>>) -> Result<GpuMoe<D>> {
+        Ok(GpuMoe {
+            experts: w.fc1_w.len(),
+            hidden: w.fc1_w[0].shape[0],
+            fc1_w: self.stack(&w.fc1_w.iter().collect::<Vec<_>>())?,
+            fc1_b: self.stack(&w.fc1_b.iter().collect::<Vec<_>>())?,
+            fc2_w: self.stack(&w.fc2_w.iter().collect::<Vec<_>>())?,
+            fc2_b: self.stack(&w.fc2_b.iter().collect::<Vec<_>>())?,
+            gate: w.gate,
+        })
+    }
+    fn moe(&self, x: &GpuTensor<D>, w: &GpuMoe<D>, top_k: usize, record: bool) -> Result<(GpuTensor<D>, Option<Routing>)> {
+        let d = *x.shape.last().unwrap_or(&0);
+        let n_tok = numel(&x.shape) / d.max(1);
+        let (e, f, k) = (w.experts, w.hidden, top_k);
+        let rows = n_tok * k;
+        let i = |v: usize| Arg::I32(v as i32);
+        let ids = self.dev.alloc(rows * 4)?;
+        let wts = self.dev.alloc(rows * 4)?;
+        let a = |b: &D::Buffer| Arg::Ptr(self.dev.address(b));
+        self.dev.launch(
+            "moe_route_f32",
+            &LaunchConfig { grid: [n_tok as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[a(&ids), a(&wts), self.ptr(x), self.ptr(&w.gate), i(d), i(e), i(k)],
+        )?;
+        let offsets = self.dev.alloc((e + 1) * 4)?;
+        let sorted = self.dev.alloc(rows * 4)?;
+        let pos = self.dev.alloc(rows * 4)?;
+        self.dev.launch(
+            "moe_count_sort",
+            &LaunchConfig { grid: [1, 1, 1], block: [1024, 1, 1], shared_bytes: 0 },
+            &[a(&offsets), a(&sorted), a(&pos), a(&ids), i(rows), i(e)],
+        )?;
+        let xs = self.empty(&[rows, d])?;
+        self.dev.launch(
+            "moe_gather_f32",
+            &LaunchConfig { grid: [rows as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[self.ptr(&xs), self.ptr(x), a(&sorted), i(k), i(d)],
+        )?;
+        let fc = |y: &GpuTensor<D>, xin: &GpuTensor<D>, wt: &GpuTensor<D>, bias: &GpuTensor<D>, nout: usize, kin: usize, gelu: bool| {
+            let cfg = LaunchConfig {
+                grid: [nout.div_ceil(32) as u32, (rows.div_ceil(32) + e) as u32, 1],
+                block: [256, 1, 1],
+                shared_bytes: 0,
+            };
+            self.dev.launch(
+                "moe_expert_fc_f32",
+                &cfg,
+                &[self.ptr(y), self.ptr(xin), self.ptr(wt), self.ptr(bias), a(&offsets), i(e), i(nout), i(kin), i(gelu as usize)],
+            )
+        };
+        let h = self.empty(&[rows, f])?;
+        fc(&h, &xs, &w.fc1_w, &w.fc1_b, f, d, true)?;
+        let y = self.empty(&[rows, d])?;
+        fc(&y, &h, &w.fc2_w, &w.fc2_b, d, f, false)?;
+        let out = self.empty(&x.shape)?;
+        self.dev.launch(
+            "moe_combine_f32",
+            &LaunchConfig { grid: [n_tok as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[self.ptr(&out), self.ptr(&y), a(&wts), a(&ids), a(&pos), i(k), i(d)],
+        )?;
+        let routing = if record {
+            let ids: Vec<i32> = bytemuck::pod_collect_to_vec(&self.dev.download(&ids)?[..rows * 4]);
+            let weights: Vec<f32> = bytemuck::pod_collect_to_vec(&self.dev.download(&wts)?[..rows * 4]);
+            Some(Routing { top_k: k, experts: ids.into_iter().map(|v| v as i64).collect(), weights })
+        } else {
+            None
+        };
+        Ok((out, routing))
     }
     fn nchw_to_tokens(&self, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
-        self.note_fallback("nchw_to_tokens");
-        self.from_host(&self.cpu.nchw_to_tokens(&self.to_host(x)?)?)
+        let &[n, c, h, w] = x.shape.as_slice() else {
+            return Err(shape_err!("nchw_to_tokens: input {:?} must be NCHW", x.shape));
+        };
+        let hw = h * w;
+        let y = self.empty(&[n, hw, c])?;
+        let cfg = LaunchConfig { grid: [hw.div_ceil(32) as u32, c.div_ceil(32) as u32, n as u32], block: [32, 8, 1], shared_bytes: 0 };
+        self.dev.launch("nchw_to_tokens_f32", &cfg, &[self.ptr(&y), self.ptr(x), Arg::I32(c as i32), Arg::I32(hw as i32)])?;
+        Ok(y)
     }
     fn tokens_to_nchw(&self, x: &GpuTensor<D>, h: usize, w: usize) -> Result<GpuTensor<D>> {
-        self.note_fallback("tokens_to_nchw");
-        self.from_host(&self.cpu.tokens_to_nchw(&self.to_host(x)?, h, w)?)
+        let &[n, l, c] = x.shape.as_slice() else {
+            return Err(shape_err!("tokens_to_nchw: input {:?} must be [N, L, C]", x.shape));
+        };
+        if l != h * w {
+            return Err(shape_err!("tokens_to_nchw: {l} tokens is not {h}x{w}"));
+        }
+        let y = self.empty(&[n, c, h, w])?;
+        let cfg = LaunchConfig { grid: [c.div_ceil(32) as u32, l.div_ceil(32) as u32, n as u32], block: [32, 8, 1], shared_bytes: 0 };
+        self.dev.launch("tokens_to_nchw_f32", &cfg, &[self.ptr(&y), self.ptr(x), Arg::I32(l as i32), Arg::I32(c as i32)])?;
+        Ok(y)
     }
     fn cat_channels(&self, parts: &[&GpuTensor<D>]) -> Result<GpuTensor<D>> {
-        self.note_fallback("cat_channels");
-        let hs = parts.iter().map(|p| self.to_host(p)).collect::<Result<Vec<_>>>()?;
-        self.from_host(&self.cpu.cat_channels(&hs.iter().collect::<Vec<_>>())?)
+        let first = parts.first().ok_or_else(|| shape_err!("cat_channels: no inputs"))?;
+        let (n, hw) = (first.shape[0], numel(&first.shape[2..]));
+        for p in parts {
+            if p.shape[0] != n || numel(&p.shape[2..]) != hw {
+                return Err(shape_err!("cat_channels: {:?} does not fit {:?}", p.shape, first.shape));
+            }
+        }
+        // The kernel joins up to three inputs; longer lists fold left.
+        let mut acc = (*first).clone();
+        let mut rest = &parts[1..];
+        while !rest.is_empty() {
+            let take = rest.len().min(2);
+            let (b, c) = (rest[0], if take == 2 { Some(rest[1]) } else { None });
+            let (ca, cb, cc) = (acc.shape[1], b.shape[1], c.map_or(0, |c| c.shape[1]));
+            let mut shape = first.shape.clone();
+            shape[1] = ca + cb + cc;
+            let y = self.empty(&shape)?;
+            let i = |v: usize| Arg::I32(v as i32);
+            self.grid_stride(
+                "cat_channels_f32",
+                n * (ca + cb + cc) * hw,
+                &[self.ptr(&y), self.ptr(&acc), self.ptr(b), c.map_or(Arg::Ptr(0), |c| self.ptr(c)), i(n), i(ca), i(cb), i(cc), i(hw)],
+            )?;
+            acc = y;
+            rest = &rest[take..];
+        }
+        Ok(acc)
     }
     fn slice_channels(&self, x: &GpuTensor<D>, start: usize, len: usize) -> Result<GpuTensor<D>> {
-        self.note_fallback("slice_channels");
-        self.from_host(&self.cpu.slice_channels(&self.to_host(x)?, start, len)?)
+        let (n, c) = (x.shape[0], x.shape[1]);
+        if start + len > c {
+            return Err(shape_err!("slice_channels: {start}..{} of {c} channels", start + len));
+        }
+        let hw = numel(&x.shape[2..]);
+        let mut shape = x.shape.clone();
+        shape[1] = len;
+        let y = self.empty(&shape)?;
+        let i = |v: usize| Arg::I32(v as i32);
+        self.grid_stride("slice_channels_f32", n * len * hw, &[self.ptr(&y), self.ptr(x), i(n), i(c), i(start), i(len), i(hw)])?;
+        Ok(y)
     }
     fn reshape(&self, x: GpuTensor<D>, shape: &[usize]) -> Result<GpuTensor<D>> {
         if numel(shape) != numel(&x.shape) {
