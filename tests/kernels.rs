@@ -558,7 +558,7 @@ fn run_moe(dev: &EmuDevice, rng: &mut Rng, (n, d, f, e, k): (usize, usize, usize
 
             let (offsets, sorted, pos) = (poisoned_i32(dev, e + 1), poisoned_i32(dev, rows), poisoned_i32(dev, rows));
             let args = [p(&offsets), p(&sorted), p(&pos), p(&ids), i(rows), i(e)];
-            dev.launch("moe_count_sort", &cfg([1, 1, 1], [1024, 1, 1], 0), &args).unwrap();
+            dev.launch("moe_count_sort_i32", &cfg([1, 1, 1], [1024, 1, 1], 0), &args).unwrap();
             assert_eq!(offsets.to_vec::<i32>().unwrap()[..e + 1], want_off[..], "{what}: offsets");
             assert_eq!(sorted.to_vec::<i32>().unwrap()[..rows], want_sorted[..], "{what}: sorted entries");
             assert_eq!(pos.to_vec::<i32>().unwrap()[..rows], want_pos[..], "{what}: entry positions");
@@ -615,7 +615,7 @@ fn kernels_moe_count_sort_is_stable_with_empty_experts() {
             let (offsets, sorted, pos) = (poisoned_i32(&dev, e + 1), poisoned_i32(&dev, n), poisoned_i32(&dev, n));
             // 96 threads: fewer warps than experts, so a warp sorts several.
             let args = [p(&offsets), p(&sorted), p(&pos), p(&dids), i(n), i(e)];
-            dev.launch("moe_count_sort", &cfg([1, 1, 1], [96, 1, 1], 0), &args).unwrap();
+            dev.launch("moe_count_sort_i32", &cfg([1, 1, 1], [96, 1, 1], 0), &args).unwrap();
             assert_eq!(offsets.to_vec::<i32>().unwrap()[..e + 1], want_off[..], "offsets n={n}");
             assert_eq!(sorted.to_vec::<i32>().unwrap()[..n], want_sorted[..], "sorted n={n}");
             assert_eq!(pos.to_vec::<i32>().unwrap()[..n], want_pos[..], "positions n={n}");
