@@ -84,3 +84,4 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+pub use percept::tensor::rel_l2;
