@@ -302,6 +302,8 @@ fn kernels_conv2d_matches_cpu() {
     // Four different pads: top and left must not be mixed up.
     let odd = Conv2d { stride: 2, pad: [2, 0, 1, 3] };
     run_conv(&dev, &mut rng, (2, 5, 6, 9), (7, 3), odd, true);
+    // Several channel tiles and a long K (70 * 9 = 630, not a multiple of 16).
+    run_conv(&dev, &mut rng, (1, 70, 5, 4), (65, 3), Conv2d::same3x3(), true);
 }
 
 #[test]
@@ -361,6 +363,8 @@ fn kernels_attention_flash_matches_cpu() {
     run_attention(&dev, &mut rng, (3, 16, 1, 8), false);
     run_attention(&dev, &mut rng, (1, 45, 2, 128), false);
     run_attention(&dev, &mut rng, (2, 5, 3, 24), false);
+    // Many key tiles: the running max and sum are rescaled again and again.
+    run_attention(&dev, &mut rng, (1, 150, 1, 16), false);
 }
 
 #[test]
