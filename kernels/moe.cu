@@ -1,9 +1,9 @@
 // Top-k mixture of experts on the device, in five deterministic steps (no float atomics):
-//   moe_route_f32      gate logits, softmax, top-k per token          -> ids, wts [N, k]
-//   moe_count_sort     token copies grouped by expert (stable)        -> offsets [E+1], sorted_entry, entry_pos
-//   moe_gather_f32     rows of x into expert-grouped order            -> xs [N*k, D]
-//   moe_expert_fc_f32  grouped GEMM, each expert on its own rows      -> fc1 (+GELU), then fc2
-//   moe_combine_f32    per token, its k outputs summed in expert order -> out [N, D]
+//   moe_route_f32          gate logits, softmax, top-k per token          -> ids, wts [N, k]
+//   moe_count_sort_i32     token copies grouped by expert (stable)        -> offsets [E+1], sorted_entry, entry_pos
+//   moe_gather_f32         rows of x into expert-grouped order            -> xs [N*k, D]
+//   moe_expert_fc_f32      grouped GEMM, each expert on its own rows      -> fc1 (+GELU), then fc2
+//   moe_combine_f32        per token, its k outputs summed in expert order -> out [N, D]
 // An "entry" is token * k + slot, the index into ids/wts. The _bf16 entries store activations and
 // weight matrices as bf16 (math in f32); ids, routing weights, offsets and biases stay int/f32.
 #include "common/reduce.cuh"
@@ -77,7 +77,7 @@ static __device__ __forceinline__ int popc32(u32 v) {
 // a ballot, so within an expert the entries stay in (token, slot) order whatever the thread timing.
 // Writes sorted_entry [n] (the entry at each sorted position) and entry_pos [n] (its inverse).
 // Ids outside 0..E are skipped. E <= 256.
-extern "C" __global__ void moe_count_sort(int* __restrict__ offsets, int* __restrict__ sorted_entry,
+extern "C" __global__ void moe_count_sort_i32(int* __restrict__ offsets, int* __restrict__ sorted_entry,
                                           int* __restrict__ entry_pos, const int* __restrict__ ids, int n, int E) {
     SHARED(int[MOE_MAX_E], counts);
     SHARED(int[MOE_MAX_E + 1], starts);
@@ -116,7 +116,7 @@ extern "C" __global__ void moe_count_sort(int* __restrict__ offsets, int* __rest
         }
     }
 }
-PERCEPT_KERNEL(moe_count_sort)
+PERCEPT_KERNEL(moe_count_sort_i32)
 
 // xs [n, D]: row r is x row sorted_entry[r] / k. Grid (n), any block size.
 template <class T>

@@ -302,6 +302,8 @@ fn kernels_conv2d_matches_cpu() {
     // Four different pads: top and left must not be mixed up.
     let odd = Conv2d { stride: 2, pad: [2, 0, 1, 3] };
     run_conv(&dev, &mut rng, (2, 5, 6, 9), (7, 3), odd, true);
+    // Several channel tiles and a long K (70 * 9 = 630, not a multiple of 16).
+    run_conv(&dev, &mut rng, (1, 70, 5, 4), (65, 3), Conv2d::same3x3(), true);
 }
 
 #[test]
@@ -361,6 +363,8 @@ fn kernels_attention_flash_matches_cpu() {
     run_attention(&dev, &mut rng, (3, 16, 1, 8), false);
     run_attention(&dev, &mut rng, (1, 45, 2, 128), false);
     run_attention(&dev, &mut rng, (2, 5, 3, 24), false);
+    // Many key tiles: the running max and sum are rescaled again and again.
+    run_attention(&dev, &mut rng, (1, 150, 1, 16), false);
 }
 
 #[test]
@@ -558,7 +562,7 @@ fn run_moe(dev: &EmuDevice, rng: &mut Rng, (n, d, f, e, k): (usize, usize, usize
 
             let (offsets, sorted, pos) = (poisoned_i32(dev, e + 1), poisoned_i32(dev, rows), poisoned_i32(dev, rows));
             let args = [p(&offsets), p(&sorted), p(&pos), p(&ids), i(rows), i(e)];
-            dev.launch("moe_count_sort", &cfg([1, 1, 1], [1024, 1, 1], 0), &args).unwrap();
+            dev.launch("moe_count_sort_i32", &cfg([1, 1, 1], [1024, 1, 1], 0), &args).unwrap();
             assert_eq!(offsets.to_vec::<i32>().unwrap()[..e + 1], want_off[..], "{what}: offsets");
             assert_eq!(sorted.to_vec::<i32>().unwrap()[..rows], want_sorted[..], "{what}: sorted entries");
             assert_eq!(pos.to_vec::<i32>().unwrap()[..rows], want_pos[..], "{what}: entry positions");
@@ -615,7 +619,7 @@ fn kernels_moe_count_sort_is_stable_with_empty_experts() {
             let (offsets, sorted, pos) = (poisoned_i32(&dev, e + 1), poisoned_i32(&dev, n), poisoned_i32(&dev, n));
             // 96 threads: fewer warps than experts, so a warp sorts several.
             let args = [p(&offsets), p(&sorted), p(&pos), p(&dids), i(n), i(e)];
-            dev.launch("moe_count_sort", &cfg([1, 1, 1], [96, 1, 1], 0), &args).unwrap();
+            dev.launch("moe_count_sort_i32", &cfg([1, 1, 1], [96, 1, 1], 0), &args).unwrap();
             assert_eq!(offsets.to_vec::<i32>().unwrap()[..e + 1], want_off[..], "offsets n={n}");
             assert_eq!(sorted.to_vec::<i32>().unwrap()[..n], want_sorted[..], "sorted n={n}");
             assert_eq!(pos.to_vec::<i32>().unwrap()[..n], want_pos[..], "positions n={n}");

@@ -240,7 +240,11 @@ impl<D: Device> Backend for Cuda<D> {
         };
         let y = self.empty(&[n, c, 2 * h, 2 * w])?;
         let i = |v: usize| Arg::I32(v as i32);
-        self.grid_stride("upsample_nearest2x_f32", 4 * n * c * h * w, &[self.ptr(&y), self.ptr(x), i(n * c), i(h), i(w)])?;
+        self.grid_stride(
+            "upsample_nearest2x_f32",
+            4 * n * c * h * w,
+            &[self.ptr(&y), self.ptr(x), i(n * c), i(h), i(w)],
+        )?;
         Ok(y)
     }
     fn group_norm(
@@ -343,14 +347,19 @@ impl<D: Device> Backend for Cuda<D> {
         let i = |v: usize| Arg::I32(v as i32);
         let args = [self.ptr(&y), self.ptr(qkv), i(l), i(heads), i(hd), Arg::F32(1.0 / (hd as f32).sqrt())];
         if hd % 8 == 0 && hd <= 128 {
-            let cfg = LaunchConfig { grid: [l.div_ceil(16) as u32, heads as u32, b as u32], block: [128, 1, 1], shared_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid: [l.div_ceil(16) as u32, heads as u32, b as u32],
+                block: [128, 1, 1],
+                shared_bytes: 0,
+            };
             self.dev.launch("attention_f32", &cfg, &args)?;
         } else {
             let shared = (4 * (l + hd)) as u32;
             if shared > 48 * 1024 {
                 self.dev.set_max_dynamic_shared("attention_wide_f32", shared)?;
             }
-            let cfg = LaunchConfig { grid: [l as u32, heads as u32, b as u32], block: [256, 1, 1], shared_bytes: shared };
+            let cfg =
+                LaunchConfig { grid: [l as u32, heads as u32, b as u32], block: [256, 1, 1], shared_bytes: shared };
             self.dev.launch("attention_wide_f32", &cfg, &args)?;
         }
         Ok(y)
@@ -363,7 +372,13 @@ impl<D: Device> Backend for Cuda<D> {
         let idb = self.dev.upload(bytemuck::cast_slice(ids))?;
         let y = self.empty(&[ids.len(), d])?;
         let cfg = LaunchConfig { grid: [ids.len().max(1) as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
-        let args = [self.ptr(&y), self.ptr(table), Arg::Ptr(self.dev.address(&idb)), Arg::I32(rows as i32), Arg::I32(d as i32)];
+        let args = [
+            self.ptr(&y),
+            self.ptr(table),
+            Arg::Ptr(self.dev.address(&idb)),
+            Arg::I32(rows as i32),
+            Arg::I32(d as i32),
+        ];
         self.dev.launch("embedding_f32", &cfg, &args)?;
         Ok(y)
     }
@@ -392,7 +407,11 @@ impl<D: Device> Backend for Cuda<D> {
         let lb = self.dev.upload(bytemuck::cast_slice(labels))?;
         let y = self.empty(&[b, t, d])?;
         let i = |v: usize| Arg::I32(v as i32);
-        let cfg = LaunchConfig { grid: [t as u32, b as u32, 1], block: [128, 1, 1], shared_bytes: (4 * c * patch * patch) as u32 };
+        let cfg = LaunchConfig {
+            grid: [t as u32, b as u32, 1],
+            block: [128, 1, 1],
+            shared_bytes: (4 * c * patch * patch) as u32,
+        };
         let args = [
             self.ptr(&y),
             self.ptr(x),
@@ -411,7 +430,14 @@ impl<D: Device> Backend for Cuda<D> {
         self.dev.launch("patch_embed_f32", &cfg, &args)?;
         Ok(y)
     }
-    fn unpatchify(&self, x: &GpuTensor<D>, patch: usize, channels: usize, gh: usize, gw: usize) -> Result<GpuTensor<D>> {
+    fn unpatchify(
+        &self,
+        x: &GpuTensor<D>,
+        patch: usize,
+        channels: usize,
+        gh: usize,
+        gw: usize,
+    ) -> Result<GpuTensor<D>> {
         let &[b, t, f] = x.shape.as_slice() else {
             return Err(shape_err!("unpatchify: input {:?} must be [B, T, F]", x.shape));
         };
@@ -438,7 +464,13 @@ impl<D: Device> Backend for Cuda<D> {
             gate: w.gate,
         })
     }
-    fn moe(&self, x: &GpuTensor<D>, w: &GpuMoe<D>, top_k: usize, record: bool) -> Result<(GpuTensor<D>, Option<Routing>)> {
+    fn moe(
+        &self,
+        x: &GpuTensor<D>,
+        w: &GpuMoe<D>,
+        top_k: usize,
+        record: bool,
+    ) -> Result<(GpuTensor<D>, Option<Routing>)> {
         let d = *x.shape.last().unwrap_or(&0);
         let n_tok = numel(&x.shape) / d.max(1);
         let (e, f, k) = (w.experts, w.hidden, top_k);
@@ -456,7 +488,7 @@ impl<D: Device> Backend for Cuda<D> {
         let sorted = self.dev.alloc(rows * 4)?;
         let pos = self.dev.alloc(rows * 4)?;
         self.dev.launch(
-            "moe_count_sort",
+            "moe_count_sort_i32",
             &LaunchConfig { grid: [1, 1, 1], block: [1024, 1, 1], shared_bytes: 0 },
             &[a(&offsets), a(&sorted), a(&pos), a(&ids), i(rows), i(e)],
         )?;
@@ -466,7 +498,13 @@ impl<D: Device> Backend for Cuda<D> {
             &LaunchConfig { grid: [rows as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
             &[self.ptr(&xs), self.ptr(x), a(&sorted), i(k), i(d)],
         )?;
-        let fc = |y: &GpuTensor<D>, xin: &GpuTensor<D>, wt: &GpuTensor<D>, bias: &GpuTensor<D>, nout: usize, kin: usize, gelu: bool| {
+        let fc = |y: &GpuTensor<D>,
+                  xin: &GpuTensor<D>,
+                  wt: &GpuTensor<D>,
+                  bias: &GpuTensor<D>,
+                  nout: usize,
+                  kin: usize,
+                  gelu: bool| {
             let cfg = LaunchConfig {
                 grid: [nout.div_ceil(32) as u32, (rows.div_ceil(32) + e) as u32, 1],
                 block: [256, 1, 1],
@@ -475,7 +513,17 @@ impl<D: Device> Backend for Cuda<D> {
             self.dev.launch(
                 "moe_expert_fc_f32",
                 &cfg,
-                &[self.ptr(y), self.ptr(xin), self.ptr(wt), self.ptr(bias), a(&offsets), i(e), i(nout), i(kin), i(gelu as usize)],
+                &[
+                    self.ptr(y),
+                    self.ptr(xin),
+                    self.ptr(wt),
+                    self.ptr(bias),
+                    a(&offsets),
+                    i(e),
+                    i(nout),
+                    i(kin),
+                    i(gelu as usize),
+                ],
             )
         };
         let h = self.empty(&[rows, f])?;
@@ -503,8 +551,16 @@ impl<D: Device> Backend for Cuda<D> {
         };
         let hw = h * w;
         let y = self.empty(&[n, hw, c])?;
-        let cfg = LaunchConfig { grid: [hw.div_ceil(32) as u32, c.div_ceil(32) as u32, n as u32], block: [32, 8, 1], shared_bytes: 0 };
-        self.dev.launch("nchw_to_tokens_f32", &cfg, &[self.ptr(&y), self.ptr(x), Arg::I32(c as i32), Arg::I32(hw as i32)])?;
+        let cfg = LaunchConfig {
+            grid: [hw.div_ceil(32) as u32, c.div_ceil(32) as u32, n as u32],
+            block: [32, 8, 1],
+            shared_bytes: 0,
+        };
+        self.dev.launch(
+            "nchw_to_tokens_f32",
+            &cfg,
+            &[self.ptr(&y), self.ptr(x), Arg::I32(c as i32), Arg::I32(hw as i32)],
+        )?;
         Ok(y)
     }
     fn tokens_to_nchw(&self, x: &GpuTensor<D>, h: usize, w: usize) -> Result<GpuTensor<D>> {
@@ -515,8 +571,16 @@ impl<D: Device> Backend for Cuda<D> {
             return Err(shape_err!("tokens_to_nchw: {l} tokens is not {h}x{w}"));
         }
         let y = self.empty(&[n, c, h, w])?;
-        let cfg = LaunchConfig { grid: [c.div_ceil(32) as u32, l.div_ceil(32) as u32, n as u32], block: [32, 8, 1], shared_bytes: 0 };
-        self.dev.launch("tokens_to_nchw_f32", &cfg, &[self.ptr(&y), self.ptr(x), Arg::I32(l as i32), Arg::I32(c as i32)])?;
+        let cfg = LaunchConfig {
+            grid: [c.div_ceil(32) as u32, l.div_ceil(32) as u32, n as u32],
+            block: [32, 8, 1],
+            shared_bytes: 0,
+        };
+        self.dev.launch(
+            "tokens_to_nchw_f32",
+            &cfg,
+            &[self.ptr(&y), self.ptr(x), Arg::I32(l as i32), Arg::I32(c as i32)],
+        )?;
         Ok(y)
     }
     fn cat_channels(&self, parts: &[&GpuTensor<D>]) -> Result<GpuTensor<D>> {
@@ -541,7 +605,17 @@ impl<D: Device> Backend for Cuda<D> {
             self.grid_stride(
                 "cat_channels_f32",
                 n * (ca + cb + cc) * hw,
-                &[self.ptr(&y), self.ptr(&acc), self.ptr(b), c.map_or(Arg::Ptr(0), |c| self.ptr(c)), i(n), i(ca), i(cb), i(cc), i(hw)],
+                &[
+                    self.ptr(&y),
+                    self.ptr(&acc),
+                    self.ptr(b),
+                    c.map_or(Arg::Ptr(0), |c| self.ptr(c)),
+                    i(n),
+                    i(ca),
+                    i(cb),
+                    i(cc),
+                    i(hw),
+                ],
             )?;
             acc = y;
             rest = &rest[take..];
@@ -558,7 +632,11 @@ impl<D: Device> Backend for Cuda<D> {
         shape[1] = len;
         let y = self.empty(&shape)?;
         let i = |v: usize| Arg::I32(v as i32);
-        self.grid_stride("slice_channels_f32", n * len * hw, &[self.ptr(&y), self.ptr(x), i(n), i(c), i(start), i(len), i(hw)])?;
+        self.grid_stride(
+            "slice_channels_f32",
+            n * len * hw,
+            &[self.ptr(&y), self.ptr(x), i(n), i(c), i(start), i(len), i(hw)],
+        )?;
         Ok(y)
     }
     fn reshape(&self, x: GpuTensor<D>, shape: &[usize]) -> Result<GpuTensor<D>> {
