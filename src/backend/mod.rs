@@ -140,6 +140,14 @@ pub trait Backend: Send + Sync {
     fn cat_channels(&self, parts: &[&Self::T]) -> Result<Self::T>;
     /// Channels `start..start+len` of an NCHW tensor.
     fn slice_channels(&self, x: &Self::T, start: usize, len: usize) -> Result<Self::T>;
+    /// One DDIM step (eta 0), elementwise: `prev` from the model's prediction and the sample
+    /// (same shapes), with the step's scalar coefficients. Always f32.
+    fn ddim_step(
+        &self,
+        pred: &Self::T,
+        sample: &Self::T,
+        c: &crate::scheduler::ddim::StepCoefficients,
+    ) -> Result<Self::T>;
     /// Reshape without moving data.
     fn reshape(&self, x: Self::T, shape: &[usize]) -> Result<Self::T>;
 }

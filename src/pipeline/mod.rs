@@ -83,21 +83,21 @@ impl<B: Backend> Engine<B> {
         }
         let timesteps = self.scheduler.timesteps(steps)?;
         let c = self.latent_channels();
-        let mut x = noise;
-        let mut prev = vec![0f32; x.numel()];
+        // The latent stays on the device for the whole loop: no host round trip per step.
+        let mut x = be.upload(&noise)?;
         for &t in &timesteps {
-            let input = be.cat_channels(&[rgb, prompt, &be.upload(&x)?])?; // [N, 3c, h, w]
+            let coefs = self.scheduler.coefficients(t, steps)?;
+            let input = be.cat_channels(&[rgb, prompt, &x])?; // [N, 3c, h, w]
             let out = self.dit.forward(be, &input, &vec![t as f32; n], labels, None)?; // [N, out, h, w]
-            let pred = be.download(&be.slice_channels(&out, 0, c)?)?;
-            self.scheduler.step(&pred.data, t, steps, &x.data, &mut prev, None)?;
-            std::mem::swap(&mut x.data, &mut prev);
+            let pred = be.slice_channels(&out, 0, c)?;
+            x = be.ddim_step(&pred, &x, &coefs)?;
             if trace.record {
                 trace.model_out.push(be.download(&out)?);
-                trace.latents.push(x.clone());
+                trace.latents.push(be.download(&x)?);
             }
         }
         trace.timesteps = timesteps;
-        be.upload(&x)
+        Ok(x)
     }
 
     /// Latents -> images [N, 3, H, W] (not clamped).

@@ -410,6 +410,19 @@ impl Backend for Cpu {
         shape[1] = len;
         Tensor::new(shape, out)
     }
+    fn ddim_step(
+        &self,
+        pred: &Tensor,
+        sample: &Tensor,
+        c: &crate::scheduler::ddim::StepCoefficients,
+    ) -> Result<Tensor> {
+        if pred.shape != sample.shape {
+            return Err(shape_err!("ddim_step: prediction {:?} and sample {:?} differ", pred.shape, sample.shape));
+        }
+        let mut prev = sample.clone();
+        prev.data.par_iter_mut().zip(pred.data.par_iter()).for_each(|(x, p)| *x = c.apply(*p, *x).0);
+        Ok(prev)
+    }
     fn reshape(&self, x: Tensor, shape: &[usize]) -> Result<Tensor> {
         x.reshape(shape)
     }

@@ -639,6 +639,46 @@ impl<D: Device> Backend for Cuda<D> {
         )?;
         Ok(y)
     }
+    fn ddim_step(
+        &self,
+        pred: &GpuTensor<D>,
+        sample: &GpuTensor<D>,
+        c: &crate::scheduler::ddim::StepCoefficients,
+    ) -> Result<GpuTensor<D>> {
+        use crate::scheduler::PredictionType;
+        if pred.shape != sample.shape {
+            return Err(shape_err!("ddim_step: prediction {:?} and sample {:?} differ", pred.shape, sample.shape));
+        }
+        if c.clip.is_some() {
+            // clip_sample is off in every SD-2 config; the rare config with it steps on the host.
+            let prev = self.cpu.ddim_step(&self.to_host(pred)?, &self.to_host(sample)?, c)?;
+            return self.from_host(&prev);
+        }
+        let n = numel(&sample.shape);
+        let y = self.empty(&sample.shape)?;
+        let kind = match c.prediction_type {
+            PredictionType::Epsilon => 0,
+            PredictionType::VPrediction => 1,
+            PredictionType::Sample => 2,
+        };
+        self.grid_stride(
+            "ddim_step_f32",
+            n,
+            &[
+                self.ptr(&y),
+                Arg::Ptr(0),
+                self.ptr(pred),
+                self.ptr(sample),
+                Arg::I32(n as i32),
+                Arg::I32(kind),
+                Arg::F32(c.sqrt_alpha),
+                Arg::F32(c.sqrt_one_minus_alpha),
+                Arg::F32(c.sqrt_alpha_prev),
+                Arg::F32(c.sqrt_one_minus_alpha_prev),
+            ],
+        )?;
+        Ok(y)
+    }
     fn reshape(&self, x: GpuTensor<D>, shape: &[usize]) -> Result<GpuTensor<D>> {
         if numel(shape) != numel(&x.shape) {
             return Err(shape_err!("cannot reshape {:?} to {shape:?}", x.shape));
