@@ -10,18 +10,20 @@ use crate::backend::{Act, Backend, Conv2d, MoeWeights, Routing};
 use crate::emu::{Arg, LaunchConfig};
 use crate::error::{Error, Result};
 use crate::shape_err;
-use crate::tensor::{numel, Tensor};
+use crate::tensor::{numel, DType, Tensor};
 use crate::weights::RawTensor;
 
 /// A tensor on the device: a shared buffer and its shape (f32, row-major).
 pub struct GpuTensor<D: Device> {
     pub buf: Arc<D::Buffer>,
     pub shape: Vec<usize>,
+    /// F32 or BF16.
+    pub dtype: DType,
 }
 
 impl<D: Device> Clone for GpuTensor<D> {
     fn clone(&self) -> Self {
-        GpuTensor { buf: self.buf.clone(), shape: self.shape.clone() }
+        GpuTensor { buf: self.buf.clone(), shape: self.shape.clone(), dtype: self.dtype }
     }
 }
 
@@ -41,11 +43,14 @@ pub struct Cuda<D: Device> {
     pub dev: D,
     /// Host-side helpers (weight concatenation at load).
     cpu: Cpu,
+    /// Storage type of activations and of weights with two or more axes (biases and norm
+    /// parameters stay f32); arithmetic is f32 either way.
+    act: DType,
 }
 
 impl<D: Device> Clone for Cuda<D> {
     fn clone(&self) -> Self {
-        Cuda { dev: self.dev.clone(), cpu: Cpu }
+        Cuda { dev: self.dev.clone(), cpu: Cpu, act: self.act }
     }
 }
 
@@ -56,8 +61,35 @@ fn blocks_for(n: usize) -> u32 {
 }
 
 impl<D: Device> Cuda<D> {
+    /// f32 activations and weights (true f32: no reduced-precision tensor-core math).
     pub fn new(dev: D) -> Self {
-        Cuda { dev, cpu: Cpu }
+        Cuda { dev, cpu: Cpu, act: DType::F32 }
+    }
+
+    /// bf16 storage for activations and weights, f32 accumulation; the scheduler state stays f32.
+    pub fn bf16(dev: D) -> Self {
+        Cuda { dev, cpu: Cpu, act: DType::BF16 }
+    }
+
+    /// Entry point `<op>_<dtype>` for the activation type.
+    fn k(&self, op: &str) -> String {
+        format!("{op}_{}", self.act.name())
+    }
+
+    /// `t` in the activation storage type (converted on the device when it differs).
+    fn act_of(&self, t: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+        self.convert(t, self.act)
+    }
+
+    fn convert(&self, t: &GpuTensor<D>, to: DType) -> Result<GpuTensor<D>> {
+        if t.dtype == to {
+            return Ok(t.clone());
+        }
+        let n = numel(&t.shape);
+        let y = self.empty_as(&t.shape, to)?;
+        let kernel = if to == DType::BF16 { "convert_f32_to_bf16" } else { "convert_bf16_to_f32" };
+        self.grid_stride(kernel, n, &[self.ptr(&y), self.ptr(t), Arg::I64(n as i64)])?;
+        Ok(y)
     }
 
     fn ptr(&self, t: &GpuTensor<D>) -> Arg {
@@ -65,17 +97,43 @@ impl<D: Device> Cuda<D> {
     }
 
     fn empty(&self, shape: &[usize]) -> Result<GpuTensor<D>> {
-        Ok(GpuTensor { buf: Arc::new(self.dev.alloc(numel(shape) * 4)?), shape: shape.to_vec() })
+        self.empty_as(shape, self.act)
+    }
+
+    fn empty_as(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor<D>> {
+        let buf = self.dev.alloc(numel(shape) * dtype.size())?;
+        Ok(GpuTensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype })
     }
 
     fn to_host(&self, t: &GpuTensor<D>) -> Result<Tensor> {
         let bytes = self.dev.download(&t.buf)?;
         let n = numel(&t.shape);
-        Tensor::new(t.shape.clone(), bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4]))
+        let data = match t.dtype {
+            DType::BF16 => {
+                bytes[..n * 2].chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
+            _ => bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4]),
+        };
+        Tensor::new(t.shape.clone(), data)
     }
 
     fn from_host(&self, t: &Tensor) -> Result<GpuTensor<D>> {
-        Ok(GpuTensor { buf: Arc::new(self.dev.upload(bytemuck::cast_slice(&t.data))?), shape: t.shape.clone() })
+        Ok(GpuTensor {
+            buf: Arc::new(self.dev.upload(bytemuck::cast_slice(&t.data))?),
+            shape: t.shape.clone(),
+            dtype: DType::F32,
+        })
+    }
+
+    /// A parameter on the device: biases and norm parameters (one axis) in f32, the rest in the
+    /// activation type, converted once here.
+    fn weight_from(&self, t: Tensor) -> Result<GpuTensor<D>> {
+        let w = self.from_host(&t)?;
+        if t.shape.len() >= 2 {
+            self.convert(&w, self.act)
+        } else {
+            Ok(w)
+        }
     }
 
     /// A 1-D grid-stride launch over `n` elements.
@@ -88,14 +146,16 @@ impl<D: Device> Cuda<D> {
         let each = numel(&parts[0].shape);
         let mut shape = vec![parts.len()];
         shape.extend_from_slice(&parts[0].shape);
-        let y = self.empty(&shape)?;
+        let dtype = parts[0].dtype;
+        let y = self.empty_as(&shape, dtype)?;
         let base = self.dev.address(&y.buf);
+        let copy = format!("scale_{}", dtype.name());
         for (j, p) in parts.iter().enumerate() {
             if numel(&p.shape) != each {
                 return Err(shape_err!("stack: {:?} and {:?} differ", parts[0].shape, p.shape));
             }
-            let dst = Arg::Ptr(base + (j * each * 4) as u64);
-            self.grid_stride("scale_f32", each, &[dst, self.ptr(p), Arg::F32(1.0), Arg::I64(each as i64)])?;
+            let dst = Arg::Ptr(base + (j * each * dtype.size()) as u64);
+            self.grid_stride(&copy, each, &[dst, self.ptr(p), Arg::F32(1.0), Arg::I64(each as i64)])?;
         }
         Ok(y)
     }
@@ -131,14 +191,15 @@ impl<D: Device> Backend for Cuda<D> {
     }
     fn weight(&self, name: &str, raw: &RawTensor) -> Result<GpuTensor<D>> {
         let data = raw.to_f32_vec().map_err(|e| Error::Weights(format!("tensor \"{name}\": {e}")))?;
-        self.from_host(&Tensor::new(raw.shape.clone(), data)?)
+        self.weight_from(Tensor::new(raw.shape.clone(), data)?)
     }
     fn weight_cat(&self, name: &str, raws: &[&RawTensor]) -> Result<GpuTensor<D>> {
         let w = self.cpu.weight_cat(name, raws)?;
-        self.from_host(&Tensor::new(w.shape.clone(), w.data().to_vec())?)
+        self.weight_from(Tensor::new(w.shape.clone(), w.data().to_vec())?)
     }
 
     fn linear(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, act: Act) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let k = *x.shape.last().unwrap_or(&0);
         if w.shape.len() != 2 || w.shape[1] != k {
             return Err(shape_err!("linear: input {:?} does not fit weight {:?}", x.shape, w.shape));
@@ -147,55 +208,51 @@ impl<D: Device> Backend for Cuda<D> {
         let mut shape = x.shape.clone();
         *shape.last_mut().unwrap() = n;
         let y = self.empty(&shape)?;
-        let cfg = LaunchConfig {
-            grid: [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1],
-            block: [256, 1, 1],
-            shared_bytes: 0,
-        };
         let bias = b.map_or(Arg::Ptr(0), |b| self.ptr(b));
         let gelu = (act == Act::GeluTanh) as i32;
-        self.dev.launch(
-            "gemm_f32",
-            &cfg,
-            &[
-                self.ptr(&y),
-                self.ptr(x),
-                self.ptr(w),
-                bias,
-                Arg::I32(m as i32),
-                Arg::I32(n as i32),
-                Arg::I32(k as i32),
-                Arg::I32(gelu),
-            ],
-        )?;
+        let (i, grid) = (|v: usize| Arg::I32(v as i32), [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1]);
+        if self.act == DType::BF16 {
+            // Tensor cores: bf16 operands, f32 accumulation, bf16 output.
+            let cfg = LaunchConfig { grid, block: [128, 1, 1], shared_bytes: 0 };
+            let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, i(m), i(n), i(k), Arg::I32(gelu), Arg::I32(1)];
+            self.dev.launch("gemm_bf16_mma", &cfg, &args)?;
+        } else {
+            let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
+            let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, i(m), i(n), i(k), Arg::I32(gelu)];
+            self.dev.launch("gemm_f32", &cfg, &args)?;
+        }
         if act == Act::Silu {
-            return self.elementwise("silu_f32", &y);
+            return self.elementwise(&self.k("silu"), &y);
         }
         Ok(y)
     }
     fn act(&self, x: &GpuTensor<D>, act: Act) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         match act {
             Act::None => Ok(x.clone()),
-            Act::Silu => self.elementwise("silu_f32", x),
-            Act::GeluTanh => self.elementwise("gelu_tanh_f32", x),
+            Act::Silu => self.elementwise(&self.k("silu"), x),
+            Act::GeluTanh => self.elementwise(&self.k("gelu_tanh"), x),
         }
     }
     fn add(&self, a: &GpuTensor<D>, b: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+        let (a, b) = (&self.act_of(a)?, &self.act_of(b)?);
         if a.shape != b.shape {
             return Err(shape_err!("add: shapes {:?} and {:?} differ", a.shape, b.shape));
         }
         let n = numel(&a.shape);
         let y = self.empty(&a.shape)?;
-        self.grid_stride("add_f32", n, &[self.ptr(&y), self.ptr(a), self.ptr(b), Arg::I64(n as i64)])?;
+        self.grid_stride(&self.k("add"), n, &[self.ptr(&y), self.ptr(a), self.ptr(b), Arg::I64(n as i64)])?;
         Ok(y)
     }
     fn scale(&self, x: &GpuTensor<D>, s: f32) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let n = numel(&x.shape);
         let y = self.empty(&x.shape)?;
-        self.grid_stride("scale_f32", n, &[self.ptr(&y), self.ptr(x), Arg::F32(s), Arg::I64(n as i64)])?;
+        self.grid_stride(&self.k("scale"), n, &[self.ptr(&y), self.ptr(x), Arg::F32(s), Arg::I64(n as i64)])?;
         Ok(y)
     }
     fn conv2d(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, p: Conv2d) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
             return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
         };
@@ -212,7 +269,7 @@ impl<D: Device> Backend for Cuda<D> {
         };
         let i = |v: usize| Arg::I32(v as i32);
         self.dev.launch(
-            "conv2d_f32",
+            &self.k("conv2d"),
             &cfg,
             &[
                 self.ptr(&y),
@@ -235,13 +292,14 @@ impl<D: Device> Backend for Cuda<D> {
         Ok(y)
     }
     fn upsample_nearest2x(&self, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let &[n, c, h, w] = x.shape.as_slice() else {
             return Err(shape_err!("upsample: input {:?} must be NCHW", x.shape));
         };
         let y = self.empty(&[n, c, 2 * h, 2 * w])?;
         let i = |v: usize| Arg::I32(v as i32);
         self.grid_stride(
-            "upsample_nearest2x_f32",
+            &self.k("upsample_nearest2x"),
             4 * n * c * h * w,
             &[self.ptr(&y), self.ptr(x), i(n * c), i(h), i(w)],
         )?;
@@ -256,6 +314,7 @@ impl<D: Device> Backend for Cuda<D> {
         eps: f32,
         silu: bool,
     ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let (n, c) = (x.shape[0], x.shape[1]);
         if groups == 0 || c % groups != 0 || numel(&gamma.shape) != c || numel(&beta.shape) != c {
             return Err(shape_err!("group_norm: {c} channels, {groups} groups, gamma {:?}", gamma.shape));
@@ -264,7 +323,7 @@ impl<D: Device> Backend for Cuda<D> {
         let y = self.empty(&x.shape)?;
         let cfg = LaunchConfig { grid: [groups as u32, n as u32, 1], block: [256, 1, 1], shared_bytes: 0 };
         self.dev.launch(
-            "group_norm_f32",
+            &self.k("group_norm"),
             &cfg,
             &[
                 self.ptr(&y),
@@ -288,6 +347,10 @@ impl<D: Device> Backend for Cuda<D> {
         scale: usize,
         eps: f32,
     ) -> Result<GpuTensor<D>> {
+        // Statistics and modulation in the input's own storage type (the f32 residual stream under
+        // bf16); the result is an activation.
+        let mods = &self.convert(mods, x.dtype)?;
+        let kernel = format!("layer_norm_modulate_{}", x.dtype.name());
         let &[b, t, d] = x.shape.as_slice() else {
             return Err(shape_err!("layer_norm: input {:?} must be [B, T, D]", x.shape));
         };
@@ -295,30 +358,33 @@ impl<D: Device> Backend for Cuda<D> {
         if mods.shape[0] != b || (shift.max(scale) + 1) * d > m {
             return Err(shape_err!("layer_norm: modulation {:?} does not fit input {:?}", mods.shape, x.shape));
         }
-        let y = self.empty(&x.shape)?;
+        let y = self.empty_as(&x.shape, x.dtype)?;
         let shared = (d * 4) as u32;
         if shared > 48 * 1024 {
-            self.dev.set_max_dynamic_shared("layer_norm_modulate_f32", shared)?;
+            self.dev.set_max_dynamic_shared(&kernel, shared)?;
         }
         let base = self.dev.address(&mods.buf);
         let cfg = LaunchConfig { grid: [(b * t) as u32, 1, 1], block: [128, 1, 1], shared_bytes: shared };
         self.dev.launch(
-            "layer_norm_modulate_f32",
+            &kernel,
             &cfg,
             &[
                 self.ptr(&y),
                 self.ptr(x),
-                Arg::Ptr(base + (shift * d * 4) as u64),
-                Arg::Ptr(base + (scale * d * 4) as u64),
+                Arg::Ptr(base + (shift * d * mods.dtype.size()) as u64),
+                Arg::Ptr(base + (scale * d * mods.dtype.size()) as u64),
                 Arg::I32(t as i32),
                 Arg::I32(d as i32),
                 Arg::I32(m as i32),
                 Arg::F32(eps),
             ],
         )?;
-        Ok(y)
+        self.act_of(&y)
     }
     fn gated_add(&self, x: &mut GpuTensor<D>, y: &GpuTensor<D>, mods: &GpuTensor<D>, gate: usize) -> Result<()> {
+        // The residual stream keeps its own storage type (f32 under bf16, as autocast keeps it).
+        let (y, mods) = (&self.convert(y, x.dtype)?, &self.convert(mods, x.dtype)?);
+        let kernel = format!("gated_add_{}", x.dtype.name());
         if x.shape != y.shape || x.shape.len() != 3 {
             return Err(shape_err!("gated_add: shapes {:?} and {:?}", x.shape, y.shape));
         }
@@ -330,12 +396,13 @@ impl<D: Device> Backend for Cuda<D> {
         // In place: `x` is the residual stream, owned by the forward pass.
         let i = |v: usize| Arg::I32(v as i32);
         self.grid_stride(
-            "gated_add_f32",
+            &kernel,
             b * t * d,
             &[self.ptr(x), self.ptr(y), self.ptr(mods), i(b), i(t), i(d), i(m), i(gate * d)],
         )
     }
     fn attention(&self, qkv: &GpuTensor<D>, heads: usize) -> Result<GpuTensor<D>> {
+        let qkv = &self.act_of(qkv)?;
         let &[b, l, d3] = qkv.shape.as_slice() else {
             return Err(shape_err!("attention: qkv {:?} must be [B, L, 3D]", qkv.shape));
         };
@@ -352,15 +419,15 @@ impl<D: Device> Backend for Cuda<D> {
                 block: [128, 1, 1],
                 shared_bytes: 0,
             };
-            self.dev.launch("attention_f32", &cfg, &args)?;
+            self.dev.launch(&self.k("attention"), &cfg, &args)?;
         } else {
             let shared = (4 * (l + hd)) as u32;
             if shared > 48 * 1024 {
-                self.dev.set_max_dynamic_shared("attention_wide_f32", shared)?;
+                self.dev.set_max_dynamic_shared(&self.k("attention_wide"), shared)?;
             }
             let cfg =
                 LaunchConfig { grid: [l as u32, heads as u32, b as u32], block: [256, 1, 1], shared_bytes: shared };
-            self.dev.launch("attention_wide_f32", &cfg, &args)?;
+            self.dev.launch(&self.k("attention_wide"), &cfg, &args)?;
         }
         Ok(y)
     }
@@ -379,7 +446,7 @@ impl<D: Device> Backend for Cuda<D> {
             Arg::I32(rows as i32),
             Arg::I32(d as i32),
         ];
-        self.dev.launch("embedding_f32", &cfg, &args)?;
+        self.dev.launch(&self.k("embedding"), &cfg, &args)?;
         Ok(y)
     }
     fn patch_embed(
@@ -391,6 +458,7 @@ impl<D: Device> Backend for Cuda<D> {
         pos: &GpuTensor<D>,
         patch: usize,
     ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let &[b, c, h, w] = x.shape.as_slice() else {
             return Err(shape_err!("patch_embed: input {:?} must be NCHW", x.shape));
         };
@@ -427,8 +495,9 @@ impl<D: Device> Backend for Cuda<D> {
             i(d),
             i(patch),
         ];
-        self.dev.launch("patch_embed_f32", &cfg, &args)?;
-        Ok(y)
+        self.dev.launch(&self.k("patch_embed"), &cfg, &args)?;
+        // The residual stream starts here: f32 whatever the activation type.
+        self.convert(&y, DType::F32)
     }
     fn unpatchify(
         &self,
@@ -438,6 +507,7 @@ impl<D: Device> Backend for Cuda<D> {
         gh: usize,
         gw: usize,
     ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let &[b, t, f] = x.shape.as_slice() else {
             return Err(shape_err!("unpatchify: input {:?} must be [B, T, F]", x.shape));
         };
@@ -447,7 +517,7 @@ impl<D: Device> Backend for Cuda<D> {
         let y = self.empty(&[b, channels, gh * patch, gw * patch])?;
         let i = |v: usize| Arg::I32(v as i32);
         self.grid_stride(
-            "unpatchify_f32",
+            &self.k("unpatchify"),
             b * t * f,
             &[self.ptr(&y), self.ptr(x), i(b), i(channels), i(patch), i(gh), i(gw)],
         )?;
@@ -471,6 +541,7 @@ impl<D: Device> Backend for Cuda<D> {
         top_k: usize,
         record: bool,
     ) -> Result<(GpuTensor<D>, Option<Routing>)> {
+        let x = &self.act_of(x)?;
         let d = *x.shape.last().unwrap_or(&0);
         let n_tok = numel(&x.shape) / d.max(1);
         let (e, f, k) = (w.experts, w.hidden, top_k);
@@ -480,7 +551,7 @@ impl<D: Device> Backend for Cuda<D> {
         let wts = self.dev.alloc(rows * 4)?;
         let a = |b: &D::Buffer| Arg::Ptr(self.dev.address(b));
         self.dev.launch(
-            "moe_route_f32",
+            &self.k("moe_route"),
             &LaunchConfig { grid: [n_tok as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
             &[a(&ids), a(&wts), self.ptr(x), self.ptr(&w.gate), i(d), i(e), i(k)],
         )?;
@@ -494,7 +565,7 @@ impl<D: Device> Backend for Cuda<D> {
         )?;
         let xs = self.empty(&[rows, d])?;
         self.dev.launch(
-            "moe_gather_f32",
+            &self.k("moe_gather"),
             &LaunchConfig { grid: [rows as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
             &[self.ptr(&xs), self.ptr(x), a(&sorted), i(k), i(d)],
         )?;
@@ -511,7 +582,7 @@ impl<D: Device> Backend for Cuda<D> {
                 shared_bytes: 0,
             };
             self.dev.launch(
-                "moe_expert_fc_f32",
+                &self.k("moe_expert_fc"),
                 &cfg,
                 &[
                     self.ptr(y),
@@ -532,7 +603,7 @@ impl<D: Device> Backend for Cuda<D> {
         fc(&y, &h, &w.fc2_w, &w.fc2_b, d, f, false)?;
         let out = self.empty(&x.shape)?;
         self.dev.launch(
-            "moe_combine_f32",
+            &self.k("moe_combine"),
             &LaunchConfig { grid: [n_tok as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
             &[self.ptr(&out), self.ptr(&y), a(&wts), a(&ids), a(&pos), i(k), i(d)],
         )?;
@@ -546,6 +617,7 @@ impl<D: Device> Backend for Cuda<D> {
         Ok((out, routing))
     }
     fn nchw_to_tokens(&self, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let &[n, c, h, w] = x.shape.as_slice() else {
             return Err(shape_err!("nchw_to_tokens: input {:?} must be NCHW", x.shape));
         };
@@ -557,13 +629,14 @@ impl<D: Device> Backend for Cuda<D> {
             shared_bytes: 0,
         };
         self.dev.launch(
-            "nchw_to_tokens_f32",
+            &self.k("nchw_to_tokens"),
             &cfg,
             &[self.ptr(&y), self.ptr(x), Arg::I32(c as i32), Arg::I32(hw as i32)],
         )?;
         Ok(y)
     }
     fn tokens_to_nchw(&self, x: &GpuTensor<D>, h: usize, w: usize) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let &[n, l, c] = x.shape.as_slice() else {
             return Err(shape_err!("tokens_to_nchw: input {:?} must be [N, L, C]", x.shape));
         };
@@ -577,13 +650,16 @@ impl<D: Device> Backend for Cuda<D> {
             shared_bytes: 0,
         };
         self.dev.launch(
-            "tokens_to_nchw_f32",
+            &self.k("tokens_to_nchw"),
             &cfg,
             &[self.ptr(&y), self.ptr(x), Arg::I32(l as i32), Arg::I32(c as i32)],
         )?;
         Ok(y)
     }
     fn cat_channels(&self, parts: &[&GpuTensor<D>]) -> Result<GpuTensor<D>> {
+        let owned = parts.iter().map(|p| self.act_of(p)).collect::<Result<Vec<_>>>()?;
+        let parts: Vec<&GpuTensor<D>> = owned.iter().collect();
+        let parts = parts.as_slice();
         let first = parts.first().ok_or_else(|| shape_err!("cat_channels: no inputs"))?;
         let (n, hw) = (first.shape[0], numel(&first.shape[2..]));
         for p in parts {
@@ -603,7 +679,7 @@ impl<D: Device> Backend for Cuda<D> {
             let y = self.empty(&shape)?;
             let i = |v: usize| Arg::I32(v as i32);
             self.grid_stride(
-                "cat_channels_f32",
+                &self.k("cat_channels"),
                 n * (ca + cb + cc) * hw,
                 &[
                     self.ptr(&y),
@@ -623,6 +699,7 @@ impl<D: Device> Backend for Cuda<D> {
         Ok(acc)
     }
     fn slice_channels(&self, x: &GpuTensor<D>, start: usize, len: usize) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
         let (n, c) = (x.shape[0], x.shape[1]);
         if start + len > c {
             return Err(shape_err!("slice_channels: {start}..{} of {c} channels", start + len));
@@ -633,7 +710,7 @@ impl<D: Device> Backend for Cuda<D> {
         let y = self.empty(&shape)?;
         let i = |v: usize| Arg::I32(v as i32);
         self.grid_stride(
-            "slice_channels_f32",
+            &self.k("slice_channels"),
             n * len * hw,
             &[self.ptr(&y), self.ptr(x), i(n), i(c), i(start), i(len), i(hw)],
         )?;
@@ -654,8 +731,9 @@ impl<D: Device> Backend for Cuda<D> {
             let prev = self.cpu.ddim_step(&self.to_host(pred)?, &self.to_host(sample)?, c)?;
             return self.from_host(&prev);
         }
+        let (pred, sample) = (&self.convert(pred, DType::F32)?, &self.convert(sample, DType::F32)?);
         let n = numel(&sample.shape);
-        let y = self.empty(&sample.shape)?;
+        let y = self.empty_as(&sample.shape, DType::F32)?;
         let kind = match c.prediction_type {
             PredictionType::Epsilon => 0,
             PredictionType::VPrediction => 1,
@@ -683,6 +761,6 @@ impl<D: Device> Backend for Cuda<D> {
         if numel(shape) != numel(&x.shape) {
             return Err(shape_err!("cannot reshape {:?} to {shape:?}", x.shape));
         }
-        Ok(GpuTensor { buf: x.buf, shape: shape.to_vec() })
+        Ok(GpuTensor { buf: x.buf, shape: shape.to_vec(), dtype: x.dtype })
     }
 }
