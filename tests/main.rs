@@ -2,6 +2,7 @@
 mod data;
 mod ddim;
 mod fixtures;
+mod gemm;
 mod io;
 mod ops;
 mod postprocess;

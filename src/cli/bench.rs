@@ -38,7 +38,8 @@ pub fn run(json_path: Option<&std::path::Path>, reps: usize, only: &[String]) ->
     let be = Cpu::new();
     println!("bench: no GPU backend in this build; benchmarking the CPU path ({}).", be.name());
     println!("       GPU rows (DiT batch 2-16, ensembles, 50-step runs) need a GPU.");
-    let want = |n: &str| only.is_empty() || only.iter().any(|o| n.contains(o.as_str()));
+    // A filter selects a row ("vae_decode") or a group ("vae").
+    let want = |n: &str| only.is_empty() || only.iter().any(|o| n.contains(o.as_str()) || o.contains(n));
     let mut rows = Vec::new();
     let mut rng = NoiseRng::new(0);
     if want("vae") {

@@ -5,6 +5,8 @@ pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
 pub mod moe;
 pub mod norm;
 
