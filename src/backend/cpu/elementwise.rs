@@ -9,7 +9,9 @@ const CHUNK: usize = 1 << 14;
 #[inline]
 pub fn gelu_tanh(x: f32) -> f32 {
     const K: f32 = 0.797_884_6; // sqrt(2 / pi)
-    0.5 * x * (1.0 + (K * (x + 0.044715 * x * x * x)).tanh())
+                                // 0.5 * (1 + tanh(u)) = 1 / (1 + exp(-2u)): one exp instead of tanh (which costs an
+                                // expm1 and more); the limits come out right (x / inf = -0 for large negative x).
+    x / (1.0 + (-2.0 * K * (x + 0.044715 * x * x * x)).exp())
 }
 
 #[inline]

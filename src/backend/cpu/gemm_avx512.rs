@@ -75,10 +75,17 @@ pub fn matmul(
     threads: usize,
 ) {
     debug_assert!(available());
-    let col_blocks = n.div_ceil(NB);
-    // Enough tasks that two busy-or-not cores balance; rows are split only when the columns
-    // alone give too few.
-    let row_splits = if threads > 1 { (4 * threads).div_ceil(col_blocks).min(m.div_ceil(MR)) } else { 1 };
+    // Enough tasks that two busy-or-not cores balance. Narrower column blocks come first: each
+    // task packs its own block of B (for a linear layer, the weight), so splitting rows instead
+    // would pack the same weights once per row split.
+    let nb =
+        if threads > 1 && n.div_ceil(NB) < 2 * threads { n.div_ceil(2 * threads).div_ceil(NR).max(1) * NR } else { NB };
+    let col_blocks = n.div_ceil(nb);
+    let row_splits = if threads > 1 && col_blocks < 2 * threads {
+        (4 * threads).div_ceil(col_blocks).min(m.div_ceil(MR))
+    } else {
+        1
+    };
     let rows_per = m.div_ceil(row_splits).div_ceil(MR) * MR;
     let row_splits = m.div_ceil(rows_per);
     let ptr = OutPtr(out.as_mut_ptr());
@@ -89,11 +96,11 @@ pub fn matmul(
     let task = |bufs: &mut (Vec<f32>, Vec<f32>), t: usize| {
         let (rs, cb) = (t / col_blocks, t % col_blocks);
         let r0 = rs * rows_per;
-        let c0 = cb * NB;
+        let c0 = cb * nb;
         let job = Job { a, b, k, ldo, accumulate, out: ptr, prepacked, m_pad };
         // SAFETY: the tile [r0, r0+rows) x [c0, c0+cols) belongs to this task only and lies
         // inside `out` (checked by the caller).
-        unsafe { job.run(r0, rows_per.min(m - r0), c0, NB.min(n - c0), bufs) };
+        unsafe { job.run(r0, rows_per.min(m - r0), c0, nb.min(n - c0), bufs) };
     };
     let tasks = row_splits * col_blocks;
     if threads > 1 && tasks > 1 {
