@@ -120,3 +120,22 @@ fn conv_paths_match_f64_loops() {
         }
     }
 }
+
+#[test]
+fn fast_exp_is_within_two_ulp_of_exp() {
+    use percept::backend::cpu::elementwise::{exp_f32, gelu_tanh, silu};
+    let mut worst = 0f64;
+    let mut x = -87.0f32;
+    while x < 88.0 {
+        let want = (x as f64).exp();
+        worst = worst.max(((exp_f32(x) as f64 - want) / want).abs());
+        x += 0.001_37;
+    }
+    assert!(worst < 2.5e-7, "exp_f32 relative error {worst:e}");
+    // The activations at their far ends stay finite and at their limits.
+    for x in [-200.0f32, -90.0, 90.0, 200.0] {
+        let (s, g) = (silu(x), gelu_tanh(x));
+        let want = if x > 0.0 { x } else { 0.0 };
+        assert!((s - want).abs() < 1e-6 && (g - want).abs() < 1e-6, "silu({x}) = {s}, gelu({x}) = {g}");
+    }
+}
