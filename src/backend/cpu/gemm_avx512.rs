@@ -271,6 +271,11 @@ fn pack_b_conv(cv: &ConvRhs, p0: usize, kc: usize, c0: usize, cols: usize, dst: 
     for s in 0..panels {
         let width = NR.min(cols - s * NR);
         let col = c0 + s * NR;
+        let (oy, ox) = (col / ow, col % ow);
+        if cv.stride == 1 && width == NR && ox + NR <= ow {
+            pack_conv_panel_row(cv, p0, kc, oy, ox, &mut dst[s * kc * NR..(s + 1) * kc * NR]);
+            continue;
+        }
         for p in 0..kc {
             let (ci, tap) = ((p0 + p) / taps, (p0 + p) % taps);
             let (ky, kx) = (tap / cv.kw, tap % cv.kw);
@@ -313,6 +318,45 @@ fn pack_b_conv(cv: &ConvRhs, p0: usize, kc: usize, c0: usize, cols: usize, dst: 
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// One full panel of a stride-1 convolution whose NR output pixels lie on one output row
+/// (every panel when the output width is a multiple of NR): the depth index advances through
+/// (channel, ky, kx) without divisions, and a panel row is one fixed-size copy unless it
+/// touches the padding.
+fn pack_conv_panel_row(cv: &ConvRhs, p0: usize, kc: usize, oy: usize, ox: usize, d: &mut [f32]) {
+    let (h, w) = (cv.h, cv.w);
+    let taps = cv.kh * cv.kw;
+    let (mut ci, tap) = (p0 / taps, p0 % taps);
+    let (mut ky, mut kx) = (tap / cv.kw, tap % cv.kw);
+    for run in d[..kc * NR].chunks_exact_mut(NR) {
+        let iy = (oy + ky) as isize - cv.pad_top as isize;
+        if iy >= 0 && iy < h as isize {
+            let row = &cv.x[ci * h * w + iy as usize * w..][..w];
+            let x0 = (ox + kx) as isize - cv.pad_left as isize;
+            if x0 >= 0 && x0 as usize + NR <= w {
+                let src: &[f32; NR] = row[x0 as usize..x0 as usize + NR].try_into().expect("NR values");
+                let dst: &mut [f32; NR] = run.try_into().expect("NR values");
+                *dst = *src;
+            } else {
+                for (t, v) in run.iter_mut().enumerate() {
+                    let ix = x0 + t as isize;
+                    if ix >= 0 && ix < w as isize {
+                        *v = row[ix as usize];
+                    }
+                }
+            }
+        }
+        kx += 1;
+        if kx == cv.kw {
+            kx = 0;
+            ky += 1;
+            if ky == cv.kh {
+                ky = 0;
+                ci += 1;
             }
         }
     }
