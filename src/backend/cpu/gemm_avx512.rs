@@ -74,7 +74,8 @@ pub fn matmul(
     accumulate: bool,
     threads: usize,
 ) {
-    debug_assert!(available());
+    // The kernel's instructions fault on a CPU without AVX-512: refuse rather than run them.
+    assert!(available(), "gemm: this CPU has no AVX-512");
     // Enough tasks that two busy-or-not cores balance. Narrower column blocks come first: each
     // task packs its own block of B (for a linear layer, the weight), so splitting rows instead
     // would pack the same weights once per row split.
