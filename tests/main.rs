@@ -5,6 +5,7 @@ mod ddim;
 mod emu;
 mod eval;
 mod fixtures;
+mod gemm;
 mod io;
 mod kernels;
 mod nvrtc;

@@ -1,9 +1,11 @@
-//! 2-D convolution as im2col + GEMM, a band of output rows at a time so the column buffer stays
-//! small (a 512x512x128 3x3 conv would need 1.2 GB in one piece).
+//! 2-D convolution as a GEMM over the column matrix. With the AVX-512 engine the GEMM packs its
+//! operand straight from the image (implicit GEMM: no column buffer); otherwise im2col runs a
+//! band of output rows at a time so the buffer stays small (a 512x512x128 3x3 conv would need
+//! 1.2 GB in one piece).
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, Mat};
+use super::gemm::{matmul_with, Engine, Mat};
 use crate::backend::Conv2d;
 
 /// Column-buffer budget per band, in f32 values.
@@ -24,6 +26,25 @@ pub fn conv2d_image(
     p: Conv2d,
     out: &mut [f32],
 ) {
+    conv2d_image_with(Engine::best(), x, c, h, w, weight, bias, o, kh, kw, p, out)
+}
+
+/// `conv2d_image` on a chosen GEMM engine (the benchmarks compare them).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_image_with(
+    engine: Engine,
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    p: Conv2d,
+    out: &mut [f32],
+) {
     let [pt, pl, pb, pr] = p.pad;
     let oh = (h + pt + pb - kh) / p.stride + 1;
     let ow = (w + pl + pr - kw) / p.stride + 1;
@@ -31,7 +52,31 @@ pub fn conv2d_image(
     let plane = oh * ow;
     // Pointwise conv: the input already is the column matrix.
     if kh == 1 && kw == 1 && p.stride == 1 && p.pad == [0; 4] {
-        matmul(o, plane, c, Mat::rows(weight, c), Mat::rows(x, plane), out, plane, false, true);
+        matmul_with(engine, o, plane, c, Mat::rows(weight, c), Mat::rows(x, plane), out, plane, false, true);
+    } else if cfg!(target_arch = "x86_64") && engine == Engine::Avx512 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::gemm_avx512::{ConvRhs, Rhs};
+            assert!(x.len() >= c * h * w && weight.len() >= o * ck && out.len() >= o * plane, "conv: short buffers");
+            // The bias goes in first so the product accumulates onto it (no second pass).
+            if let Some(b) = bias {
+                out[..o * plane].par_chunks_mut(plane).zip(b.par_iter()).for_each(|(row, &b)| row.fill(b));
+            }
+            let rhs = ConvRhs { x, h, w, kh, kw, stride: p.stride, pad_top: pt, pad_left: pl, ow };
+            let threads = super::gemm::threads(o, plane, ck, true);
+            super::gemm_avx512::matmul(
+                o,
+                plane,
+                ck,
+                Mat::rows(weight, ck),
+                Rhs::Conv(rhs),
+                out,
+                plane,
+                bias.is_some(),
+                threads,
+            );
+            return;
+        }
     } else {
         let band = (BAND_VALUES / (ck * ow).max(1)).clamp(1, oh);
         let mut col = vec![0f32; ck * band * ow];
@@ -59,7 +104,8 @@ pub fn conv2d_image(
                     }
                 }
             });
-            matmul(
+            matmul_with(
+                engine,
                 o,
                 n,
                 ck,

@@ -1,14 +1,35 @@
-//! Matrix products for the CPU backend, carried by the `gemm` crate (chosen over
-//! `matrixmultiply` by the benchmark in benches/: it has AVX-512 kernels and its own threading).
+//! Matrix products for the CPU backend: our AVX-512 kernel (gemm_avx512.rs) where the CPU has
+//! it, the `gemm` crate otherwise (on stable Rust the crate runs 8-wide AVX2 kernels only; the
+//! side-by-side numbers are in docs/perf-cpu.md and `cargo bench -- gemm`).
 
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_FLOPS: usize = 1 << 21;
 
-fn parallelism(m: usize, n: usize, k: usize, allow_threads: bool) -> gemm::Parallelism {
-    if allow_threads && m * n * k >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(0)
+pub(super) fn threads(m: usize, n: usize, k: usize, allow_threads: bool) -> usize {
+    if allow_threads && m * n * k >= PARALLEL_MIN_FLOPS {
+        rayon::current_num_threads()
     } else {
-        gemm::Parallelism::None
+        1
+    }
+}
+
+/// Which implementation carries a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Our packed AVX-512 kernel (x86-64 CPUs with AVX-512F only).
+    Avx512,
+    /// The `gemm` crate.
+    GemmCrate,
+}
+
+impl Engine {
+    /// The fastest engine this CPU runs.
+    pub fn best() -> Engine {
+        #[cfg(target_arch = "x86_64")]
+        if super::gemm_avx512::available() {
+            return Engine::Avx512;
+        }
+        Engine::GemmCrate
     }
 }
 
@@ -35,7 +56,29 @@ impl<'a> Mat<'a> {
 /// `out[m, n] (+)= a[m, k] · b[k, n]`; `out` is contiguous row-major with row stride `ldo`.
 /// Threads are used for large products unless `allow_threads` is false (callers that already
 /// run in parallel).
+#[allow(clippy::too_many_arguments)]
 pub fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    out: &mut [f32],
+    ldo: usize,
+    accumulate: bool,
+    allow_threads: bool,
+) {
+    // A few rows (a conditioning vector) are bandwidth-bound: packing the weight would only
+    // add traffic, and the crate handles that case directly.
+    let engine = if m < 4 { Engine::GemmCrate } else { Engine::best() };
+    matmul_with(engine, m, n, k, a, b, out, ldo, accumulate, allow_threads);
+}
+
+/// `matmul` on a chosen engine (for the comparison benchmarks). Panics if `engine` is not
+/// available on this CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    engine: Engine,
     m: usize,
     n: usize,
     k: usize,
@@ -63,6 +106,18 @@ pub fn matmul(
         }
         return;
     }
+    let threads = threads(m, n, k, allow_threads);
+    if engine == Engine::Avx512 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(super::gemm_avx512::available(), "gemm: this CPU has no AVX-512");
+            super::gemm_avx512::matmul(m, n, k, a, super::gemm_avx512::Rhs::Mat(b), out, ldo, accumulate, threads);
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        panic!("gemm: AVX-512 engine on a non-x86 CPU");
+    }
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: every index the product touches was bounds-checked above.
     unsafe {
         gemm::gemm(
@@ -84,7 +139,7 @@ pub fn matmul(
             false,
             false,
             false,
-            parallelism(m, n, k, allow_threads),
+            parallelism,
         );
     }
 }

@@ -5,6 +5,8 @@ pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
 pub mod moe;
 pub mod norm;
 
@@ -121,14 +123,13 @@ impl Backend for Cpu {
         if a.shape != b.shape {
             return Err(shape_err!("add: shapes {:?} and {:?} differ", a.shape, b.shape));
         }
-        let mut y = a.clone();
-        y.data.par_iter_mut().zip(b.data.par_iter()).for_each(|(x, y)| *x += y);
-        Ok(y)
+        // One pass writing a fresh buffer (a clone first would read and write `a` twice).
+        let data: Vec<f32> = a.data.par_iter().zip(b.data.par_iter()).map(|(x, y)| x + y).collect();
+        Tensor::new(a.shape.clone(), data)
     }
     fn scale(&self, x: &Tensor, s: f32) -> Result<Tensor> {
-        let mut y = x.clone();
-        y.data.par_iter_mut().for_each(|v| *v *= s);
-        Ok(y)
+        let data: Vec<f32> = x.data.par_iter().map(|v| v * s).collect();
+        Tensor::new(x.shape.clone(), data)
     }
     fn conv2d(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>, p: Conv2d) -> Result<Tensor> {
         let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
@@ -187,9 +188,9 @@ impl Backend for Cpu {
             return Err(shape_err!("group_norm: {c} channels, {groups} groups, gamma {:?}", gamma.shape));
         }
         let hw = x.numel() / (n * c);
-        let mut y = x.clone();
-        norm::group_norm(&mut y.data, n, c, hw, groups, gamma.data(), beta.data(), eps, silu);
-        Ok(y)
+        let mut out = vec![0f32; x.numel()];
+        norm::group_norm(&x.data, &mut out, c, hw, groups, gamma.data(), beta.data(), eps, silu);
+        Tensor::new(x.shape.clone(), out)
     }
     fn modulated_layer_norm(&self, x: &Tensor, mods: &Tensor, shift: usize, scale: usize, eps: f32) -> Result<Tensor> {
         let &[b, t, d] = x.shape.as_slice() else {

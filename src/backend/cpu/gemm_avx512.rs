@@ -1,0 +1,392 @@
+//! A packed f32 GEMM with an AVX-512 micro-kernel. The `gemm` crate only enables its AVX-512
+//! kernels with a nightly compiler; on stable it runs 8-wide AVX2, half of what these cores do.
+//!
+//! Layout follows the usual blocked scheme with the vector dimension along the output columns:
+//! a [KC x NB] block of B is packed once per task and stays in L2, a [MR x KC] sliver of A
+//! stays in L1, and the micro-kernel keeps an MR x NR tile of C in 24 zmm registers.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::gemm::Mat;
+
+const MR: usize = 12;
+const NR: usize = 32;
+const KC: usize = 384;
+/// Output columns per task (a multiple of NR).
+const NB: usize = 512;
+/// Rows of A packed at a time inside a task (a multiple of MR).
+const RC: usize = MR * 20;
+
+/// Whether this CPU runs the AVX-512 path (checked once).
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+/// The right-hand side of a product: a strided matrix, or the column matrix of a convolution
+/// read straight from the image (never materialised).
+#[derive(Clone, Copy)]
+pub enum Rhs<'a> {
+    Mat(Mat<'a>),
+    Conv(ConvRhs<'a>),
+}
+
+/// Column matrix of a convolution over one image x [C, H, W]: element (p, j) with
+/// p = (ci, ky, kx) and j = (oy, ox) is x[ci, oy*stride + ky - pad_top, ox*stride + kx - pad_left],
+/// zero outside the image.
+#[derive(Clone, Copy)]
+pub struct ConvRhs<'a> {
+    pub x: &'a [f32],
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+/// Packed A operands above this many values are packed per task instead of once up front.
+const PREPACK_MAX: usize = 1 << 23;
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint tiles of the output (distinct row or column ranges).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// `out[m, n] (+)= a · b` as in `gemm::matmul`; the caller has bounds-checked `a`, `b`, `out`,
+/// and `k > 0`. `threads` is the number of workers to split over (1: the calling thread).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Rhs,
+    out: &mut [f32],
+    ldo: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    // The kernel's instructions fault on a CPU without AVX-512: refuse rather than run them.
+    assert!(available(), "gemm: this CPU has no AVX-512");
+    // Enough tasks that two busy-or-not cores balance. Narrower column blocks come first: each
+    // task packs its own block of B (for a linear layer, the weight), so splitting rows instead
+    // would pack the same weights once per row split.
+    let nb =
+        if threads > 1 && n.div_ceil(NB) < 2 * threads { n.div_ceil(2 * threads).div_ceil(NR).max(1) * NR } else { NB };
+    let col_blocks = n.div_ceil(nb);
+    let row_splits = if threads > 1 && col_blocks < 2 * threads {
+        (4 * threads).div_ceil(col_blocks).min(m.div_ceil(MR))
+    } else {
+        1
+    };
+    let rows_per = m.div_ceil(row_splits).div_ceil(MR) * MR;
+    let row_splits = m.div_ceil(rows_per);
+    let ptr = OutPtr(out.as_mut_ptr());
+    // When several tasks share the same rows of A, pack A once for all of them.
+    let m_pad = m.div_ceil(MR) * MR;
+    let prepacked = (col_blocks > 1 && m_pad * k <= PREPACK_MAX).then(|| prepack_a(&a, m, k, threads));
+    let prepacked = prepacked.as_deref();
+    let task = |bufs: &mut (Vec<f32>, Vec<f32>), t: usize| {
+        let (rs, cb) = (t / col_blocks, t % col_blocks);
+        let r0 = rs * rows_per;
+        let c0 = cb * nb;
+        let job = Job { a, b, k, ldo, accumulate, out: ptr, prepacked, m_pad };
+        // SAFETY: the tile [r0, r0+rows) x [c0, c0+cols) belongs to this task only and lies
+        // inside `out` (checked by the caller).
+        unsafe { job.run(r0, rows_per.min(m - r0), c0, nb.min(n - c0), bufs) };
+    };
+    let tasks = row_splits * col_blocks;
+    if threads > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each_init(|| (Vec::new(), Vec::new()), task);
+    } else {
+        let mut bufs = (Vec::new(), Vec::new());
+        (0..tasks).for_each(|t| task(&mut bufs, t));
+    }
+}
+
+struct Job<'a> {
+    a: Mat<'a>,
+    b: Rhs<'a>,
+    /// All of A packed: depth block p0 starts at p0 * m_pad, sliver s of it at s * kc * MR.
+    prepacked: Option<&'a [f32]>,
+    m_pad: usize,
+    k: usize,
+    ldo: usize,
+    accumulate: bool,
+    out: OutPtr,
+}
+
+impl Job<'_> {
+    unsafe fn run(&self, r0: usize, rows: usize, c0: usize, cols: usize, bufs: &mut (Vec<f32>, Vec<f32>)) {
+        let (apack, bpack) = bufs;
+        let npanels = cols.div_ceil(NR);
+        let mut tile = [0f32; MR * NR];
+        let mut p0 = 0;
+        while p0 < self.k {
+            let kc = KC.min(self.k - p0);
+            let load = self.accumulate || p0 > 0;
+            match &self.b {
+                Rhs::Mat(b) => pack_b(b, p0, kc, c0, cols, bpack),
+                Rhs::Conv(cv) => pack_b_conv(cv, p0, kc, c0, cols, bpack),
+            }
+            let mut rr = r0;
+            while rr < r0 + rows {
+                let rc = RC.min(r0 + rows - rr);
+                let apanel = match self.prepacked {
+                    Some(pa) => pa[p0 * self.m_pad + (rr / MR) * kc * MR..].as_ptr(),
+                    None => {
+                        pack_a(&self.a, rr, rc, p0, kc, apack);
+                        apack.as_ptr()
+                    }
+                };
+                for ip in 0..rc.div_ceil(MR) {
+                    let ap = apanel.add(ip * kc * MR);
+                    let tr = MR.min(rc - ip * MR);
+                    let row = rr + ip * MR;
+                    for jp in 0..npanels {
+                        let bp = bpack.as_ptr().add(jp * kc * NR);
+                        let tc = NR.min(cols - jp * NR);
+                        let c = self.out.0.add(row * self.ldo + c0 + jp * NR);
+                        if tr == MR && tc == NR {
+                            kernel(kc, ap, bp, c, self.ldo, load);
+                        } else {
+                            kernel(kc, ap, bp, tile.as_mut_ptr(), NR, false);
+                            for i in 0..tr {
+                                let dst = c.add(i * self.ldo);
+                                for j in 0..tc {
+                                    let v = tile[i * NR + j];
+                                    *dst.add(j) = if load { *dst.add(j) + v } else { v };
+                                }
+                            }
+                        }
+                    }
+                }
+                rr += rc;
+            }
+            p0 += kc;
+        }
+    }
+}
+
+/// All of A [m, k] packed block by block in depth (layout in `Job::prepacked`).
+fn prepack_a(a: &Mat, m: usize, k: usize, threads: usize) -> Vec<f32> {
+    let m_pad = m.div_ceil(MR) * MR;
+    let mut all = vec![0f32; m_pad * k];
+    let blocks: Vec<(usize, &mut [f32])> = {
+        let mut v = Vec::new();
+        let mut rest = all.as_mut_slice();
+        let mut p0 = 0;
+        while p0 < k {
+            let kc = KC.min(k - p0);
+            let (blk, tail) = rest.split_at_mut(m_pad * kc);
+            v.push((p0, blk));
+            rest = tail;
+            p0 += kc;
+        }
+        v
+    };
+    let pack = |(p0, blk): (usize, &mut [f32])| {
+        let kc = KC.min(k - p0);
+        let mut buf = Vec::new();
+        pack_a(a, 0, m, p0, kc, &mut buf);
+        blk.copy_from_slice(&buf);
+    };
+    if threads > 1 {
+        blocks.into_par_iter().for_each(pack);
+    } else {
+        blocks.into_iter().for_each(pack);
+    }
+    all
+}
+
+/// Rows [r0, r0+rows) x depth [p0, p0+kc) of A as MR-row slivers, depth-major, zero-padded.
+fn pack_a(a: &Mat, r0: usize, rows: usize, p0: usize, kc: usize, dst: &mut Vec<f32>) {
+    let slivers = rows.div_ceil(MR);
+    dst.clear();
+    dst.resize(slivers * kc * MR, 0.0);
+    for s in 0..slivers {
+        let d = &mut dst[s * kc * MR..(s + 1) * kc * MR];
+        for i in 0..MR.min(rows - s * MR) {
+            let base = (r0 + s * MR + i) * a.row_stride + p0 * a.col_stride;
+            if a.col_stride == 1 {
+                for (p, &v) in a.data[base..base + kc].iter().enumerate() {
+                    d[p * MR + i] = v;
+                }
+            } else {
+                for p in 0..kc {
+                    d[p * MR + i] = a.data[base + p * a.col_stride];
+                }
+            }
+        }
+    }
+}
+
+/// Depth [p0, p0+kc) x columns [c0, c0+cols) of B as NR-column panels, depth-major,
+/// zero-padded.
+fn pack_b(b: &Mat, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut Vec<f32>) {
+    let panels = cols.div_ceil(NR);
+    dst.clear();
+    dst.resize(panels * kc * NR, 0.0);
+    for s in 0..panels {
+        let d = &mut dst[s * kc * NR..(s + 1) * kc * NR];
+        let w = NR.min(cols - s * NR);
+        let col = c0 + s * NR;
+        if b.col_stride == 1 {
+            for p in 0..kc {
+                let base = (p0 + p) * b.row_stride + col;
+                d[p * NR..p * NR + w].copy_from_slice(&b.data[base..base + w]);
+            }
+        } else if b.row_stride == 1 {
+            // Transposed storage (a linear layer's weight): each column is contiguous in depth.
+            for j in 0..w {
+                let base = (col + j) * b.col_stride + p0;
+                for (p, &v) in b.data[base..base + kc].iter().enumerate() {
+                    d[p * NR + j] = v;
+                }
+            }
+        } else {
+            for p in 0..kc {
+                for j in 0..w {
+                    d[p * NR + j] = b.data[(p0 + p) * b.row_stride + (col + j) * b.col_stride];
+                }
+            }
+        }
+    }
+}
+
+/// `pack_b` for the column matrix of a convolution, read from the image.
+fn pack_b_conv(cv: &ConvRhs, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut Vec<f32>) {
+    let panels = cols.div_ceil(NR);
+    dst.clear();
+    dst.resize(panels * kc * NR, 0.0);
+    let (h, w, ow) = (cv.h, cv.w, cv.ow);
+    let taps = cv.kh * cv.kw;
+    for s in 0..panels {
+        let width = NR.min(cols - s * NR);
+        let col = c0 + s * NR;
+        let (oy, ox) = (col / ow, col % ow);
+        if cv.stride == 1 && width == NR && ox + NR <= ow {
+            pack_conv_panel_row(cv, p0, kc, oy, ox, &mut dst[s * kc * NR..(s + 1) * kc * NR]);
+            continue;
+        }
+        for p in 0..kc {
+            let (ci, tap) = ((p0 + p) / taps, (p0 + p) % taps);
+            let (ky, kx) = (tap / cv.kw, tap % cv.kw);
+            let plane = &cv.x[ci * h * w..(ci + 1) * h * w];
+            let d = &mut dst[s * kc * NR + p * NR..][..width];
+            // Runs of the panel that stay on one output row.
+            let mut j = 0;
+            while j < width {
+                let (oy, ox) = ((col + j) / ow, (col + j) % ow);
+                let seg = (ow - ox).min(width - j);
+                let run = &mut d[j..j + seg];
+                j += seg;
+                let iy = (oy * cv.stride + ky) as isize - cv.pad_top as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue; // zeros already
+                }
+                let row = &plane[iy as usize * w..(iy as usize + 1) * w];
+                let x0 = (ox * cv.stride + kx) as isize - cv.pad_left as isize;
+                if cv.stride == 1 {
+                    // Input columns x0 + t for t in 0..seg, clipped to the row.
+                    let t0 = ((-x0).max(0) as usize).min(seg);
+                    let t1 = ((w as isize - x0).max(0) as usize).min(seg);
+                    if t0 == 0 && t1 == NR {
+                        // The common case, a whole panel inside the row: a fixed-size copy the
+                        // compiler turns into two vector moves instead of a memmove call.
+                        let src: &[f32; NR] = row[x0 as usize..x0 as usize + NR].try_into().expect("NR values");
+                        let dst: &mut [f32; NR] = run.try_into().expect("NR values");
+                        *dst = *src;
+                    } else if t1 > t0 {
+                        let s0 = (x0 + t0 as isize) as usize;
+                        for (d, &v) in run[t0..t1].iter_mut().zip(&row[s0..s0 + (t1 - t0)]) {
+                            *d = v;
+                        }
+                    }
+                } else {
+                    for (t, v) in run.iter_mut().enumerate() {
+                        let ix = x0 + (t * cv.stride) as isize;
+                        if ix >= 0 && ix < w as isize {
+                            *v = row[ix as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One full panel of a stride-1 convolution whose NR output pixels lie on one output row
+/// (every panel when the output width is a multiple of NR): the depth index advances through
+/// (channel, ky, kx) without divisions, and a panel row is one fixed-size copy unless it
+/// touches the padding.
+fn pack_conv_panel_row(cv: &ConvRhs, p0: usize, kc: usize, oy: usize, ox: usize, d: &mut [f32]) {
+    let (h, w) = (cv.h, cv.w);
+    let taps = cv.kh * cv.kw;
+    let (mut ci, tap) = (p0 / taps, p0 % taps);
+    let (mut ky, mut kx) = (tap / cv.kw, tap % cv.kw);
+    for run in d[..kc * NR].chunks_exact_mut(NR) {
+        let iy = (oy + ky) as isize - cv.pad_top as isize;
+        if iy >= 0 && iy < h as isize {
+            let row = &cv.x[ci * h * w + iy as usize * w..][..w];
+            let x0 = (ox + kx) as isize - cv.pad_left as isize;
+            if x0 >= 0 && x0 as usize + NR <= w {
+                let src: &[f32; NR] = row[x0 as usize..x0 as usize + NR].try_into().expect("NR values");
+                let dst: &mut [f32; NR] = run.try_into().expect("NR values");
+                *dst = *src;
+            } else {
+                for (t, v) in run.iter_mut().enumerate() {
+                    let ix = x0 + t as isize;
+                    if ix >= 0 && ix < w as isize {
+                        *v = row[ix as usize];
+                    }
+                }
+            }
+        }
+        kx += 1;
+        if kx == cv.kw {
+            kx = 0;
+            ky += 1;
+            if ky == cv.kh {
+                ky = 0;
+                ci += 1;
+            }
+        }
+    }
+}
+
+/// C[MR, NR] (+)= A-sliver · B-panel over depth `kc`; `c` has row stride `ldc`.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, load: bool) {
+    let mut lo = [_mm512_setzero_ps(); MR];
+    let mut hi = [_mm512_setzero_ps(); MR];
+    for _ in 0..kc {
+        let b0 = _mm512_loadu_ps(b);
+        let b1 = _mm512_loadu_ps(b.add(16));
+        for i in 0..MR {
+            let ai = _mm512_set1_ps(*a.add(i));
+            lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
+            hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
+        }
+        a = a.add(MR);
+        b = b.add(NR);
+    }
+    for i in 0..MR {
+        let row = c.add(i * ldc);
+        let (mut v0, mut v1) = (lo[i], hi[i]);
+        if load {
+            v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
+            v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
+        }
+        _mm512_storeu_ps(row, v0);
+        _mm512_storeu_ps(row.add(16), v1);
+    }
+}
