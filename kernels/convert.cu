@@ -1,6 +1,6 @@
 // Storage conversions between f32 and bf16 (round to nearest even), for the bf16 path's edges:
 // inputs arrive in f32, the scheduler state stays f32, outputs leave in f32.
-#include "storage.cuh"
+#include "common/dialect.cuh"
 
 extern "C" __global__ void convert_f32_to_bf16(bf16* __restrict__ y, const float* __restrict__ x, long long n) {
     long long stride = (long long)gridDim.x * blockDim.x;
