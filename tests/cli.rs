@@ -193,3 +193,79 @@ fn cli_verify_cuda_emu_runs_the_cuda_backend_through_the_emulator() {
     assert!(out.contains("cuda-emu"), "{out}");
     assert!(out.lines().any(|l| l == "6 passed, 0 failed, 1 skipped"), "{out}");
 }
+
+#[test]
+fn cli_sd2_folder_supplies_the_vae_and_scheduler() {
+    let Some(fx) = fixtures_dir() else { return };
+    let Some(seed) = seed_data_dir() else { return };
+    let dir = temp_dir("cli_sd2");
+    // A diffusers-layout folder: vae/ (legacy attention names) and scheduler/.
+    let sd2 = dir.join("sd2");
+    std::fs::create_dir_all(sd2.join("vae")).unwrap();
+    std::fs::create_dir_all(sd2.join("scheduler")).unwrap();
+    std::fs::copy(fx.join("vae_tiny_legacy.weights.safetensors"), sd2.join("vae/diffusion_pytorch_model.safetensors"))
+        .unwrap();
+    let vae_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("vae_tiny.json")).unwrap()).unwrap();
+    std::fs::write(sd2.join("vae/config.json"), vae_json["config"].to_string()).unwrap();
+    let pipe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("pipeline_tiny.json")).unwrap()).unwrap();
+    std::fs::write(sd2.join("scheduler/scheduler_config.json"), pipe["config"]["scheduler"].to_string()).unwrap();
+    // A DiT-only model file, as `percept convert` writes from the authors' checkpoint.
+    let o = percept(&["convert", fx.join("dit_tiny.pt").to_str().unwrap(), "dit.safetensors"], &dir);
+    assert!(o.status.success(), "{}", text(&o));
+    let img = seed.join("toy_data/Hypersim_small/val/ai_015_004/rgb_cam_00_fr0002.png");
+    let o =
+        percept(&["depth", img.to_str().unwrap(), "--model", "dit.safetensors", "--steps", "1", "--out", "o"], &dir);
+    assert_eq!(o.status.code(), Some(2), "a DiT-only file needs --sd2: {}", text(&o));
+    assert!(text(&o).contains("--sd2"), "{}", text(&o));
+    let o = percept(
+        &["depth", img.to_str().unwrap(), "--model", "dit.safetensors", "--sd2", "sd2", "--steps", "1", "--out", "o"],
+        &dir,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(dir.join("o/rgb_cam_00_fr0002_depth.npy").exists());
+    // A folder without vae/ is named in the error.
+    let o = percept(&["depth", img.to_str().unwrap(), "--model", "dit.safetensors", "--sd2", ".", "--out", "o2"], &dir);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("vae"), "{}", text(&o));
+}
+
+#[test]
+fn safetensors_mutations_never_panic() {
+    let Some(fx) = fixtures_dir() else { return };
+    let original = std::fs::read(fx.join("postprocess.io.safetensors")).unwrap();
+    let dir = temp_dir("st_mutations");
+    let path = dir.join("m.safetensors");
+    let mut rng = crate::support::Rng(77);
+    let mut refused = 0;
+    for round in 0..1500 {
+        let mut b = original.clone();
+        match round % 3 {
+            0 => b.truncate((rng.next_u64() as usize) % b.len()),
+            1 => {
+                for _ in 0..1 + rng.next_u64() % 8 {
+                    let i = (rng.next_u64() as usize) % b.len().min(4096);
+                    b[i] ^= 1 << (rng.next_u64() % 8);
+                }
+            }
+            _ => {
+                let i = (rng.next_u64() as usize) % 8;
+                b[i] = rng.next_u64() as u8;
+            }
+        }
+        std::fs::write(&path, &b).unwrap();
+        match percept::weights::safetensors::SafetensorsFile::open(&path) {
+            Ok(f) => {
+                for (_, t) in &f.tensors {
+                    let _ = t.to_f32_vec();
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(e.to_string().contains("m.safetensors"), "error must name the file: {e}");
+            }
+        }
+    }
+    assert!(refused > 500, "only {refused} of 1500 damaged files were refused");
+}
