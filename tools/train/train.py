@@ -4,12 +4,19 @@
   1. the VAE as an autoencoder over every image the pipeline encodes or decodes (inputs, prompts,
      targets), L1 + L2 reconstruction with a tiny KL term;
   2. the VAE frozen, all latents precomputed once (with left-right flips as augmentation), the DiT
-     trained with v-prediction on the SD-2 schedule for the four task labels, EMA weights kept.
+     trained with v-prediction on the SD-2 schedule for the four task labels, EMA weights kept;
+  3. the encoder frozen (the DiT's latents do not move), the decoder trained on.
 
 The run is fixed by its step counts and seed (not by wall time), so it is reproducible; see
-README.md for the command and measured times. Writes OUT/vae.pt, OUT/dit.pt (EMA) and OUT/config.json.
+README.md for the command and measured times. Writes OUT/vae_stage1.pt, OUT/vae.pt (after stage 3), OUT/dit.pt (EMA) and OUT/config.json.
 """
-import argparse, json, os, random, time
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a small shared machine spinning threads steal
+# the cores the working ones need (measured: several times faster steps under load).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse, json, random, time
 
 import numpy as np
 import torch
@@ -38,15 +45,24 @@ def hflip_sample(s):
 
 
 def vae_images(samples):
-    """Every image the pipeline sees, with a loss weight (targets must decode exactly)."""
-    imgs, wts = [], []
-    for s in samples["depth"] + samples["amodal"]:
+    """Every image the pipeline sees, with a loss weight (targets must decode exactly) and a flag
+    for the amodal targets, whose white background is only penalised when it decodes darker."""
+    imgs, wts, white = [], [], []
+    for s in samples["depth"]:
         imgs += [s["rgb"], s["prompt"], s["target"]]
         wts += [1.0, 1.0, 2.0]
+        white += [False] * 3
+    # The amodal mask is read off the decoded image (mean below 0.95 of white), so any blur or
+    # grey cast around the object becomes false mask: those targets weigh most.
+    for s in samples["amodal"]:
+        imgs += [s["rgb"], s["prompt"], s["target"]]
+        wts += [1.0, 1.0, 4.0]
+        white += [False, False, True]
     for s in samples["flow"]:
         imgs += [s["rgb"], s["prompt"], s["target_x"], s["target_y"]]
         wts += [1.0, 1.0, 2.0, 2.0]
-    return torch.from_numpy(np.stack(imgs)).float(), torch.tensor(wts)
+        white += [False] * 4
+    return torch.from_numpy(np.stack(imgs)).float(), torch.tensor(wts), torch.tensor(white)
 
 
 def lr_at(step, total, base, warm=200):
@@ -55,10 +71,10 @@ def lr_at(step, total, base, warm=200):
     return base * 0.5 * (1 + np.cos(np.pi * (step - warm) / max(total - warm, 1)))
 
 
-def train_vae(vae, imgs, wts, steps, batch, lr, crop, log):
-    opt = torch.optim.Adam(vae.parameters(), lr=lr)
+def train_vae(vae, imgs, wts, white, steps, batch, lr, crop, log, params=None, seed=1, tag="vae"):
+    opt = torch.optim.Adam(list(params or vae.parameters()), lr=lr)
     n = imgs.shape[0]
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     t0 = time.time()
     for step in range(steps):
         for pg in opt.param_groups:
@@ -74,16 +90,35 @@ def train_vae(vae, imgs, wts, steps, batch, lr, crop, log):
         logvar = logvar.clamp(-30, 20)
         z = mean + torch.randn(mean.shape, generator=g) * (0.5 * logvar).exp()
         rec = vae.decode_raw(z)
-        err = (rec - x).abs().mean(dim=(1, 2, 3)) + ((rec - x) ** 2).mean(dim=(1, 2, 3))
+        diff = rec - x
+        # Pure-white background of amodal targets: overshooting white is harmless (outputs are
+        # clamped) and buys a margin below the mask threshold, so only darker is an error.
+        bg = white[idx][:, None, None, None] & (x >= 1.0).all(dim=1, keepdim=True)
+        diff = torch.where(bg, diff.clamp(max=0.0), diff)
+        err = diff.abs().mean(dim=(1, 2, 3)) + (diff ** 2).mean(dim=(1, 2, 3))
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).mean()
         loss = (err * wts[idx]).mean() + 1e-5 * kl
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 100 == 0 or step == steps - 1:
-            log(f"vae step {step} loss {loss.item():.4f} rec {err.mean().item():.4f} kl {kl.item():.2f} "
+            log(f"{tag} step {step} loss {loss.item():.4f} rec {err.mean().item():.4f} kl {kl.item():.2f} "
                 f"({time.time() - t0:.0f}s)")
 
+
+def finetune_decoder(vae, samples, steps, log):
+    """Stage 3: the encoder (and so every latent the DiT learnt) frozen, the decoder trained on.
+    Independent of the DiT stage, so it may run before, after or beside it."""
+    imgs, wts, white = vae_images(samples)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    train_vae(vae, imgs, wts, white, steps, 16, 1e-3, 32, log, params=params, seed=3, tag="decoder")
+
+
+@torch.no_grad()
 
 @torch.no_grad()
 def encode_all(vae, arr, batch=64):
@@ -110,7 +145,7 @@ def build_latent_set(vae, samples):
     return enc(rgb), enc(prompt), enc(target), torch.tensor(label)
 
 
-def train_dit(dit, lat, steps, batch, lr, log, ema_decay=0.999):
+def train_dit(dit, lat, steps, batch, lr, log, save, stop_after=None, ema_decay=0.995):
     rgb, prompt, target, label = lat
     ac = M.alphas_cumprod()
     ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
@@ -118,7 +153,7 @@ def train_dit(dit, lat, steps, batch, lr, log, ema_decay=0.999):
     g = torch.Generator().manual_seed(2)
     n = label.shape[0]
     t0 = time.time()
-    for step in range(steps):
+    for step in range(min(steps, stop_after or steps)):
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, steps, lr, warm=300)
         idx = torch.randint(0, n, (batch,), generator=g)
@@ -141,6 +176,8 @@ def train_dit(dit, lat, steps, batch, lr, log, ema_decay=0.999):
                 ema[k].mul_(d).add_(p.detach(), alpha=1 - d)
         if step % 200 == 0 or step == steps - 1:
             log(f"dit step {step} loss {loss.item():.4f} mse {mse.item():.4f} ({time.time() - t0:.0f}s)")
+        if (step + 1) % 250 == 0 and step + 1 < steps:  # an interrupted run still leaves a usable model
+            save(ema)
     return ema
 
 
@@ -148,14 +185,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="+", default=["toy_data"], help="toy-data roots (their train splits)")
     ap.add_argument("--out", default="train_out")
-    ap.add_argument("--resolution", type=int, default=64)
-    ap.add_argument("--flow-scale", type=float, default=10.0)
-    ap.add_argument("--vae-steps", type=int, default=1200)
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--flow-scale", type=float, default=20.0)
+    ap.add_argument("--vae-steps", type=int, default=1500)
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--vae-crop", type=int, default=32)
     ap.add_argument("--vae-only", action="store_true")
-    ap.add_argument("--dit-steps", type=int, default=8000)
-    ap.add_argument("--dit-batch", type=int, default=32)
+    ap.add_argument("--decoder-steps", type=int, default=1500)
+    ap.add_argument("--decoder-only", action="store_true", help="only stage 3, on OUT/vae_stage1.pt")
+    ap.add_argument("--dit-steps", type=int, default=2500)
+    ap.add_argument("--dit-batch", type=int, default=24)
+    ap.add_argument("--dit-lr", type=float, default=8e-4)
+    ap.add_argument("--dit-stop-after", type=int, help="stop the DiT stage after this many steps of its "
+                    "--dit-steps schedule (what a checkpoint saved every 250 steps holds)")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
@@ -163,7 +205,7 @@ def main():
     ap.add_argument("--groups", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-vae", action="store_true", help="reuse OUT/vae.pt")
+    ap.add_argument("--skip-vae", action="store_true", help="reuse OUT/vae_stage1.pt")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     seed_all(a.seed)
@@ -186,17 +228,20 @@ def main():
                "scaling_factor": 1.0, "use_quant_conv": True, "use_post_quant_conv": True,
                "mid_block_add_attention": True, "force_upcast": True}
     vae = M.VAE(vae_cfg)
-    vae_path = os.path.join(a.out, "vae.pt")
-    if a.skip_vae:
-        vae.load_state_dict(torch.load(vae_path))
+    stage1_path = os.path.join(a.out, "vae_stage1.pt")
+    if a.skip_vae or a.decoder_only:
+        vae.load_state_dict(torch.load(stage1_path))
     else:
-        imgs, wts = vae_images(samples)
+        imgs, wts, white = vae_images(samples)
         log(f"vae: {sum(p.numel() for p in vae.parameters())} parameters, {imgs.shape[0]} images")
-        train_vae(vae, imgs, wts, a.vae_steps, a.vae_batch, 2e-3, a.vae_crop, log)
-        torch.save(vae.state_dict(), vae_path)
+        train_vae(vae, imgs, wts, white, a.vae_steps, a.vae_batch, 2e-3, a.vae_crop, log)
+        torch.save(vae.state_dict(), stage1_path)
         log(f"vae stage {time.time() - t_start:.0f}s")
         if a.vae_only:
             return
+    if a.decoder_only:
+        decoder_stage(vae, samples, a, log)
+        return
     vae.eval()
     for p in vae.parameters():
         p.requires_grad_(False)
@@ -214,12 +259,21 @@ def main():
                "label_table_rows": 1005, "layernorm_eps": 1e-6, "mlp_hidden": 4 * a.hidden}
     dit = M.DiT(dit_cfg)
     log(f"dit: {sum(p.numel() for p in dit.parameters())} parameters")
-    ema = train_dit(dit, lat, a.dit_steps, a.dit_batch, 5e-4, log)
-    torch.save(ema, os.path.join(a.out, "dit.pt"))
     cfg = {"dit": dit_cfg, "vae": vae_cfg, "scheduler": M.SCHEDULER, "resolution": a.resolution,
            "flow_scale": a.flow_scale}
     json.dump(cfg, open(os.path.join(a.out, "config.json"), "w"), indent=1)
-    log(f"done in {time.time() - t_start:.0f}s (vae stage {t_vae - t_start:.0f}s)")
+    save = lambda ema: torch.save(ema, os.path.join(a.out, "dit.pt"))
+    save(train_dit(dit, lat, a.dit_steps, a.dit_batch, a.dit_lr, log, save, a.dit_stop_after))
+    log(f"dit stage done at {time.time() - t_start:.0f}s (vae stage {t_vae - t_start:.0f}s)")
+    decoder_stage(vae, samples, a, log)
+    log(f"done in {time.time() - t_start:.0f}s")
+
+
+def decoder_stage(vae, samples, a, log):
+    t0 = time.time()
+    finetune_decoder(vae, samples, a.decoder_steps, log)
+    torch.save(vae.state_dict(), os.path.join(a.out, "vae.pt"))
+    log(f"decoder stage {time.time() - t0:.0f}s")
 
 
 if __name__ == "__main__":
