@@ -2,6 +2,7 @@
 mod cli;
 mod data;
 mod ddim;
+mod demo;
 mod emu;
 mod eval;
 mod fixtures;
