@@ -512,7 +512,8 @@ fn io_inputs_expand_dirs_and_globs() {
     let names = |v: Vec<PathBuf>| -> Vec<String> {
         v.iter().map(|p| p.strip_prefix(&t.0).unwrap().to_string_lossy().into_owned()).collect()
     };
-    assert_eq!(names(expand_input(&t.0).unwrap()), ["f1.jpeg", "f2.PNG", "f10.png", "g.ppm"]);
+    // Folders are walked recursively (a dataset of scene folders is one argument).
+    assert_eq!(names(expand_input(&t.0).unwrap()), ["f1.jpeg", "f2.PNG", "f10.png", "g.ppm", "sub/f3.png"]);
     assert_eq!(names(expand_input(&t.join("f*")).unwrap()), ["f1.jpeg", "f2.PNG", "f10.png"]);
     assert_eq!(names(expand_input(&t.join("f?.*")).unwrap()), ["f1.jpeg", "f2.PNG"]);
     assert_eq!(names(expand_input(&t.join("[fg][!1]*")).unwrap()), ["f2.PNG", "g.ppm"]);

@@ -96,7 +96,15 @@ pub fn run(
     if args.is_empty() {
         bail!("no inputs given");
     }
-    let files = expand_inputs(args)?;
+    // Outputs written under an input folder are not inputs of the next run.
+    let out_abs = std::fs::canonicalize(out).ok();
+    let files: Vec<PathBuf> = expand_inputs(args)?
+        .into_iter()
+        .filter(|f| match (&out_abs, std::fs::canonicalize(f)) {
+            (Some(o), Ok(f)) => !f.starts_with(o),
+            _ => true,
+        })
+        .collect();
     if files.is_empty() {
         bail!("no images found in {}", args.iter().map(|a| a.display().to_string()).collect::<Vec<_>>().join(", "));
     }

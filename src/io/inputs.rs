@@ -36,7 +36,9 @@ pub fn expand_input(arg: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![arg.to_path_buf()]);
     }
     if arg.is_dir() {
-        let files = list_dir(arg, |name| !name.starts_with('.'))?;
+        let mut files = Vec::new();
+        list_tree(arg, &mut files, 0)?;
+        sort_natural(&mut files);
         if files.is_empty() {
             return Err(Error::Input(format!(
                 "{}: directory holds no images ({})",
@@ -77,6 +79,27 @@ pub fn expand_inputs<P: AsRef<Path>>(args: &[P]) -> Result<Vec<PathBuf>> {
         out.extend(expand_input(a.as_ref())?);
     }
     Ok(out)
+}
+
+/// Image files under `dir`, recursively (hidden entries skipped; depth limited so a link cycle
+/// cannot loop).
+fn list_tree(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+    if depth > 32 {
+        return Err(Error::Input(format!("{}: folders nested deeper than 32 levels", dir.display())));
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        if entry.file_name().to_str().is_none_or(|n| n.starts_with('.')) {
+            continue;
+        }
+        if path.is_dir() {
+            list_tree(&path, out, depth + 1)?;
+        } else if has_image_extension(&path) && path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Image files directly in `dir` whose names pass `keep`, in natural order.
