@@ -6,7 +6,7 @@ use percept::verify::ddim::verify_ddim;
 use percept::verify::fixture::Fixture;
 use serde_json::json;
 
-use crate::support::{fixtures_dir, Rng};
+use crate::support::{assert_all_pass, fixtures_dir, Rng};
 
 #[test]
 fn ddim_fixture_every_output_passes() {
@@ -14,11 +14,7 @@ fn ddim_fixture_every_output_passes() {
     let fx = Fixture::load(&dir, "ddim").unwrap();
     let checks = verify_ddim(&fx, "f32").unwrap();
     assert_eq!(checks.len(), fx.outputs().len());
-    for c in &checks {
-        println!("{}", c.line());
-    }
-    let failed: Vec<_> = checks.iter().filter(|c| c.pass == Some(false)).map(|c| c.line()).collect();
-    assert!(failed.is_empty(), "failed:\n{}", failed.join("\n"));
+    assert_all_pass(&checks);
 }
 
 #[test]

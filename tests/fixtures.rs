@@ -3,18 +3,8 @@
 use percept::backend::cpu::Cpu;
 use percept::verify::fixture::Fixture;
 use percept::verify::models::{verify_dit, verify_vae};
-use percept::verify::Check;
 
-use crate::support::fixtures_dir;
-
-fn assert_all_pass(checks: &[Check]) {
-    for c in checks {
-        println!("{}", c.line());
-    }
-    let failed: Vec<String> = checks.iter().filter(|c| c.pass == Some(false)).map(Check::line).collect();
-    assert!(failed.is_empty(), "failed checks:\n{}", failed.join("\n"));
-    assert!(checks.iter().any(|c| c.pass == Some(true)), "nothing was judged");
-}
+use crate::support::{assert_all_pass, fixtures_dir};
 
 #[test]
 fn dit_tiny_matches_the_authors() {

@@ -7,7 +7,7 @@ use percept::postprocess::*;
 use percept::verify::fixture::Fixture;
 use percept::verify::postprocess::verify_postprocess;
 
-use crate::support::{fixtures_dir, Rng};
+use crate::support::{assert_all_pass, fixtures_dir, Rng};
 
 #[test]
 fn postprocess_fixture_every_output_passes() {
@@ -15,11 +15,7 @@ fn postprocess_fixture_every_output_passes() {
     let fx = Fixture::load(&dir, "postprocess").unwrap();
     let checks = verify_postprocess(&fx, "f32").unwrap();
     assert_eq!(checks.len(), fx.outputs().len());
-    for c in &checks {
-        println!("{}", c.line());
-    }
-    let failed: Vec<_> = checks.iter().filter(|c| c.pass == Some(false)).map(|c| c.line()).collect();
-    assert!(failed.is_empty(), "failed:\n{}", failed.join("\n"));
+    assert_all_pass(&checks);
 }
 
 #[test]

@@ -87,3 +87,15 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 #[allow(unused_imports)]
 pub use percept::tensor::rel_l2;
+
+/// Print every check and assert none failed and at least one was judged.
+#[allow(dead_code)]
+pub fn assert_all_pass(checks: &[percept::verify::Check]) {
+    for c in checks {
+        println!("{}", c.line());
+    }
+    let failed: Vec<String> =
+        checks.iter().filter(|c| c.pass == Some(false)).map(percept::verify::Check::line).collect();
+    assert!(failed.is_empty(), "failed checks:\n{}", failed.join("\n"));
+    assert!(checks.iter().any(|c| c.pass == Some(true)), "nothing was judged");
+}
