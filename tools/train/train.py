@@ -71,7 +71,7 @@ def lr_at(step, total, base, warm=200):
     return base * 0.5 * (1 + np.cos(np.pi * (step - warm) / max(total - warm, 1)))
 
 
-def train_vae(vae, imgs, wts, white, steps, batch, lr, crop, log, params=None, seed=1, tag="vae"):
+def train_vae(vae, imgs, wts, white, steps, batch, lr, crop, log, params=None, seed=1, tag="vae", latent_noise=0.0):
     opt = torch.optim.Adam(list(params or vae.parameters()), lr=lr)
     n = imgs.shape[0]
     g = torch.Generator().manual_seed(seed)
@@ -88,7 +88,7 @@ def train_vae(vae, imgs, wts, white, steps, batch, lr, crop, log, params=None, s
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         mean, logvar = vae.moments(x)
         logvar = logvar.clamp(-30, 20)
-        z = mean + torch.randn(mean.shape, generator=g) * (0.5 * logvar).exp()
+        z = mean + torch.randn(mean.shape, generator=g) * ((0.5 * logvar).exp() + latent_noise)
         rec = vae.decode_raw(z)
         diff = rec - x
         # Pure-white background of amodal targets: overshooting white is harmless (outputs are
@@ -106,16 +106,20 @@ def train_vae(vae, imgs, wts, white, steps, batch, lr, crop, log, params=None, s
                 f"({time.time() - t0:.0f}s)")
 
 
-def finetune_decoder(vae, samples, steps, log):
-    """Stage 3: the encoder (and so every latent the DiT learnt) frozen, the decoder trained on.
-    Independent of the DiT stage, so it may run before, after or beside it."""
+def finetune_decoder(vae, samples, steps, log, rel_noise):
+    """Stage 3: the encoder (and so every latent the DiT learnt) frozen, the decoder trained on,
+    with noise of `rel_noise` times the latents' spread added so that the DiT's imperfect latents
+    still decode cleanly. Independent of the DiT stage, so it may run before, after or beside it."""
     imgs, wts, white = vae_images(samples)
+    with torch.no_grad():
+        spread = float(vae.moments(imgs[torch.arange(0, imgs.shape[0], 13)])[0].std())
     for p in vae.parameters():
         p.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     for p in params:
         p.requires_grad_(True)
-    train_vae(vae, imgs, wts, white, steps, 16, 1e-3, 32, log, params=params, seed=3, tag="decoder")
+    train_vae(vae, imgs, wts, white, steps, 16, 1e-3, 32, log, params=params, seed=3, tag="decoder",
+              latent_noise=rel_noise * spread)
 
 
 @torch.no_grad()
@@ -192,6 +196,8 @@ def main():
     ap.add_argument("--vae-crop", type=int, default=32)
     ap.add_argument("--vae-only", action="store_true")
     ap.add_argument("--decoder-steps", type=int, default=1500)
+    ap.add_argument("--decoder-noise", type=float, default=0.1)
+    ap.add_argument("--decoder-out", default="vae.pt")
     ap.add_argument("--decoder-only", action="store_true", help="only stage 3, on OUT/vae_stage1.pt")
     ap.add_argument("--dit-steps", type=int, default=2500)
     ap.add_argument("--dit-batch", type=int, default=24)
@@ -271,8 +277,8 @@ def main():
 
 def decoder_stage(vae, samples, a, log):
     t0 = time.time()
-    finetune_decoder(vae, samples, a.decoder_steps, log)
-    torch.save(vae.state_dict(), os.path.join(a.out, "vae.pt"))
+    finetune_decoder(vae, samples, a.decoder_steps, log, a.decoder_noise)
+    torch.save(vae.state_dict(), os.path.join(a.out, a.decoder_out))
     log(f"decoder stage {time.time() - t0:.0f}s")
 
 
