@@ -50,7 +50,8 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Demo { out, model, steps, seed } => percept::cli::demo::run(&out, &model, steps, seed),
-        Command::Doctor { compile_only, arch } => percept::cli::doctor::run(compile_only, arch.as_deref()),
+        Command::Doctor { probe: true, .. } => percept::cli::doctor::probe(),
+        Command::Doctor { compile_only, arch, .. } => percept::cli::doctor::run(compile_only, arch.as_deref()),
         Command::Eval(args) => percept::cli::eval::run(&args),
         Command::Bench { json, reps, only } => percept::cli::bench::run(json.as_deref(), reps, &only),
     }

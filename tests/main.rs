@@ -12,6 +12,7 @@ mod kernels;
 mod nvrtc;
 mod ops;
 mod postprocess;
+mod probe;
 mod pt;
 mod support;
 mod toydata;

@@ -5,6 +5,19 @@ use anyhow::{bail, Result};
 
 use crate::backend::cuda::nvrtc::{self, GpuArch};
 
+/// Emulated vs real mma.sync / ldmatrix on random fragments (needs a GPU).
+pub fn probe() -> Result<bool> {
+    use crate::backend::cuda::gpu::GpuDevice;
+    use crate::emu::{Arch, EmuDevice};
+    let gpu = GpuDevice::open(0)?;
+    let results = crate::backend::cuda::probe::compare(&EmuDevice::new(Arch::Sm90), &gpu, 0x5eed)?;
+    println!("emulator vs {}:", crate::backend::cuda::device::Device::describe(&gpu));
+    for r in &results {
+        println!("{:<22} max diff {:>10.3e}  {}", r.probe, r.max_diff, if r.pass { "PASS" } else { "FAIL" });
+    }
+    Ok(results.iter().all(|r| r.pass))
+}
+
 pub fn run(compile_only: bool, arch: Option<&str>) -> Result<bool> {
     let archs: Vec<GpuArch> = match arch {
         Some(a) => vec![GpuArch::parse(a)?],

@@ -185,5 +185,8 @@ pub enum Command {
         /// sm_80, sm_89 or sm_90a [default: all three without a GPU].
         #[arg(long)]
         arch: Option<String>,
+        /// Compare the emulated mma.sync / ldmatrix with the GPU's on random fragments.
+        #[arg(long)]
+        probe: bool,
     },
 }
