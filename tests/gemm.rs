@@ -7,7 +7,7 @@ use percept::backend::cpu::gemm::{matmul_with, Engine, Mat};
 use percept::backend::Conv2d;
 use percept::tensor::rel_l2;
 
-use crate::support::Rng;
+use crate::support::{reference_conv, Rng};
 
 fn engines() -> Vec<Engine> {
     let mut v = vec![Engine::GemmCrate];
@@ -91,27 +91,7 @@ fn conv_paths_match_f64_loops() {
         let [pt, pl, pb, pr] = p.pad;
         let oh = (h + pt + pb - k) / p.stride + 1;
         let ow = (w + pl + pr - k) / p.stride + 1;
-        let mut want = vec![0f32; o * oh * ow];
-        for oc in 0..o {
-            for y in 0..oh {
-                for xx in 0..ow {
-                    let mut s = bias[oc] as f64;
-                    for ci in 0..c {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let iy = (y * p.stride + ky) as isize - pt as isize;
-                                let ix = (xx * p.stride + kx) as isize - pl as isize;
-                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                    s += x[(ci * h + iy as usize) * w + ix as usize] as f64
-                                        * wt[((oc * c + ci) * k + ky) * k + kx] as f64;
-                                }
-                            }
-                        }
-                    }
-                    want[(oc * oh + y) * ow + xx] = s as f32;
-                }
-            }
-        }
+        let want = reference_conv(&x, (1, c, h, w), &wt, &bias, o, k, p);
         for engine in engines() {
             let mut out = vec![f32::NAN; o * oh * ow];
             conv2d_image_with(engine, &x, c, h, w, &wt, Some(&bias), o, k, k, p, &mut out);

@@ -399,11 +399,10 @@ fn kernels_patch_embed_and_unpatchify_match_cpu() {
         for dt in DTS {
             let x = tensor(&[b, c, h, w], dt.round(&x_data));
             let (w0, w1, pos) = (dt.round(&w0_data), dt.round(&w1_data), dt.round(&pos_data));
-            let convs = vec![
-                (weight(&[d, c, pch, pch], w0.clone()), weight(&[d], b0.clone())),
-                (weight(&[d, c, pch, pch], w1.clone()), weight(&[d], b1.clone())),
-            ];
-            let want = Cpu.patch_embed(&x, &convs, &labels, 1000, &weight(&[1, t, d], pos.clone()), pch).unwrap();
+            let conv_w = weight(&[2 * d, c, pch, pch], [w0.clone(), w1.clone()].concat());
+            let conv_b = weight(&[2 * d], [b0.clone(), b1.clone()].concat());
+            let want =
+                Cpu.patch_embed(&x, &conv_w, &conv_b, 2, &labels, 1000, &weight(&[1, t, d], pos.clone()), pch).unwrap();
             let (dx, dw, dp) = (dt.up(&dev, &x.data), dt.up(&dev, &[w0, w1].concat()), dt.up(&dev, &pos));
             for seed in SEEDS {
                 dev.set_schedule_seed(seed);

@@ -8,7 +8,7 @@ use percept::backend::{Act, Backend, Conv2d, MoeWeights};
 use percept::tensor::{rel_l2, DType, Tensor};
 use percept::weights::{Bytes, RawTensor};
 
-use crate::support::Rng;
+use crate::support::{reference_conv, Rng};
 
 fn raw(shape: &[usize], data: Vec<f32>) -> RawTensor {
     RawTensor { dtype: DType::F32, shape: shape.to_vec(), bytes: Bytes::F32(Arc::new(data)) }
@@ -22,37 +22,6 @@ fn close(got: &[f32], want: &[f32], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let e = rel_l2(got, want);
     assert!(e < tol, "{what}: rel L2 {e:e} >= {tol:e}");
-}
-
-fn naive_conv(x: &Tensor, w: &[f32], b: &[f32], o: usize, k: usize, p: Conv2d) -> Vec<f32> {
-    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    let [pt, pl, pb, pr] = p.pad;
-    let oh = (h + pt + pb - k) / p.stride + 1;
-    let ow = (wd + pl + pr - k) / p.stride + 1;
-    let mut out = vec![0f32; n * o * oh * ow];
-    for ni in 0..n {
-        for oi in 0..o {
-            for y in 0..oh {
-                for xx in 0..ow {
-                    let mut acc = b[oi] as f64;
-                    for ci in 0..c {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let iy = (y * p.stride + ky) as isize - pt as isize;
-                                let ix = (xx * p.stride + kx) as isize - pl as isize;
-                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    acc += w[((oi * c + ci) * k + ky) * k + kx] as f64
-                                        * x.data[((ni * c + ci) * h + iy as usize) * wd + ix as usize] as f64;
-                                }
-                            }
-                        }
-                    }
-                    out[((ni * o + oi) * oh + y) * ow + xx] = acc as f32;
-                }
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -73,7 +42,12 @@ fn conv2d_matches_direct_loops_for_every_kind() {
         let wt = be.weight("w", &raw(&[o, c, k, k], wv.clone())).unwrap();
         let bt = be.weight("b", &raw(&[o], bv.clone())).unwrap();
         let got = be.conv2d(&x, &wt, Some(&bt), p).unwrap();
-        close(&got.data, &naive_conv(&x, &wv, &bv, o, k, p), 1e-5, &format!("conv k{k} {p:?} {h}x{w}"));
+        close(
+            &got.data,
+            &reference_conv(&x.data, (n, c, h, w), &wv, &bv, o, k, p),
+            1e-5,
+            &format!("conv k{k} {p:?} {h}x{w}"),
+        );
     }
 }
 

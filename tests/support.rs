@@ -99,3 +99,44 @@ pub fn assert_all_pass(checks: &[percept::verify::Check]) {
     assert!(failed.is_empty(), "failed checks:\n{}", failed.join("\n"));
     assert!(checks.iter().any(|c| c.pass == Some(true)), "nothing was judged");
 }
+
+/// Direct f64 convolution, the reference for the conv paths: x [n, c, h, w], w [o, c, k, k],
+/// bias [o] -> [n, o, oh, ow].
+#[allow(dead_code, clippy::too_many_arguments)]
+pub fn reference_conv(
+    x: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    wt: &[f32],
+    bias: &[f32],
+    o: usize,
+    k: usize,
+    p: percept::backend::Conv2d,
+) -> Vec<f32> {
+    let [pt, pl, pb, pr] = p.pad;
+    let oh = (h + pt + pb - k) / p.stride + 1;
+    let ow = (w + pl + pr - k) / p.stride + 1;
+    let mut out = vec![0f32; n * o * oh * ow];
+    for ni in 0..n {
+        for oc in 0..o {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let mut s = bias[oc] as f64;
+                    for ci in 0..c {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (y * p.stride + ky) as isize - pt as isize;
+                                let ix = (xx * p.stride + kx) as isize - pl as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    s += x[((ni * c + ci) * h + iy as usize) * w + ix as usize] as f64
+                                        * wt[((oc * c + ci) * k + ky) * k + kx] as f64;
+                                }
+                            }
+                        }
+                    }
+                    out[((ni * o + oc) * oh + y) * ow + xx] = s as f32;
+                }
+            }
+        }
+    }
+    out
+}

@@ -114,13 +114,17 @@ pub trait Backend: Send + Sync {
     fn attention(&self, qkv: &Self::T, heads: usize) -> Result<Self::T>;
     /// Rows of an embedding table [rows, D] for each id: [ids.len(), D].
     fn embedding(&self, table: &Self::W, ids: &[i64]) -> Result<Self::T>;
-    /// Per-sample patch embedding: sample b uses conv `labels[b] - first_label` (2-D conv with
-    /// kernel = stride = patch); a label outside the table gives zeros (the authors' behaviour);
+    /// Per-sample patch embedding: sample b uses conv `labels[b] - first_label` of the `n_convs`
+    /// stacked in `conv_w` [n_convs * D, C, p, p] and `conv_b` [n_convs * D] (2-D conv with
+    /// kernel = stride = patch); a label outside the stack gives zeros (the authors' behaviour);
     /// then `+ pos [1, T, D]`. x [B, C, H, W] -> [B, T, D], tokens row-major.
+    #[allow(clippy::too_many_arguments)]
     fn patch_embed(
         &self,
         x: &Self::T,
-        convs: &[(Self::W, Self::W)],
+        conv_w: &Self::W,
+        conv_b: &Self::W,
+        n_convs: usize,
         labels: &[i64],
         first_label: i64,
         pos: &Self::W,

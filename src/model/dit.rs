@@ -25,7 +25,8 @@ struct Block<B: Backend> {
 
 pub struct Dit<B: Backend> {
     pub cfg: DitConfig,
-    conv_in: Vec<(B::W, B::W)>,
+    /// The per-task patch convolutions stacked: [n * D, C, p, p] and [n * D].
+    conv_in: (B::W, B::W),
     pos_embed: B::W,
     t_mlp: [B::W; 4],
     y_table: B::W,
@@ -67,12 +68,10 @@ impl<B: Backend> Dit<B> {
         cfg.validate()?;
         let (d, p, f) = (cfg.hidden_size, cfg.patch_size, cfg.mlp_hidden);
         let mut ld = Loader::new(backend, weights, "DiT");
-        let mut conv_in = Vec::new();
-        for j in 1..=cfg.num_conv_in {
-            let n = format!("x_embedder.proj.conv_in_{j}");
-            conv_in
-                .push((ld.w(&format!("{n}.weight"), &[d, cfg.in_channels, p, p])?, ld.w(&format!("{n}.bias"), &[d])?));
-        }
+        let names = |leaf: &str| -> Vec<String> {
+            (1..=cfg.num_conv_in).map(|j| format!("x_embedder.proj.conv_in_{j}.{leaf}")).collect()
+        };
+        let conv_in = (ld.cat(&names("weight"), &[d, cfg.in_channels, p, p])?, ld.cat(&names("bias"), &[d])?);
         let pos_embed = ld.w("pos_embed", &[1, cfg.num_tokens(), d])?;
         let t_mlp = [
             ld.w("t_embedder.mlp.0.weight", &[d, FREQ_DIM])?,
@@ -138,7 +137,16 @@ impl<B: Backend> Dit<B> {
             )));
         }
         let (d, eps) = (cfg.hidden_size, cfg.layernorm_eps as f32);
-        let mut h = be.patch_embed(x, &self.conv_in, y, FIRST_TASK_LABEL, &self.pos_embed, cfg.patch_size)?; // [B, T, D]
+        let mut h = be.patch_embed(
+            x,
+            &self.conv_in.0,
+            &self.conv_in.1,
+            cfg.num_conv_in,
+            y,
+            FIRST_TASK_LABEL,
+            &self.pos_embed,
+            cfg.patch_size,
+        )?; // [B, T, D]
         let tf = be.upload(&timestep_features(t))?; // [B, 256]
         let t_hidden = be.linear(&tf, &self.t_mlp[0], Some(&self.t_mlp[1]), Act::Silu)?; // [B, D]
         let t_emb = be.linear(&t_hidden, &self.t_mlp[2], Some(&self.t_mlp[3]), Act::None)?; // [B, D]

@@ -242,7 +242,9 @@ impl Backend for Cpu {
     fn patch_embed(
         &self,
         x: &Tensor,
-        convs: &[(CpuWeight, CpuWeight)],
+        conv_w: &CpuWeight,
+        conv_b: &CpuWeight,
+        n_convs: usize,
         labels: &[i64],
         first_label: i64,
         pos: &CpuWeight,
@@ -254,7 +256,11 @@ impl Backend for Cpu {
         if labels.len() != b {
             return Err(shape_err!("patch_embed: {} labels for a batch of {b}", labels.len()));
         }
-        let d = convs[0].0.shape[0];
+        if n_convs == 0 || conv_w.shape[0] % n_convs != 0 || conv_b.data().len() != conv_w.shape[0] {
+            return Err(shape_err!("patch_embed: {n_convs} convs do not fit weight {:?}", conv_w.shape));
+        }
+        let d = conv_w.shape[0] / n_convs;
+        let per_conv = d * c * patch * patch;
         let (gh, gw) = (h / patch, w / patch);
         let t = gh * gw;
         if pos.data().len() != t * d {
@@ -264,16 +270,18 @@ impl Backend for Cpu {
         for i in 0..b {
             let dst = &mut out[i * t * d..(i + 1) * t * d];
             let sel = labels[i] - first_label;
-            if sel >= 0 && (sel as usize) < convs.len() {
-                let (cw, cb) = &convs[sel as usize];
+            if sel >= 0 && (sel as usize) < n_convs {
+                let sel = sel as usize;
+                let cw = &conv_w.data()[sel * per_conv..(sel + 1) * per_conv];
+                let cb = &conv_b.data()[sel * d..(sel + 1) * d];
                 let mut conv_out = vec![0f32; d * t];
                 conv::conv2d_image(
                     &x.data[i * c * h * w..(i + 1) * c * h * w],
                     c,
                     h,
                     w,
-                    cw.data(),
-                    Some(cb.data()),
+                    cw,
+                    Some(cb),
                     d,
                     patch,
                     patch,

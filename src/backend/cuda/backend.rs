@@ -452,7 +452,9 @@ impl<D: Device> Backend for Cuda<D> {
     fn patch_embed(
         &self,
         x: &GpuTensor<D>,
-        convs: &[(GpuTensor<D>, GpuTensor<D>)],
+        conv_w: &GpuTensor<D>,
+        conv_b: &GpuTensor<D>,
+        n_convs: usize,
         labels: &[i64],
         first_label: i64,
         pos: &GpuTensor<D>,
@@ -465,13 +467,14 @@ impl<D: Device> Backend for Cuda<D> {
         if labels.len() != b {
             return Err(shape_err!("patch_embed: {} labels for a batch of {b}", labels.len()));
         }
-        let d = convs[0].0.shape[0];
+        if n_convs == 0 || conv_w.shape[0] % n_convs != 0 || numel(&conv_b.shape) != conv_w.shape[0] {
+            return Err(shape_err!("patch_embed: {n_convs} convs do not fit weight {:?}", conv_w.shape));
+        }
+        let d = conv_w.shape[0] / n_convs;
         let t = (h / patch) * (w / patch);
         if numel(&pos.shape) != t * d {
             return Err(shape_err!("patch_embed: pos_embed {:?} does not fit {t} tokens of {d}", pos.shape));
         }
-        let ws = self.stack(&convs.iter().map(|(w, _)| w).collect::<Vec<_>>())?;
-        let bs = self.stack(&convs.iter().map(|(_, b)| b).collect::<Vec<_>>())?;
         let lb = self.dev.upload(bytemuck::cast_slice(labels))?;
         let y = self.empty(&[b, t, d])?;
         let i = |v: usize| Arg::I32(v as i32);
@@ -483,11 +486,11 @@ impl<D: Device> Backend for Cuda<D> {
         let args = [
             self.ptr(&y),
             self.ptr(x),
-            self.ptr(&ws),
-            self.ptr(&bs),
+            self.ptr(conv_w),
+            self.ptr(conv_b),
             Arg::Ptr(self.dev.address(&lb)),
             Arg::I64(first_label),
-            i(convs.len()),
+            i(n_convs),
             self.ptr(pos),
             i(c),
             i(h),
