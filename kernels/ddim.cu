@@ -7,6 +7,24 @@
 //                               eps = sqrt(a_t) * out + sqrt(1 - a_t) * sample
 //   pred_type 2 (sample):       x0 = out, eps = (sample - sqrt(a_t) * x0) / sqrt(1 - a_t)
 // then prev = c_x0 * x0 + c_eps * eps with c_x0 = sqrt(a_prev), c_eps = sqrt(1 - a_prev).
+static __device__ __forceinline__ float ddim_update(float out, float s, int pred_type, float sqrt_alpha,
+                                                    float sqrt_one_minus_alpha, float c_x0, float c_eps,
+                                                    float* x0_out) {
+    float x0, eps;
+    if (pred_type == 0) {
+        eps = out;
+        x0 = (s - sqrt_one_minus_alpha * eps) / sqrt_alpha;
+    } else if (pred_type == 1) {
+        x0 = sqrt_alpha * s - sqrt_one_minus_alpha * out;
+        eps = sqrt_alpha * out + sqrt_one_minus_alpha * s;
+    } else {
+        x0 = out;
+        eps = (s - sqrt_alpha * x0) / sqrt_one_minus_alpha;
+    }
+    *x0_out = x0;
+    return c_x0 * x0 + c_eps * eps;
+}
+
 // `pred_x0` may be null.
 extern "C" __global__ void ddim_step_f32(float* __restrict__ prev, float* __restrict__ pred_x0,
                                          const float* __restrict__ model_output, const float* __restrict__ sample,
@@ -14,19 +32,25 @@ extern "C" __global__ void ddim_step_f32(float* __restrict__ prev, float* __rest
                                          float c_x0, float c_eps) {
     int stride = gridDim.x * blockDim.x;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        float out = model_output[i], s = sample[i], x0, eps;
-        if (pred_type == 0) {
-            eps = out;
-            x0 = (s - sqrt_one_minus_alpha * eps) / sqrt_alpha;
-        } else if (pred_type == 1) {
-            x0 = sqrt_alpha * s - sqrt_one_minus_alpha * out;
-            eps = sqrt_alpha * out + sqrt_one_minus_alpha * s;
-        } else {
-            x0 = out;
-            eps = (s - sqrt_alpha * x0) / sqrt_one_minus_alpha;
-        }
-        prev[i] = c_x0 * x0 + c_eps * eps;
+        float x0;
+        prev[i] = ddim_update(model_output[i], sample[i], pred_type, sqrt_alpha, sqrt_one_minus_alpha, c_x0, c_eps,
+                              &x0);
         if (pred_x0) pred_x0[i] = x0;
     }
 }
 PERCEPT_KERNEL(ddim_step_f32)
+
+// The same step with its four coefficients (sqrt_alpha, sqrt_one_minus_alpha, c_x0, c_eps) read from
+// device memory, so that one captured graph serves every step: the host writes each step's values
+// there before replaying it. `prev` may be `sample` (the step in place): each element is read
+// before it is written, by the same thread.
+extern "C" __global__ void ddim_step_dev_f32(float* prev, const float* model_output, const float* sample, int n,
+                                             int pred_type, const float* __restrict__ coef) {
+    float sa = coef[0], soma = coef[1], cx0 = coef[2], ceps = coef[3];
+    int stride = gridDim.x * blockDim.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float x0;
+        prev[i] = ddim_update(model_output[i], sample[i], pred_type, sa, soma, cx0, ceps, &x0);
+    }
+}
+PERCEPT_KERNEL(ddim_step_dev_f32)

@@ -7,6 +7,7 @@ mod emu;
 mod eval;
 mod fixtures;
 mod gemm;
+mod graph;
 mod io;
 mod kernels;
 mod nvrtc;

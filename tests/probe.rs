@@ -4,7 +4,7 @@
 
 use percept::backend::cuda::device::Device;
 use percept::backend::cuda::probe::compare;
-use percept::emu::{Arch, Arg, EmuBuffer, EmuDevice, LaunchConfig};
+use percept::emu::{Arch, Arg, EmuBuffer, EmuDevice, EmuEvent, EmuGraph, LaunchConfig};
 
 /// An emulated device whose bf16 mma is secretly the f16 one: a wrong primitive.
 #[derive(Clone)]
@@ -12,17 +12,52 @@ struct WrongMma(EmuDevice);
 
 impl Device for WrongMma {
     type Buffer = EmuBuffer;
+    type Event = EmuEvent;
+    type Graph = EmuGraph;
     fn describe(&self) -> String {
         "wrong mma".into()
     }
     fn alloc(&self, bytes: usize) -> percept::Result<EmuBuffer> {
         Device::alloc(&self.0, bytes)
     }
-    fn upload(&self, bytes: &[u8]) -> percept::Result<EmuBuffer> {
-        Device::upload(&self.0, bytes)
+    fn write(&self, buf: &EmuBuffer, offset: usize, bytes: &[u8]) -> percept::Result<()> {
+        Device::write(&self.0, buf, offset, bytes)
     }
     fn download(&self, buf: &EmuBuffer) -> percept::Result<Vec<u8>> {
         Device::download(&self.0, buf)
+    }
+    fn memset(&self, ptr: u64, len: usize, value: u8) -> percept::Result<()> {
+        Device::memset(&self.0, ptr, len, value)
+    }
+    fn copy(&self, dst: u64, src: u64, len: usize) -> percept::Result<()> {
+        Device::copy(&self.0, dst, src, len)
+    }
+    fn synchronize(&self) -> percept::Result<()> {
+        Device::synchronize(&self.0)
+    }
+    fn fork(&self) -> percept::Result<Self> {
+        Ok(WrongMma(Device::fork(&self.0)?))
+    }
+    fn record_event(&self) -> percept::Result<EmuEvent> {
+        Device::record_event(&self.0)
+    }
+    fn wait_event(&self, event: &EmuEvent) -> percept::Result<()> {
+        Device::wait_event(&self.0, event)
+    }
+    fn elapsed_ms(&self, start: &EmuEvent, end: &EmuEvent) -> percept::Result<f32> {
+        Device::elapsed_ms(&self.0, start, end)
+    }
+    fn begin_capture(&self) -> percept::Result<()> {
+        Device::begin_capture(&self.0)
+    }
+    fn end_capture(&self) -> percept::Result<EmuGraph> {
+        Device::end_capture(&self.0)
+    }
+    fn replay(&self, graph: &EmuGraph) -> percept::Result<()> {
+        Device::replay(&self.0, graph)
+    }
+    fn memory_info(&self) -> percept::Result<Option<(usize, usize)>> {
+        Device::memory_info(&self.0)
     }
     fn address(&self, buf: &EmuBuffer) -> u64 {
         Device::address(&self.0, buf)

@@ -67,6 +67,8 @@ pub trait Backend: Send + Sync {
     type W: Send + Sync;
     /// One MoE layer's weights in the layout this backend's kernels want.
     type M: Send + Sync;
+    /// A captured step of device work (see `capture`).
+    type Graph: Send + Sync;
 
     fn name(&self) -> String;
     fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
@@ -154,4 +156,25 @@ pub trait Backend: Send + Sync {
     ) -> Result<Self::T>;
     /// Reshape without moving data.
     fn reshape(&self, x: Self::T, shape: &[usize]) -> Result<Self::T>;
+
+    // The denoising loop's device-resident form: each step's scalars live in tensors that the
+    // host rewrites before the step, so one captured step can be replayed for every step.
+
+    /// Copies host values into an existing f32 tensor with as many elements, in place.
+    fn write(&self, dst: &mut Self::T, src: &Tensor) -> Result<()>;
+    /// The sinusoidal timestep features [B, 256] of per-sample timesteps `t` [B] (f32).
+    fn timestep_features(&self, t: &Self::T) -> Result<Self::T>;
+    /// One DDIM step in place on the f32 `sample`, its four coefficients read from `coefs`
+    /// (`StepCoefficients::values`).
+    fn ddim_step_in_place(
+        &self,
+        pred: &Self::T,
+        sample: &mut Self::T,
+        coefs: &Self::T,
+        prediction_type: crate::scheduler::PredictionType,
+    ) -> Result<()>;
+    /// Records the device work `step` issues (without running it) for `replay`. `Ok(None)`: this
+    /// backend has no graphs and ran nothing; the caller runs `step` itself.
+    fn capture(&self, step: &mut dyn FnMut() -> Result<()>) -> Result<Option<Self::Graph>>;
+    fn replay(&self, graph: &Self::Graph) -> Result<()>;
 }

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::entries::{percept_emu_run_block, RawEntry, EMU_ENTRIES};
 use super::limits::{Arch, Limits};
 use super::memory::{EmuBuffer, Registry};
+use super::stream::{EmuOp, EmuStream};
 use crate::error::{Error, Result};
 
 /// A kernel argument, passed by value like cuLaunchKernel's `void** kernelParams`.
@@ -96,19 +97,44 @@ struct Inner {
     seed: AtomicU64,
     registry: Arc<Registry>,
     optin: Mutex<HashMap<String, u32>>,
+    /// Device allocations made so far (what a memory plan must keep constant once warm).
+    allocations: AtomicU64,
 }
 
-/// An emulated device. Launches are synchronous; cloning shares the device.
+/// An emulated device. Launches are synchronous; cloning shares the device and its stream,
+/// `fork` gives a handle on a new stream of the same device.
 #[derive(Clone)]
 pub struct EmuDevice {
     inner: Arc<Inner>,
+    pub(crate) stream: Arc<EmuStream>,
 }
 
 impl EmuDevice {
     pub fn new(arch: Arch) -> Self {
         EmuDevice {
-            inner: Arc::new(Inner { arch, seed: AtomicU64::new(0), registry: Arc::default(), optin: Mutex::default() }),
+            inner: Arc::new(Inner {
+                arch,
+                seed: AtomicU64::new(0),
+                registry: Arc::default(),
+                optin: Mutex::default(),
+                allocations: AtomicU64::new(0),
+            }),
+            stream: Arc::default(),
         }
+    }
+
+    /// A handle on the same device (memory, kernels, settings) whose work goes to a new stream.
+    pub fn fork(&self) -> Self {
+        EmuDevice { inner: self.inner.clone(), stream: Arc::default() }
+    }
+
+    /// How many device allocations this device has made.
+    pub fn allocations(&self) -> u64 {
+        self.inner.allocations.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     pub fn arch(&self) -> Arch {
@@ -124,8 +150,11 @@ impl EmuDevice {
         self.inner.seed.store(seed, Ordering::Relaxed);
     }
 
-    /// New memory, poisoned (every byte 0xFF).
+    /// New memory, poisoned (every byte 0xFF). Refused while this stream captures a graph: a GPU
+    /// graph replays fixed addresses, so everything a captured step uses must exist before.
     pub fn alloc(&self, bytes: usize) -> Result<EmuBuffer> {
+        self.stream.refuse_while_capturing("allocating device memory")?;
+        self.inner.allocations.fetch_add(1, Ordering::Relaxed);
         EmuBuffer::new(self.inner.registry.clone(), bytes)
     }
 
@@ -153,8 +182,18 @@ impl EmuDevice {
         kernels().get(name).ok_or_else(|| Error::Cuda(format!("emulator: no kernel named {name:?} (see kernels/*.cu)")))
     }
 
-    /// Runs `kernel` over the grid and returns when every block has finished.
+    /// Runs `kernel` over the grid and returns when every block has finished; while the stream
+    /// captures, checks the launch as the driver would and records it instead.
     pub fn launch(&self, kernel: &str, cfg: &LaunchConfig, args: &[Arg]) -> Result<()> {
+        if self.stream.is_capturing() {
+            self.validate(kernel, cfg, args)?;
+            return self.stream.record(EmuOp::Launch { kernel: kernel.to_string(), cfg: *cfg, args: args.to_vec() });
+        }
+        self.launch_now(kernel, cfg, args)
+    }
+
+    /// Limits, argument types and pointers of a launch, as checked before it runs.
+    fn validate(&self, kernel: &str, cfg: &LaunchConfig, args: &[Arg]) -> Result<Checked> {
         let k = Self::kernel(kernel)?;
         let optin = self.inner.optin.lock().unwrap_or_else(|e| e.into_inner()).get(kernel).copied();
         self.limits().check(kernel, cfg.grid, cfg.block, cfg.shared_bytes, optin)?;
@@ -178,7 +217,12 @@ impl EmuDevice {
                 buffers.push((i, found));
             }
         }
+        Ok((optin, buffers))
+    }
 
+    pub(crate) fn launch_now(&self, kernel: &str, cfg: &LaunchConfig, args: &[Arg]) -> Result<()> {
+        let k = Self::kernel(kernel)?;
+        let (optin, buffers) = self.validate(kernel, cfg, args)?;
         let mut slots: Vec<u64> = args.iter().map(Arg::bits).collect();
         let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
         let params = SharedParams(ptrs.as_mut_ptr());
@@ -225,6 +269,10 @@ impl EmuDevice {
         Ok(())
     }
 }
+
+/// A checked launch: its shared-memory opt-in and its pointer arguments' allocations
+/// (argument index, (start, length)).
+type Checked = (Option<u32>, Vec<(usize, (u64, usize))>);
 
 struct SharedParams(*mut *mut c_void);
 // SAFETY: the parameter array is only read during the launch.

@@ -8,10 +8,12 @@ mod entries;
 mod launch;
 mod limits;
 mod memory;
+mod stream;
 
 pub use launch::{Arg, EmuDevice, LaunchConfig};
 pub use limits::{Arch, Limits};
 pub use memory::EmuBuffer;
+pub use stream::{EmuEvent, EmuGraph};
 
 /// Names of every emulated entry point (real kernels and the planted-bug copies).
 pub fn kernel_names() -> impl Iterator<Item = &'static str> {

@@ -119,20 +119,27 @@ impl<B: Backend> Dit<B> {
 
     /// x [B, in_channels, S, S], per-sample timestep t [B] (any real value) and label y [B]
     /// -> [B, out_channels, S, S].
-    pub fn forward(&self, be: &B, x: &B::T, t: &[f32], y: &[i64], mut probe: Option<&mut Probe>) -> Result<B::T> {
+    pub fn forward(&self, be: &B, x: &B::T, t: &[f32], y: &[i64], probe: Option<&mut Probe>) -> Result<B::T> {
+        let t = be.upload(&Tensor::new(vec![t.len()], t.to_vec())?)?;
+        self.forward_t(be, x, &t, y, probe)
+    }
+
+    /// `forward` with the timesteps already on the backend (f32 [B]): a denoising step then
+    /// uploads nothing.
+    pub fn forward_t(&self, be: &B, x: &B::T, t: &B::T, y: &[i64], mut probe: Option<&mut Probe>) -> Result<B::T> {
         let cfg = &self.cfg;
         let xs = be.shape(x).to_vec();
-        let bsz = xs[0];
         if xs.len() != 4 || xs[1] != cfg.in_channels || xs[2] != cfg.input_size || xs[3] != cfg.input_size {
             return Err(Error::Shape(format!(
                 "dit: input {xs:?} must be [B, {}, {}, {}]",
                 cfg.in_channels, cfg.input_size, cfg.input_size
             )));
         }
-        if t.len() != bsz || y.len() != bsz {
+        let bsz = xs[0];
+        let nt = be.shape(t).iter().product::<usize>();
+        if nt != bsz || y.len() != bsz {
             return Err(Error::Shape(format!(
-                "dit: batch {bsz} needs as many timesteps ({}) and labels ({})",
-                t.len(),
+                "dit: batch {bsz} needs as many timesteps ({nt}) and labels ({})",
                 y.len()
             )));
         }
@@ -147,7 +154,7 @@ impl<B: Backend> Dit<B> {
             &self.pos_embed,
             cfg.patch_size,
         )?; // [B, T, D]
-        let tf = be.upload(&timestep_features(t))?; // [B, 256]
+        let tf = be.timestep_features(t)?; // [B, 256]
         let t_hidden = be.linear(&tf, &self.t_mlp[0], Some(&self.t_mlp[1]), Act::Silu)?; // [B, D]
         let t_emb = be.linear(&t_hidden, &self.t_mlp[2], Some(&self.t_mlp[3]), Act::None)?; // [B, D]
         let y_emb = be.embedding(&self.y_table, y)?; // [B, D]

@@ -38,6 +38,9 @@ pub struct Engine<B: Backend> {
     pub dit: Dit<B>,
     pub vae: Vae<B>,
     pub scheduler: Ddim,
+    /// Capture one denoising step as a graph and replay it for the others, where the backend
+    /// can (on by default; off to compare against the step-by-step loop).
+    pub use_graphs: bool,
 }
 
 /// What `denoise` can record along the way.
@@ -49,6 +52,16 @@ pub struct Trace {
     /// Full DiT output at each step.
     pub model_out: Vec<Tensor>,
     pub timesteps: Vec<i64>,
+}
+
+impl Trace {
+    fn push<B: Backend>(&mut self, be: &B, model_out: &B::T, latent: &B::T) -> Result<()> {
+        if self.record {
+            self.model_out.push(be.download(model_out)?);
+            self.latents.push(be.download(latent)?);
+        }
+        Ok(())
+    }
 }
 
 impl<B: Backend> Engine<B> {
@@ -83,17 +96,61 @@ impl<B: Backend> Engine<B> {
         }
         let timesteps = self.scheduler.timesteps(steps)?;
         let c = self.latent_channels();
-        // The latent stays on the device for the whole loop: no host round trip per step.
+        let prediction_type = self.scheduler.config().prediction_type;
+        // The latent stays on the device for the whole loop, updated in place; each step's
+        // timestep and DDIM coefficients are written into device tensors before the step, so
+        // the step itself is the same device work every time: run once (which warms the memory
+        // pool and compiles the kernels), then captured as a graph and replayed for the rest
+        // where the backend has graphs. Nothing is uploaded, allocated or synchronised inside a
+        // replayed step.
         let mut x = be.upload(&noise)?;
-        for &t in &timesteps {
+        let mut t_dev = be.upload(&Tensor::zeros(&[n]))?;
+        let mut coefs_dev = be.upload(&Tensor::zeros(&[4]))?;
+        let mut graphs = self.use_graphs;
+        let mut graph: Option<B::Graph> = None;
+        // The model output of the latest step; under a graph, the captured buffer every replay
+        // writes again (so a trace can still read each step's output).
+        let mut last_out: Option<B::T> = None;
+        for (i, &t) in timesteps.iter().enumerate() {
             let coefs = self.scheduler.coefficients(t, steps)?;
-            let input = be.cat_channels(&[rgb, prompt, &x])?; // [N, 3c, h, w]
-            let out = self.dit.forward(be, &input, &vec![t as f32; n], labels, None)?; // [N, out, h, w]
-            let pred = be.slice_channels(&out, 0, c)?;
-            x = be.ddim_step(&pred, &x, &coefs)?;
+            if coefs.clip.is_some() {
+                // clip_sample (off in every SD-2 config) needs the general step.
+                let input = be.cat_channels(&[rgb, prompt, &x])?;
+                let out = self.dit.forward(be, &input, &vec![t as f32; n], labels, None)?;
+                x = be.ddim_step(&be.slice_channels(&out, 0, c)?, &x, &coefs)?;
+                trace.push(be, &out, &x)?;
+                continue;
+            }
+            if graph.is_none() {
+                last_out = None; // its memory serves this step: the pool holds one step's worth
+            }
+            be.write(&mut t_dev, &Tensor::new(vec![n], vec![t as f32; n])?)?;
+            be.write(&mut coefs_dev, &Tensor::new(vec![4], coefs.values().to_vec())?)?;
+            let mut step = || -> Result<()> {
+                let input = be.cat_channels(&[rgb, prompt, &x])?; // [N, 3c, h, w]
+                let out = self.dit.forward_t(be, &input, &t_dev, labels, None)?; // [N, out, h, w]
+                let pred = be.slice_channels(&out, 0, c)?;
+                be.ddim_step_in_place(&pred, &mut x, &coefs_dev, prediction_type)?;
+                last_out = Some(out);
+                Ok(())
+            };
+            if let Some(g) = &graph {
+                be.replay(g)?;
+            } else if graphs && i > 0 {
+                graph = be.capture(&mut step)?;
+                match &graph {
+                    Some(g) => be.replay(g)?,
+                    None => {
+                        graphs = false;
+                        step()?;
+                    }
+                }
+            } else {
+                step()?;
+            }
             if trace.record {
-                trace.model_out.push(be.download(&out)?);
-                trace.latents.push(be.download(&x)?);
+                let out = last_out.as_ref().ok_or_else(|| Error::Shape("denoise: no model output to trace".into()))?;
+                trace.push(be, out, &x)?;
             }
         }
         trace.timesteps = timesteps;
@@ -134,7 +191,14 @@ impl<B: Backend> Engine<B> {
                 3 * vae_cfg.latent_channels
             )));
         }
-        Ok(Engine { scheduler: Ddim::new(&sched_cfg)?, config: src.config.clone(), dit, vae, backend })
+        Ok(Engine {
+            scheduler: Ddim::new(&sched_cfg)?,
+            config: src.config.clone(),
+            dit,
+            vae,
+            backend,
+            use_graphs: true,
+        })
     }
 }
 pub mod any;

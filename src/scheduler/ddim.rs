@@ -31,6 +31,24 @@ pub struct StepCoefficients {
 }
 
 impl StepCoefficients {
+    /// The four scalars of the step as the device-resident step reads them: sqrt_alpha,
+    /// sqrt_one_minus_alpha, sqrt_alpha_prev, sqrt_one_minus_alpha_prev.
+    pub fn values(&self) -> [f32; 4] {
+        [self.sqrt_alpha, self.sqrt_one_minus_alpha, self.sqrt_alpha_prev, self.sqrt_one_minus_alpha_prev]
+    }
+
+    /// The inverse of `values` (no clipping).
+    pub fn from_values(v: &[f32], prediction_type: PredictionType) -> Self {
+        StepCoefficients {
+            sqrt_alpha: v[0],
+            sqrt_one_minus_alpha: v[1],
+            sqrt_alpha_prev: v[2],
+            sqrt_one_minus_alpha_prev: v[3],
+            prediction_type,
+            clip: None,
+        }
+    }
+
     /// One element: returns (prev_sample, pred_original_sample).
     #[inline]
     pub fn apply(&self, model_output: f32, sample: f32) -> (f32, f32) {

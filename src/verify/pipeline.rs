@@ -25,7 +25,9 @@ fn case_major(steps: &[Tensor]) -> Vec<f32> {
     out
 }
 
-pub fn verify_pipeline<B: Backend + Clone>(be: &B, fx: &Fixture, precision: &str) -> Result<Vec<Check>> {
+/// The engine of a `pipeline` fixture (its DiT and VAE sub-fixtures and scheduler) on `be`, and
+/// the fixture's step count.
+pub fn fixture_engine<B: Backend + Clone>(be: &B, fx: &Fixture) -> Result<(Engine<B>, usize)> {
     let cfg = fx.config();
     let sub = |key: &str| -> Result<Fixture> {
         let name = cfg[key].as_str().ok_or_else(|| Error::Fixture(format!("{}: config has no \"{key}\"", fx.name)))?;
@@ -47,8 +49,14 @@ pub fn verify_pipeline<B: Backend + Clone>(be: &B, fx: &Fixture, precision: &str
         dit: Dit::load(be, &dit_cfg, &fixture_weights(&dit_fx, "weights")?)?,
         vae: Vae::load(be, &vae_cfg, &fixture_weights(&vae_fx, "weights")?)?,
         scheduler: Ddim::new(&sched_cfg)?,
+        use_graphs: true,
     };
     let steps = cfg["num_inference_steps"].as_u64().unwrap_or(4) as usize;
+    Ok((engine, steps))
+}
+
+pub fn verify_pipeline<B: Backend + Clone>(be: &B, fx: &Fixture, precision: &str) -> Result<Vec<Check>> {
+    let (engine, steps) = fixture_engine(be, fx)?;
     let rgb = engine.encode(&fx.tensor("rgb")?)?;
     let prompt = engine.encode(&fx.tensor("prompt")?)?;
     let labels = fx.ints("label")?;

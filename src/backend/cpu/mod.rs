@@ -60,6 +60,8 @@ impl Backend for Cpu {
     type T = Tensor;
     type W = CpuWeight;
     type M = MoeWeights<CpuWeight>;
+    /// The CPU captures nothing: there is no launch overhead to save.
+    type Graph = std::convert::Infallible;
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -434,5 +436,35 @@ impl Backend for Cpu {
     }
     fn reshape(&self, x: Tensor, shape: &[usize]) -> Result<Tensor> {
         x.reshape(shape)
+    }
+    fn write(&self, dst: &mut Tensor, src: &Tensor) -> Result<()> {
+        if dst.data.len() != src.data.len() {
+            return Err(shape_err!("write: {:?} values into a tensor {:?}", src.shape, dst.shape));
+        }
+        dst.data.copy_from_slice(&src.data);
+        Ok(())
+    }
+    fn timestep_features(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(crate::model::dit::timestep_features(&t.data))
+    }
+    fn ddim_step_in_place(
+        &self,
+        pred: &Tensor,
+        sample: &mut Tensor,
+        coefs: &Tensor,
+        prediction_type: crate::scheduler::PredictionType,
+    ) -> Result<()> {
+        if coefs.data.len() != 4 {
+            return Err(shape_err!("ddim_step: coefficients {:?} must hold 4 values", coefs.shape));
+        }
+        let c = crate::scheduler::ddim::StepCoefficients::from_values(&coefs.data, prediction_type);
+        *sample = self.ddim_step(pred, sample, &c)?;
+        Ok(())
+    }
+    fn capture(&self, _step: &mut dyn FnMut() -> Result<()>) -> Result<Option<Self::Graph>> {
+        Ok(None)
+    }
+    fn replay(&self, graph: &Self::Graph) -> Result<()> {
+        match *graph {}
     }
 }

@@ -2,9 +2,11 @@
 //! or the CPU emulator). Activations and weights are f32 device buffers here; the bf16 path
 //! comes beside it. These are the simple, easy-to-trust kernels; fast variants go beside them.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::device::Device;
+use super::pool::{Block, Pool, PoolStats};
 use crate::backend::cpu::Cpu;
 use crate::backend::{Act, Backend, Conv2d, MoeWeights, Routing};
 use crate::emu::{Arg, LaunchConfig};
@@ -13,9 +15,9 @@ use crate::shape_err;
 use crate::tensor::{numel, DType, Tensor};
 use crate::weights::RawTensor;
 
-/// A tensor on the device: a shared buffer and its shape (f32, row-major).
+/// A tensor on the device: a shared buffer and its shape (row-major).
 pub struct GpuTensor<D: Device> {
-    pub buf: Arc<D::Buffer>,
+    pub buf: Arc<Block<D>>,
     pub shape: Vec<usize>,
     /// F32 or BF16.
     pub dtype: DType,
@@ -46,11 +48,28 @@ pub struct Cuda<D: Device> {
     /// Storage type of activations and of weights with two or more axes (biases and norm
     /// parameters stay f32); arithmetic is f32 either way.
     act: DType,
+    /// Where every activation lives (see pool.rs).
+    pool: Pool<D>,
+    /// Label and id arrays already on the device, by content: the same labels every step, so
+    /// a step uploads nothing (and can be captured).
+    ids: Arc<Mutex<HashMap<Vec<i64>, Arc<Block<D>>>>>,
 }
 
 impl<D: Device> Clone for Cuda<D> {
     fn clone(&self) -> Self {
-        Cuda { dev: self.dev.clone(), cpu: Cpu, act: self.act }
+        Cuda { dev: self.dev.clone(), cpu: Cpu, act: self.act, pool: self.pool.clone(), ids: self.ids.clone() }
+    }
+}
+
+/// One denoising step captured on the device, with the scratch buffers its replays use.
+pub struct CudaGraph<D: Device> {
+    graph: D::Graph,
+    _scratch: Vec<Block<D>>,
+}
+
+impl<D: Device> CudaGraph<D> {
+    pub fn graph(&self) -> &D::Graph {
+        &self.graph
     }
 }
 
@@ -63,12 +82,44 @@ fn blocks_for(n: usize) -> u32 {
 impl<D: Device> Cuda<D> {
     /// f32 activations and weights (true f32: no reduced-precision tensor-core math).
     pub fn new(dev: D) -> Self {
-        Cuda { dev, cpu: Cpu, act: DType::F32 }
+        Self::with_storage(dev, DType::F32)
     }
 
     /// bf16 storage for activations and weights, f32 accumulation; the scheduler state stays f32.
     pub fn bf16(dev: D) -> Self {
-        Cuda { dev, cpu: Cpu, act: DType::BF16 }
+        Self::with_storage(dev, DType::BF16)
+    }
+
+    fn with_storage(dev: D, act: DType) -> Self {
+        Cuda { pool: Pool::new(dev.clone()), dev, cpu: Cpu, act, ids: Arc::default() }
+    }
+
+    /// The activation pool's counters (the weights are not in it).
+    pub fn memory_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Gives the pool's cached buffers back to the device.
+    pub fn release_cached(&self) -> usize {
+        self.pool.release_cached()
+    }
+
+    /// An id array on the device, uploaded once per distinct content.
+    fn ids_on_device(&self, ids: &[i64]) -> Result<Arc<Block<D>>> {
+        let mut cache = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = cache.get(ids) {
+            return Ok(b.clone());
+        }
+        if cache.len() >= 64 {
+            cache.clear(); // only ever a handful of label sets; bound it anyway
+        }
+        let b = Arc::new(Block::owned(self.dev.upload(bytemuck::cast_slice(ids))?));
+        cache.insert(ids.to_vec(), b.clone());
+        Ok(b)
+    }
+
+    fn addr(&self, b: &Block<D>) -> Arg {
+        Arg::Ptr(self.dev.address(b.buffer()))
     }
 
     /// Entry point `<op>_<dtype>` for the activation type.
@@ -93,7 +144,7 @@ impl<D: Device> Cuda<D> {
     }
 
     fn ptr(&self, t: &GpuTensor<D>) -> Arg {
-        Arg::Ptr(self.dev.address(&t.buf))
+        self.addr(&t.buf)
     }
 
     fn empty(&self, shape: &[usize]) -> Result<GpuTensor<D>> {
@@ -101,12 +152,18 @@ impl<D: Device> Cuda<D> {
     }
 
     fn empty_as(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor<D>> {
-        let buf = self.dev.alloc(numel(shape) * dtype.size())?;
+        let buf = self.pool.take(numel(shape) * dtype.size())?;
         Ok(GpuTensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype })
     }
 
+    /// A weight's memory: exactly its size, outside the pool.
+    fn owned_as(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor<D>> {
+        let buf = self.dev.alloc(numel(shape) * dtype.size())?;
+        Ok(GpuTensor { buf: Arc::new(Block::owned(buf)), shape: shape.to_vec(), dtype })
+    }
+
     fn to_host(&self, t: &GpuTensor<D>) -> Result<Tensor> {
-        let bytes = self.dev.download(&t.buf)?;
+        let bytes = self.dev.download(t.buf.buffer())?;
         let n = numel(&t.shape);
         let data = match t.dtype {
             DType::BF16 => {
@@ -117,23 +174,28 @@ impl<D: Device> Cuda<D> {
         Tensor::new(t.shape.clone(), data)
     }
 
+    /// An f32 activation from host values, in a pool buffer.
     fn from_host(&self, t: &Tensor) -> Result<GpuTensor<D>> {
-        Ok(GpuTensor {
-            buf: Arc::new(self.dev.upload(bytemuck::cast_slice(&t.data))?),
-            shape: t.shape.clone(),
-            dtype: DType::F32,
-        })
+        let y = self.empty_as(&t.shape, DType::F32)?;
+        self.dev.write(y.buf.buffer(), 0, bytemuck::cast_slice(&t.data))?;
+        Ok(y)
     }
 
-    /// A parameter on the device: biases and norm parameters (one axis) in f32, the rest in the
-    /// activation type, converted once here.
+    /// A parameter on the device, in its own exact allocation: biases and norm parameters (one
+    /// axis) in f32, the rest in the activation type, converted once here.
     fn weight_from(&self, t: Tensor) -> Result<GpuTensor<D>> {
-        let w = self.from_host(&t)?;
-        if t.shape.len() >= 2 {
-            self.convert(&w, self.act)
-        } else {
-            Ok(w)
+        let f32 = GpuTensor {
+            buf: Arc::new(Block::owned(self.dev.upload(bytemuck::cast_slice(&t.data))?)),
+            shape: t.shape.clone(),
+            dtype: DType::F32,
+        };
+        if t.shape.len() < 2 || self.act == DType::F32 {
+            return Ok(f32);
         }
+        let n = numel(&t.shape);
+        let w = self.owned_as(&t.shape, self.act)?;
+        self.grid_stride("convert_f32_to_bf16", n, &[self.ptr(&w), self.ptr(&f32), Arg::I64(n as i64)])?;
+        Ok(w)
     }
 
     /// A 1-D grid-stride launch over `n` elements.
@@ -147,8 +209,8 @@ impl<D: Device> Cuda<D> {
         let mut shape = vec![parts.len()];
         shape.extend_from_slice(&parts[0].shape);
         let dtype = parts[0].dtype;
-        let y = self.empty_as(&shape, dtype)?;
-        let base = self.dev.address(&y.buf);
+        let y = self.owned_as(&shape, dtype)?;
+        let base = self.dev.address(y.buf.buffer());
         let copy = format!("scale_{}", dtype.name());
         for (j, p) in parts.iter().enumerate() {
             if numel(&p.shape) != each {
@@ -176,6 +238,7 @@ impl<D: Device> Backend for Cuda<D> {
     type T = GpuTensor<D>;
     type W = GpuTensor<D>;
     type M = GpuMoe<D>;
+    type Graph = CudaGraph<D>;
 
     fn name(&self) -> String {
         self.dev.describe()
@@ -363,7 +426,7 @@ impl<D: Device> Backend for Cuda<D> {
         if shared > 48 * 1024 {
             self.dev.set_max_dynamic_shared(&kernel, shared)?;
         }
-        let base = self.dev.address(&mods.buf);
+        let base = self.dev.address(mods.buf.buffer());
         let cfg = LaunchConfig { grid: [(b * t) as u32, 1, 1], block: [128, 1, 1], shared_bytes: shared };
         self.dev.launch(
             &kernel,
@@ -436,16 +499,10 @@ impl<D: Device> Backend for Cuda<D> {
         if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= rows) {
             return Err(Error::Input(format!("label {bad} is outside the embedding table's {rows} rows")));
         }
-        let idb = self.dev.upload(bytemuck::cast_slice(ids))?;
+        let idb = self.ids_on_device(ids)?;
         let y = self.empty(&[ids.len(), d])?;
         let cfg = LaunchConfig { grid: [ids.len().max(1) as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
-        let args = [
-            self.ptr(&y),
-            self.ptr(table),
-            Arg::Ptr(self.dev.address(&idb)),
-            Arg::I32(rows as i32),
-            Arg::I32(d as i32),
-        ];
+        let args = [self.ptr(&y), self.ptr(table), self.addr(&idb), Arg::I32(rows as i32), Arg::I32(d as i32)];
         self.dev.launch(&self.k("embedding"), &cfg, &args)?;
         Ok(y)
     }
@@ -475,7 +532,7 @@ impl<D: Device> Backend for Cuda<D> {
         if numel(&pos.shape) != t * d {
             return Err(shape_err!("patch_embed: pos_embed {:?} does not fit {t} tokens of {d}", pos.shape));
         }
-        let lb = self.dev.upload(bytemuck::cast_slice(labels))?;
+        let lb = self.ids_on_device(labels)?;
         let y = self.empty(&[b, t, d])?;
         let i = |v: usize| Arg::I32(v as i32);
         let cfg = LaunchConfig {
@@ -488,7 +545,7 @@ impl<D: Device> Backend for Cuda<D> {
             self.ptr(x),
             self.ptr(conv_w),
             self.ptr(conv_b),
-            Arg::Ptr(self.dev.address(&lb)),
+            self.addr(&lb),
             Arg::I64(first_label),
             i(n_convs),
             self.ptr(pos),
@@ -550,17 +607,17 @@ impl<D: Device> Backend for Cuda<D> {
         let (e, f, k) = (w.experts, w.hidden, top_k);
         let rows = n_tok * k;
         let i = |v: usize| Arg::I32(v as i32);
-        let ids = self.dev.alloc(rows * 4)?;
-        let wts = self.dev.alloc(rows * 4)?;
-        let a = |b: &D::Buffer| Arg::Ptr(self.dev.address(b));
+        let ids = self.pool.take(rows * 4)?;
+        let wts = self.pool.take(rows * 4)?;
+        let a = |b: &Block<D>| self.addr(b);
         self.dev.launch(
             &self.k("moe_route"),
             &LaunchConfig { grid: [n_tok as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
             &[a(&ids), a(&wts), self.ptr(x), self.ptr(&w.gate), i(d), i(e), i(k)],
         )?;
-        let offsets = self.dev.alloc((e + 1) * 4)?;
-        let sorted = self.dev.alloc(rows * 4)?;
-        let pos = self.dev.alloc(rows * 4)?;
+        let offsets = self.pool.take((e + 1) * 4)?;
+        let sorted = self.pool.take(rows * 4)?;
+        let pos = self.pool.take(rows * 4)?;
         self.dev.launch(
             "moe_count_sort_i32",
             &LaunchConfig { grid: [1, 1, 1], block: [1024, 1, 1], shared_bytes: 0 },
@@ -611,8 +668,8 @@ impl<D: Device> Backend for Cuda<D> {
             &[self.ptr(&out), self.ptr(&y), a(&wts), a(&ids), a(&pos), i(k), i(d)],
         )?;
         let routing = if record {
-            let ids: Vec<i32> = bytemuck::pod_collect_to_vec(&self.dev.download(&ids)?[..rows * 4]);
-            let weights: Vec<f32> = bytemuck::pod_collect_to_vec(&self.dev.download(&wts)?[..rows * 4]);
+            let ids: Vec<i32> = bytemuck::pod_collect_to_vec(&self.dev.download(ids.buffer())?[..rows * 4]);
+            let weights: Vec<f32> = bytemuck::pod_collect_to_vec(&self.dev.download(wts.buffer())?[..rows * 4]);
             Some(Routing { top_k: k, experts: ids.into_iter().map(|v| v as i64).collect(), weights })
         } else {
             None
@@ -765,5 +822,70 @@ impl<D: Device> Backend for Cuda<D> {
             return Err(shape_err!("cannot reshape {:?} to {shape:?}", x.shape));
         }
         Ok(GpuTensor { buf: x.buf, shape: shape.to_vec(), dtype: x.dtype })
+    }
+    fn write(&self, dst: &mut GpuTensor<D>, src: &Tensor) -> Result<()> {
+        if dst.dtype != DType::F32 || numel(&dst.shape) != src.data.len() {
+            return Err(shape_err!("write: {:?} f32 values into a {:?} {:?} tensor", src.shape, dst.dtype, dst.shape));
+        }
+        self.dev.write(dst.buf.buffer(), 0, bytemuck::cast_slice(&src.data))
+    }
+    fn timestep_features(&self, t: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+        use crate::model::dit::FREQ_DIM;
+        if t.dtype != DType::F32 || t.shape.len() != 1 {
+            return Err(shape_err!("timestep_features: t must be f32 [B], not {:?} {:?}", t.dtype, t.shape));
+        }
+        let (b, half) = (t.shape[0], FREQ_DIM / 2);
+        let y = self.empty(&[b, FREQ_DIM])?;
+        let i = |v: usize| Arg::I32(v as i32);
+        self.grid_stride(&self.k("timestep_features"), b * half, &[self.ptr(&y), self.ptr(t), i(b), i(half)])?;
+        Ok(y)
+    }
+    fn ddim_step_in_place(
+        &self,
+        pred: &GpuTensor<D>,
+        sample: &mut GpuTensor<D>,
+        coefs: &GpuTensor<D>,
+        prediction_type: crate::scheduler::PredictionType,
+    ) -> Result<()> {
+        use crate::scheduler::PredictionType;
+        if pred.shape != sample.shape || sample.dtype != DType::F32 {
+            return Err(shape_err!(
+                "ddim_step: prediction {:?} and f32 sample {:?} {:?} must match",
+                pred.shape,
+                sample.dtype,
+                sample.shape
+            ));
+        }
+        if coefs.dtype != DType::F32 || numel(&coefs.shape) != 4 {
+            return Err(shape_err!("ddim_step: coefficients {:?} must be 4 f32 values", coefs.shape));
+        }
+        let pred = &self.convert(pred, DType::F32)?;
+        let n = numel(&sample.shape);
+        let kind = match prediction_type {
+            PredictionType::Epsilon => 0,
+            PredictionType::VPrediction => 1,
+            PredictionType::Sample => 2,
+        };
+        self.grid_stride(
+            "ddim_step_dev_f32",
+            n,
+            &[self.ptr(sample), self.ptr(pred), self.ptr(sample), Arg::I32(n as i32), Arg::I32(kind), self.ptr(coefs)],
+        )
+    }
+    fn capture(&self, step: &mut dyn FnMut() -> Result<()>) -> Result<Option<CudaGraph<D>>> {
+        self.pool.begin_capture();
+        if let Err(e) = self.dev.begin_capture() {
+            drop(self.pool.end_capture());
+            return Err(e);
+        }
+        let ran = step();
+        // The capture always ends, so the stream is usable again whatever happened.
+        let graph = self.dev.end_capture();
+        let scratch = self.pool.end_capture();
+        ran?;
+        Ok(Some(CudaGraph { graph: graph?, _scratch: scratch }))
+    }
+    fn replay(&self, graph: &CudaGraph<D>) -> Result<()> {
+        self.dev.replay(&graph.graph)
     }
 }

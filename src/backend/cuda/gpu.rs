@@ -1,6 +1,7 @@
 //! The real GPU behind the `Device` interface, through cudarc's driver API (loaded at run time).
 //! Kernels are compiled by NVRTC for the device's own architecture on first use and cached on
-//! disk (`nvrtc.rs`). Launches go to one stream in order; `download` synchronises.
+//! disk (`nvrtc.rs`). A handle is one stream: launches, copies and memsets go to it in order and
+//! never wait for the device; only `download`, `synchronize` and `elapsed_ms` do.
 //!
 //! Status: written against cudarc 0.19's driver API; not yet run on a GPU (no session so far had
 //! one). `scripts/gpu-check` exercises it first thing when a GPU is at hand.
@@ -23,7 +24,6 @@ fn cu<T>(what: &str, r: std::result::Result<T, result::DriverError>) -> Result<T
 
 struct Inner {
     ctx: sys::CUcontext,
-    stream: sys::CUstream,
     arch: GpuArch,
     name: String,
     functions: Mutex<HashMap<String, sys::CUfunction>>,
@@ -34,9 +34,72 @@ struct Inner {
 unsafe impl Send for Inner {}
 unsafe impl Sync for Inner {}
 
+/// A stream of the device, destroyed with its last handle.
+struct Stream {
+    raw: sys::CUstream,
+    ctx: sys::CUcontext,
+}
+
+// SAFETY: as for Inner.
+unsafe impl Send for Stream {}
+unsafe impl Sync for Stream {}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: our own stream, destroyed once, in its context.
+        unsafe {
+            let _ = result::ctx::set_current(self.ctx);
+            let _ = result::stream::destroy(self.raw);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct GpuDevice {
     inner: Arc<Inner>,
+    stream: Arc<Stream>,
+}
+
+/// A CUDA event with timing, destroyed when dropped.
+pub struct GpuEvent {
+    raw: sys::CUevent,
+    ctx: sys::CUcontext,
+}
+
+// SAFETY: as for Inner.
+unsafe impl Send for GpuEvent {}
+unsafe impl Sync for GpuEvent {}
+
+impl Drop for GpuEvent {
+    fn drop(&mut self) {
+        // SAFETY: our own event, destroyed once.
+        unsafe {
+            let _ = result::ctx::set_current(self.ctx);
+            let _ = result::event::destroy(self.raw);
+        }
+    }
+}
+
+/// A captured and instantiated CUDA graph.
+pub struct GpuGraph {
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+    ctx: sys::CUcontext,
+}
+
+// SAFETY: as for Inner.
+unsafe impl Send for GpuGraph {}
+unsafe impl Sync for GpuGraph {}
+
+impl Drop for GpuGraph {
+    fn drop(&mut self) {
+        // SAFETY: our own graph and its executable, destroyed once.
+        unsafe {
+            let _ = result::ctx::set_current(self.ctx);
+            let _ = result::graph::exec_destroy(self.exec);
+            let _ = result::graph::destroy(self.graph);
+        }
+    }
 }
 
 /// Device memory, freed when dropped.
@@ -103,13 +166,26 @@ impl GpuDevice {
         Ok(GpuDevice {
             inner: Arc::new(Inner {
                 ctx,
-                stream,
                 arch,
                 name: format!("{name} (sm_{major}{minor})"),
                 functions: Mutex::default(),
                 modules: Mutex::default(),
             }),
+            stream: Arc::new(Stream { raw: stream, ctx }),
         })
+    }
+
+    /// The driver's CUDA version as "major.minor".
+    pub fn driver_version() -> Result<String> {
+        super::driver_available()?;
+        let mut v = 0;
+        // SAFETY: writes one int.
+        unsafe { cu("cuDriverGetVersion", sys::cuDriverGetVersion(&mut v).result())? };
+        Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
+    }
+
+    pub fn arch(&self) -> GpuArch {
+        self.inner.arch
     }
 
     fn current(&self) -> Result<()> {
@@ -117,10 +193,10 @@ impl GpuDevice {
         unsafe { cu("cuCtxSetCurrent", result::ctx::set_current(self.inner.ctx)) }
     }
 
-    pub fn synchronize(&self) -> Result<()> {
+    fn sync_stream(&self) -> Result<()> {
         self.current()?;
         // SAFETY: our own stream.
-        unsafe { cu("cuStreamSynchronize", result::stream::synchronize(self.inner.stream)) }
+        unsafe { cu("cuStreamSynchronize", result::stream::synchronize(self.stream.raw)) }
     }
 
     fn function(&self, kernel: &str) -> Result<sys::CUfunction> {
@@ -151,6 +227,8 @@ impl GpuDevice {
 
 impl Device for GpuDevice {
     type Buffer = GpuBuffer;
+    type Event = GpuEvent;
+    type Graph = GpuGraph;
     fn describe(&self) -> String {
         format!("cuda: {}", self.inner.name)
     }
@@ -168,20 +246,35 @@ impl Device for GpuDevice {
         })?;
         Ok(GpuBuffer { ptr, len, ctx: self.inner.ctx })
     }
-    fn upload(&self, bytes: &[u8]) -> Result<GpuBuffer> {
-        let b = self.alloc(bytes.len())?;
-        // Ordered after earlier launches on our stream by synchronising first.
-        self.synchronize()?;
-        // SAFETY: b holds at least bytes.len() bytes.
-        unsafe { cu("cuMemcpyHtoD", result::memcpy_htod_sync(b.ptr, bytes))? };
-        Ok(b)
+    fn write(&self, buf: &GpuBuffer, offset: usize, bytes: &[u8]) -> Result<()> {
+        if offset + bytes.len() > buf.len {
+            return Err(Error::Cuda(format!(
+                "write of {} bytes at offset {offset} overruns a {}-byte buffer",
+                bytes.len(),
+                buf.len
+            )));
+        }
+        self.current()?;
+        // SAFETY: the range lies in the buffer. From pageable memory the driver stages the bytes
+        // before returning, so the host slice may go away afterwards; the copy is stream-ordered.
+        unsafe { cu("cuMemcpyHtoDAsync", result::memcpy_htod_async(buf.ptr + offset as u64, bytes, self.stream.raw)) }
     }
     fn download(&self, buf: &GpuBuffer) -> Result<Vec<u8>> {
-        self.synchronize()?;
+        self.sync_stream()?;
         let mut out = vec![0u8; buf.len];
-        // SAFETY: out has buf.len bytes.
+        // SAFETY: out has buf.len bytes; the stream's work that produced them is done.
         unsafe { cu("cuMemcpyDtoH", result::memcpy_dtoh_sync(&mut out, buf.ptr))? };
         Ok(out)
+    }
+    fn memset(&self, ptr: u64, len: usize, value: u8) -> Result<()> {
+        self.current()?;
+        // SAFETY: the caller passes a range of its own buffer.
+        unsafe { cu("cuMemsetD8Async", result::memset_d8_async(ptr, value, len, self.stream.raw)) }
+    }
+    fn copy(&self, dst: u64, src: u64, len: usize) -> Result<()> {
+        self.current()?;
+        // SAFETY: the caller passes ranges of its own buffers.
+        unsafe { cu("cuMemcpyDtoDAsync", result::memcpy_dtod_async(dst, src, len, self.stream.raw)) }
     }
     fn address(&self, buf: &GpuBuffer) -> u64 {
         buf.ptr
@@ -211,7 +304,7 @@ impl Device for GpuDevice {
                     (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
                     (cfg.block[0], cfg.block[1], cfg.block[2]),
                     cfg.shared_bytes,
-                    self.inner.stream,
+                    self.stream.raw,
                     &mut params,
                 ),
             )
@@ -231,5 +324,80 @@ impl Device for GpuDevice {
                 ),
             )
         }
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.sync_stream()
+    }
+    fn fork(&self) -> Result<Self> {
+        self.current()?;
+        let raw = cu("cuStreamCreate", result::stream::create(result::stream::StreamKind::NonBlocking))?;
+        Ok(GpuDevice { inner: self.inner.clone(), stream: Arc::new(Stream { raw, ctx: self.inner.ctx }) })
+    }
+    fn record_event(&self) -> Result<GpuEvent> {
+        self.current()?;
+        let raw = cu("cuEventCreate", result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+        let ev = GpuEvent { raw, ctx: self.inner.ctx };
+        // SAFETY: our own event and stream.
+        unsafe { cu("cuEventRecord", result::event::record(ev.raw, self.stream.raw))? };
+        Ok(ev)
+    }
+    fn wait_event(&self, event: &GpuEvent) -> Result<()> {
+        self.current()?;
+        // SAFETY: live event and stream of this context.
+        unsafe {
+            cu(
+                "cuStreamWaitEvent",
+                result::stream::wait_event(self.stream.raw, event.raw, sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT),
+            )
+        }
+    }
+    fn elapsed_ms(&self, start: &GpuEvent, end: &GpuEvent) -> Result<f32> {
+        self.current()?;
+        // SAFETY: live events recorded on this device.
+        unsafe {
+            cu("cuEventSynchronize", result::event::synchronize(end.raw))?;
+            cu("cuEventElapsedTime", result::event::elapsed(start.raw, end.raw))
+        }
+    }
+    fn begin_capture(&self) -> Result<()> {
+        self.current()?;
+        // Thread-local mode: an allocation, free or synchronisation on this thread during the
+        // capture is an error, as the emulator makes it.
+        // SAFETY: our own stream.
+        unsafe {
+            cu(
+                "cuStreamBeginCapture",
+                result::stream::begin_capture(
+                    self.stream.raw,
+                    sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+                ),
+            )
+        }
+    }
+    fn end_capture(&self) -> Result<GpuGraph> {
+        self.current()?;
+        // SAFETY: the stream is capturing (else the driver reports it).
+        let graph = unsafe { cu("cuStreamEndCapture", result::stream::end_capture(self.stream.raw))? };
+        // SAFETY: a complete graph from the capture.
+        let exec = unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) };
+        match exec {
+            Ok(exec) => Ok(GpuGraph { graph, exec, ctx: self.inner.ctx }),
+            Err(e) => {
+                // SAFETY: the graph is ours and not used again.
+                unsafe {
+                    let _ = result::graph::destroy(graph);
+                }
+                Err(Error::Cuda(format!("cuGraphInstantiate: {e:?}")))
+            }
+        }
+    }
+    fn replay(&self, graph: &GpuGraph) -> Result<()> {
+        self.current()?;
+        // SAFETY: an instantiated graph of this context.
+        unsafe { cu("cuGraphLaunch", result::graph::launch(graph.exec, self.stream.raw)) }
+    }
+    fn memory_info(&self) -> Result<Option<(usize, usize)>> {
+        self.current()?;
+        Ok(Some(cu("cuMemGetInfo", result::mem_get_info())?))
     }
 }

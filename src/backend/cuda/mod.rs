@@ -6,6 +6,7 @@ pub mod device;
 pub mod gpu;
 pub mod kernels;
 pub mod nvrtc;
+pub mod pool;
 pub mod probe;
 
 use crate::error::{Error, Result};
