@@ -216,3 +216,25 @@ fn denoise_replays_one_captured_step_exactly_and_allocates_nothing_after_warmup(
     assert_eq!(graph_allocs_6, graph_allocs_2, "replayed steps allocated device memory");
     assert!(eager_allocs_2 > 0);
 }
+
+#[test]
+fn a_model_too_large_for_the_device_is_refused_before_loading() {
+    use percept::pipeline::any::cuda_engine;
+    use percept::weights::model_file;
+    let src = model_file::resolve(None, None).unwrap(); // the embedded demo model
+    let small = EmuDevice::with_memory(Arch::Sm90, 64 << 20);
+    let err = cuda_engine(Cuda::bf16(small.clone()), &src).err().expect("refused on 64 MiB").to_string();
+    assert!(err.contains("GiB") && err.contains("bf16") && err.contains("--backend cpu"), "{err}");
+    assert_eq!(small.allocations(), 0, "memory was allocated before the check");
+    let roomy = EmuDevice::with_memory(Arch::Sm90, 2 << 30);
+    let engine = cuda_engine(Cuda::bf16(roomy.clone()), &src).unwrap();
+    let (free, total) = Device::memory_info(&roomy).unwrap().unwrap();
+    let weights = engine.backend.weight_bytes(src.dit.iter().chain(src.vae.iter()).map(|(_, t)| t.shape.as_slice()));
+    assert!(total - free >= weights, "{} bytes in use, the weights alone take {weights}", total - free);
+    // The emulated memory limit itself behaves like a GPU's.
+    let dev = EmuDevice::with_memory(Arch::Sm80, 1 << 20);
+    let a = Device::alloc(&dev, 600_000).unwrap();
+    assert!(Device::alloc(&dev, 600_000).err().unwrap().to_string().contains("out of device memory"));
+    drop(a);
+    assert_eq!(Device::memory_info(&dev).unwrap(), Some((1 << 20, 1 << 20)));
+}

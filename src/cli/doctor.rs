@@ -18,21 +18,52 @@ pub fn probe() -> Result<bool> {
     Ok(results.iter().all(|r| r.pass))
 }
 
-pub fn run(compile_only: bool, arch: Option<&str>) -> Result<bool> {
-    let archs: Vec<GpuArch> = match arch {
-        Some(a) => vec![GpuArch::parse(a)?],
-        None => {
-            // Without a GPU to ask, check every architecture we ship for.
-            GpuArch::ALL.to_vec()
+/// The device rows: name, compute capability, driver, memory; every kernel loaded on it.
+/// Returns the GPU's architecture, or None (with the reason printed) when there is no GPU, and
+/// false when a kernel failed to load there.
+fn device_rows() -> (Option<GpuArch>, bool) {
+    use crate::backend::cuda::device::Device;
+    use crate::backend::cuda::gpu::GpuDevice;
+    match GpuDevice::driver_version() {
+        Ok(v) => println!("CUDA driver: {v}"),
+        Err(e) => {
+            println!("CUDA driver: {e}");
+            return (None, true);
+        }
+    }
+    let gpu = match GpuDevice::open(0) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("GPU: {e}");
+            return (None, true);
         }
     };
-    if !compile_only {
-        match crate::backend::cuda::driver_available() {
-            Ok(()) => {
-                println!("CUDA driver: found (libcuda); the GPU device layer is not built yet, so no device query")
-            }
-            Err(e) => println!("CUDA driver: {e}"),
+    println!("GPU 0: {} ({})", gpu.describe(), gpu.arch().name());
+    if let Ok(Some((free, total))) = gpu.memory_info() {
+        println!("memory: {} MiB free of {} MiB", free >> 20, total >> 20);
+    }
+    let loaded = match gpu.load_all() {
+        Ok(n) => {
+            println!("kernels: {n} entry points compiled for {} and loaded", gpu.arch().name());
+            true
         }
+        Err(e) => {
+            println!("kernels: loading failed: {e}");
+            false
+        }
+    };
+    (Some(gpu.arch()), loaded)
+}
+
+pub fn run(compile_only: bool, arch: Option<&str>) -> Result<bool> {
+    let (gpu_arch, loaded) = if compile_only { (None, true) } else { device_rows() };
+    let archs: Vec<GpuArch> = match (arch, gpu_arch) {
+        (Some(a), _) => vec![GpuArch::parse(a)?],
+        (None, Some(a)) => vec![a],
+        // Without a GPU to ask, check every architecture we ship for.
+        (None, None) => GpuArch::ALL.to_vec(),
+    };
+    if !compile_only {
         println!("emulator: built in (--backend cuda-emu), {} kernels", crate::emu::kernel_names().count());
     }
     if let Err(e) = nvrtc::nvrtc_available() {
@@ -40,7 +71,7 @@ pub fn run(compile_only: bool, arch: Option<&str>) -> Result<bool> {
     }
     let (major, minor) = nvrtc::nvrtc_version()?;
     println!("NVRTC {major}.{minor}");
-    let mut ok = true;
+    let mut ok = loaded;
     for a in archs {
         match nvrtc::compile_report(a) {
             Ok(infos) => {

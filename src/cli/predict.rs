@@ -15,6 +15,7 @@ use crate::io::image::{load_mask, load_rgb, save_png_gray16, save_png_gray8, sav
 use crate::io::inputs::{expand_inputs, output_stems, pair_flow_frames, pair_segment};
 use crate::io::npy::write_npy_f32;
 use crate::io::resize::{resize_area, resize_bilinear, resize_nearest};
+use crate::pipeline::any::cuda_engine;
 use crate::pipeline::any::AnyEngine;
 use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions, TaskKind};
 use crate::pipeline::Engine;
@@ -33,12 +34,20 @@ struct Job {
 pub fn engine(model: &ModelArgs) -> Result<AnyEngine> {
     let t = Instant::now();
     let src = model_file::resolve(model.model.as_deref(), model.sd2.as_deref())?;
+    // On a GPU the weights are stored in bf16 (f32 accumulation); `percept verify --precision
+    // f32` checks the f32 path. The emulator runs what the GPU would.
     let engine = match model.backend {
         BackendArg::Cpu => AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?),
-        BackendArg::CudaEmu => AnyEngine::Emu(Engine::new(Cuda::new(EmuDevice::new(Arch::Sm90)), &src)?),
-        BackendArg::Cuda => AnyEngine::Gpu(Engine::new(Cuda::new(GpuDevice::open(0)?), &src)?),
+        BackendArg::CudaEmu => AnyEngine::Emu(cuda_engine(Cuda::bf16(EmuDevice::new(Arch::Sm90)), &src)?),
+        BackendArg::Cuda => AnyEngine::Gpu(cuda_engine(Cuda::bf16(GpuDevice::open(0)?), &src)?),
         BackendArg::Auto => match GpuDevice::open(0) {
-            Ok(dev) => AnyEngine::Gpu(Engine::new(Cuda::new(dev), &src)?),
+            Ok(dev) => match cuda_engine(Cuda::bf16(dev), &src) {
+                Ok(e) => AnyEngine::Gpu(e),
+                Err(e) => {
+                    eprintln!("not using the GPU: {e}");
+                    AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?)
+                }
+            },
             Err(e) => {
                 log::info!("no usable GPU: {e}");
                 AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?)

@@ -99,6 +99,8 @@ struct Inner {
     optin: Mutex<HashMap<String, u32>>,
     /// Device allocations made so far (what a memory plan must keep constant once warm).
     allocations: AtomicU64,
+    /// Emulated device memory size, if limited (else host memory is the limit).
+    memory_limit: Option<usize>,
 }
 
 /// An emulated device. Launches are synchronous; cloning shares the device and its stream,
@@ -111,6 +113,16 @@ pub struct EmuDevice {
 
 impl EmuDevice {
     pub fn new(arch: Arch) -> Self {
+        Self::build(arch, None)
+    }
+
+    /// A device with `bytes` of memory: allocations beyond fail as out of memory, and
+    /// `memory_info` reports it like a GPU's.
+    pub fn with_memory(arch: Arch, bytes: usize) -> Self {
+        Self::build(arch, Some(bytes))
+    }
+
+    fn build(arch: Arch, memory_limit: Option<usize>) -> Self {
         EmuDevice {
             inner: Arc::new(Inner {
                 arch,
@@ -118,9 +130,15 @@ impl EmuDevice {
                 registry: Arc::default(),
                 optin: Mutex::default(),
                 allocations: AtomicU64::new(0),
+                memory_limit,
             }),
             stream: Arc::default(),
         }
+    }
+
+    /// (free, total) bytes when the device has a memory size.
+    pub fn memory_info(&self) -> Option<(usize, usize)> {
+        self.inner.memory_limit.map(|total| (total.saturating_sub(self.inner.registry.live_bytes()), total))
     }
 
     /// A handle on the same device (memory, kernels, settings) whose work goes to a new stream.
@@ -154,6 +172,13 @@ impl EmuDevice {
     /// graph replays fixed addresses, so everything a captured step uses must exist before.
     pub fn alloc(&self, bytes: usize) -> Result<EmuBuffer> {
         self.stream.refuse_while_capturing("allocating device memory")?;
+        if let Some((free, total)) = self.memory_info() {
+            if bytes > free {
+                return Err(Error::Cuda(format!(
+                    "out of device memory allocating {bytes} bytes ({free} of {total} bytes free)"
+                )));
+            }
+        }
         self.inner.allocations.fetch_add(1, Ordering::Relaxed);
         EmuBuffer::new(self.inner.registry.clone(), bytes)
     }

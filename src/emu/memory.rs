@@ -21,6 +21,11 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// Bytes held by live allocations.
+    pub(crate) fn live_bytes(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+
     /// The allocation containing `ptr` (its start and length); `ptr` may point just past the end.
     pub(crate) fn find(&self, ptr: u64) -> Option<(u64, usize)> {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());

@@ -94,6 +94,35 @@ impl<D: Device> Cuda<D> {
         Cuda { pool: Pool::new(dev.clone()), dev, cpu: Cpu, act, ids: Arc::default() }
     }
 
+    /// Device bytes the given weights take here: tensors with two or more axes in the storage
+    /// type, the rest in f32.
+    pub fn weight_bytes<'a>(&self, shapes: impl IntoIterator<Item = &'a [usize]>) -> usize {
+        shapes.into_iter().map(|s| numel(s) * if s.len() >= 2 { self.act.size() } else { DType::F32.size() }).sum()
+    }
+
+    /// A clear error, before anything is loaded, when weights of `bytes` bytes and the working
+    /// memory a run needs beside them do not fit in the device's free memory.
+    pub fn check_fits(&self, what: &str, bytes: usize) -> Result<()> {
+        let Some((free, total)) = self.dev.memory_info()? else { return Ok(()) };
+        // Room for activations and the pool beside the weights: a 512x512 batch of one needs a
+        // few hundred MiB; larger batches are checked by the allocations themselves.
+        let margin = (total / 32).max(256 << 20);
+        if bytes + margin > free {
+            let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+            return Err(Error::Cuda(format!(
+                "{what} needs {:.2} GiB of device memory for its weights in {} (plus {:.2} GiB to work in), \
+                 but {} has {:.2} GiB free of {:.2} GiB: use --backend cpu, or a device with more memory",
+                gib(bytes),
+                self.act.name(),
+                gib(margin),
+                self.dev.describe(),
+                gib(free),
+                gib(total)
+            )));
+        }
+        Ok(())
+    }
+
     /// The activation pool's counters (the weights are not in it).
     pub fn memory_stats(&self) -> PoolStats {
         self.pool.stats()

@@ -119,7 +119,7 @@ impl Device for EmuDevice {
         EmuDevice::replay(self, graph)
     }
     fn memory_info(&self) -> Result<Option<(usize, usize)>> {
-        Ok(None)
+        Ok(EmuDevice::memory_info(self))
     }
     fn allocation_count(&self) -> Option<u64> {
         Some(self.allocations())

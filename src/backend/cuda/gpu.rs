@@ -188,6 +188,90 @@ impl GpuDevice {
         self.inner.arch
     }
 
+    /// cuBLAS's bf16 GEMM throughput (f32 accumulation) on an n x n x n product, in TFLOP/s: the
+    /// device's practical tensor-core peak, measured in the same run as what is compared to it.
+    /// The median of `reps` timed products after a warm-up, timed with events on this stream.
+    pub fn cublas_bf16_peak_tflops(&self, n: usize, reps: usize) -> Result<f64> {
+        use cudarc::cublas::{result as blas, sys as bsys};
+        // SAFETY: only tries to dlopen the library.
+        if !unsafe { bsys::is_culib_present() } {
+            return Err(Error::NoCuda("cuBLAS (libcublas) was not found: no GEMM peak to compare with".into()));
+        }
+        let bytes = n * n * 2;
+        let (a, b, c) = (self.alloc(bytes)?, self.alloc(bytes)?, self.alloc(bytes)?);
+        // Small finite bf16 values (0x3C3C ~ 0.0115) rather than whatever the memory held.
+        for buf in [&a, &b] {
+            self.memset(buf.ptr, bytes, 0x3C)?;
+        }
+        self.current()?;
+        let blas_err = |what: &str, e: blas::CublasError| Error::Cuda(format!("{what}: {e:?}"));
+        let handle = blas::create_handle().map_err(|e| blas_err("cublasCreate", e))?;
+        let run = || -> Result<f64> {
+            // SAFETY: a live handle; our stream.
+            unsafe { blas::set_stream(handle, self.stream.raw as bsys::cudaStream_t) }
+                .map_err(|e| blas_err("cublasSetStream", e))?;
+            let (alpha, beta) = (1.0f32, 0.0f32);
+            let gemm = || -> Result<()> {
+                let ni = n as i32;
+                // SAFETY: three n x n bf16 buffers; alpha/beta are host f32 scalars (compute 32F).
+                unsafe {
+                    blas::gemm_ex(
+                        handle,
+                        bsys::cublasOperation_t::CUBLAS_OP_N,
+                        bsys::cublasOperation_t::CUBLAS_OP_N,
+                        ni,
+                        ni,
+                        ni,
+                        &alpha as *const f32 as *const c_void,
+                        a.ptr as *const c_void,
+                        bsys::cudaDataType::CUDA_R_16BF,
+                        ni,
+                        b.ptr as *const c_void,
+                        bsys::cudaDataType::CUDA_R_16BF,
+                        ni,
+                        &beta as *const f32 as *const c_void,
+                        c.ptr as *mut c_void,
+                        bsys::cudaDataType::CUDA_R_16BF,
+                        ni,
+                        bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                        bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+                    )
+                }
+                .map_err(|e| blas_err("cublasGemmEx", e))
+            };
+            gemm()?;
+            let mut times = Vec::new();
+            for _ in 0..reps.max(1) {
+                let start = self.record_event()?;
+                gemm()?;
+                let end = self.record_event()?;
+                times.push(self.elapsed_ms(&start, &end)? as f64);
+            }
+            times.sort_by(f64::total_cmp);
+            Ok(2.0 * (n as f64).powi(3) / (times[times.len() / 2] * 1e-3) / 1e12)
+        };
+        let result = run();
+        // SAFETY: created above, destroyed once.
+        unsafe {
+            let _ = blas::destroy_handle(handle);
+        }
+        result
+    }
+
+    /// Compiles (or takes from the cache) and loads every kernel module, resolving every entry
+    /// point: what `percept doctor` checks on a GPU. Returns the number of entry points.
+    pub fn load_all(&self) -> Result<usize> {
+        self.current()?;
+        let mut n = 0;
+        for m in super::kernels::MODULES {
+            for entry in m.entries {
+                self.function(entry)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn current(&self) -> Result<()> {
         // SAFETY: the context lives as long as this device.
         unsafe { cu("cuCtxSetCurrent", result::ctx::set_current(self.inner.ctx)) }
