@@ -53,7 +53,9 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Doctor { probe: true, .. } => percept::cli::doctor::probe(),
         Command::Doctor { compile_only, arch, .. } => percept::cli::doctor::run(compile_only, arch.as_deref()),
         Command::Eval(args) => percept::cli::eval::run(&args),
-        Command::Bench { json, reps, only } => percept::cli::bench::run(json.as_deref(), reps, &only),
+        Command::Bench { json, reps, only, backend, model } => {
+            percept::cli::bench::run(json.as_deref(), reps, &only, backend, model.as_deref())
+        }
     }
 }
 

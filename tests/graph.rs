@@ -238,3 +238,30 @@ fn a_model_too_large_for_the_device_is_refused_before_loading() {
     drop(a);
     assert_eq!(Device::memory_info(&dev).unwrap(), Some((1 << 20, 1 << 20)));
 }
+
+/// `percept bench` on the emulator: the device rows' harness (events, pool high-water mark,
+/// JSON) end to end on the demo model; the times themselves mean nothing there.
+#[test]
+fn bench_device_rows_run_on_the_emulator_and_write_json() {
+    let dir = crate::support::temp_dir("bench_emu");
+    let json = dir.join("bench.json");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_percept"))
+        .args(["bench", "--backend", "cuda-emu", "--reps", "1", "--only", "b1", "--only", "dit_forward/b2"])
+        .arg("--json")
+        .arg(&json)
+        .env_remove("PERCEPT_MODEL")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let names: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    // "b1" selects every batch-1 row and not b16.
+    let want = ["emu/dit_forward/b1", "emu/dit_forward/b2", "emu/vae_encode/128x128/b1", "emu/vae_decode/128x128/b1"];
+    assert_eq!(names, want, "{text}");
+    for r in v["rows"].as_array().unwrap() {
+        assert!(r["ms"].as_f64().unwrap() > 0.0 && r["tflops"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let (weights, peak) = (v["weight_bytes"].as_u64().unwrap(), v["peak_memory_bytes"].as_u64().unwrap());
+    assert!(peak > weights && weights > 1_000_000, "weights {weights}, peak {peak}");
+}

@@ -1,11 +1,13 @@
-//! `percept bench`: whole-run timings with throughput. Without a GPU, the CPU rows that finish
-//! in minutes: VAE 512x512 encode and decode, one DiT forward and one denoising step at batch 1.
+//! `percept bench`: whole-run timings with throughput. On a GPU the rows of `bench_device`
+//! (events, fraction of the measured bf16 peak, peak memory); without one, the CPU rows that
+//! finish in minutes: VAE 512x512 encode and decode and one DiT forward at batch 1.
 
 use std::time::Instant;
 
 use anyhow::Result;
 use serde_json::json;
 
+use super::BackendArg;
 use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
 use crate::model::dit::Dit;
@@ -50,13 +52,116 @@ fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, Optio
     Ok((v[v.len() / 2], cpu))
 }
 
-pub fn run(json_path: Option<&std::path::Path>, reps: usize, only: &[String]) -> Result<bool> {
-    let be = Cpu::new();
-    println!("bench: no GPU backend in this build; benchmarking the CPU path ({}).", be.name());
-    println!("       GPU rows (DiT batch 2-16, ensembles, 50-step runs) need a GPU.");
-    // A filter selects a row ("vae_decode") or a group ("vae").
-    let want = |n: &str| only.is_empty() || only.iter().any(|o| n.contains(o.as_str()) || o.contains(n));
+/// `part` occurs in `name` and does not run on into more letters or digits there.
+fn names_part(name: &str, part: &str) -> bool {
+    !part.is_empty()
+        && name
+            .match_indices(part)
+            .any(|(i, _)| name[i + part.len()..].chars().next().is_none_or(|c| !c.is_ascii_alphanumeric()))
+}
+
+/// What one bench run measured, for the JSON file.
+struct Summary {
+    device: String,
+    peak_tflops: Option<f64>,
+    weight_bytes: Option<usize>,
+    peak_bytes: Option<usize>,
+}
+
+pub fn run(
+    json_path: Option<&std::path::Path>,
+    reps: usize,
+    only: &[String],
+    backend: BackendArg,
+    model: Option<&str>,
+) -> Result<bool> {
+    use crate::backend::cuda::gpu::GpuDevice;
+    // A filter selects a row ("vae_decode/512x512/b1") or a group ("vae", "b8"), never a longer
+    // name it merely starts ("b1" is not "b16").
+    let want = |n: &str| only.is_empty() || only.iter().any(|o| names_part(n, o));
     let mut rows = Vec::new();
+    let summary = match backend {
+        BackendArg::Cpu => cpu_rows(reps, &want, &mut rows)?,
+        BackendArg::Cuda => gpu_rows(GpuDevice::open(0)?, reps, model, &want, &mut rows)?,
+        BackendArg::Auto => match GpuDevice::open(0) {
+            Ok(gpu) => gpu_rows(gpu, reps, model, &want, &mut rows)?,
+            Err(e) => {
+                println!("bench: no usable GPU ({e})");
+                cpu_rows(reps, &want, &mut rows)?
+            }
+        },
+        BackendArg::CudaEmu => {
+            let dev = crate::emu::EmuDevice::new(crate::emu::Arch::Sm90);
+            println!("bench: the CUDA backend on the CPU emulator: checks the harness, its times mean nothing");
+            let src = model_file::resolve(model, None)?;
+            let s = super::bench_device::run(dev.clone(), &src, "emu", reps, None, &want, &mut rows)?;
+            Summary {
+                device: crate::backend::cuda::device::Device::describe(&dev),
+                peak_tflops: None,
+                weight_bytes: Some(s.weight_bytes),
+                peak_bytes: Some(s.peak_bytes),
+            }
+        }
+    };
+    if let Some(b) = summary.peak_bytes {
+        let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+        println!(
+            "peak device memory: {:.2} GiB (weights {:.2} GiB + activations)",
+            gib(b),
+            gib(summary.weight_bytes.unwrap_or(0))
+        );
+    }
+    if let Some(p) = json_path {
+        let v = json!({
+            "device": summary.device,
+            "peak_tflops": summary.peak_tflops,
+            "weight_bytes": summary.weight_bytes,
+            "peak_memory_bytes": summary.peak_bytes,
+            "rows": rows.iter().map(|r| {
+                let tflops = r.flops / r.ms / 1e9;
+                json!({
+                    "name": r.name,
+                    "ms": r.ms,
+                    "gflops": r.flops / r.ms / 1e6,
+                    "tflops": tflops,
+                    "fraction_of_peak": summary.peak_tflops.map(|p| tflops / p),
+                    "cpu_ms": r.cpu_ms,
+                })
+            }).collect::<Vec<_>>(),
+        });
+        crate::io::atomic::write(p, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    Ok(true)
+}
+
+fn gpu_rows(
+    gpu: crate::backend::cuda::gpu::GpuDevice,
+    reps: usize,
+    model: Option<&str>,
+    want: &dyn Fn(&str) -> bool,
+    rows: &mut Vec<Row>,
+) -> Result<Summary> {
+    use crate::backend::cuda::device::Device;
+    let device = gpu.describe();
+    println!("bench: {device}");
+    let peak = match gpu.cublas_bf16_peak_tflops(8192, 10) {
+        Ok(p) => {
+            println!("bf16 GEMM peak (cuBLAS, 8192^3, median of 10): {p:.1} TFLOP/s");
+            Some(p)
+        }
+        Err(e) => {
+            println!("bf16 GEMM peak: not measured ({e})");
+            None
+        }
+    };
+    let src = model_file::resolve(Some(model.unwrap_or("synthetic:generalist")), None)?;
+    let s = super::bench_device::run(gpu, &src, "gpu", reps, peak, want, rows)?;
+    Ok(Summary { device, peak_tflops: peak, weight_bytes: Some(s.weight_bytes), peak_bytes: Some(s.peak_bytes) })
+}
+
+fn cpu_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Result<Summary> {
+    let be = Cpu::new();
+    println!("bench: benchmarking the CPU path ({}); the GPU rows need a GPU.", be.name());
     let mut rng = NoiseRng::new(0);
     if want("vae") {
         let (vae_cfg, vae_weights) = model_file::synthetic_sd2_vae()?;
@@ -73,7 +178,7 @@ pub fn run(json_path: Option<&std::path::Path>, reps: usize, only: &[String]) ->
                 cpu_ms,
                 flops: vae_encode_flops(&vae_cfg, 512, 512),
             });
-            report(rows.last().unwrap());
+            report(rows.last().unwrap(), None);
         }
         if want("vae_decode") {
             let (ms, cpu_ms) = time_ms(reps, || vae.decode(&be, &z, None).map(|_| ()).map_err(Into::into))?;
@@ -83,7 +188,7 @@ pub fn run(json_path: Option<&std::path::Path>, reps: usize, only: &[String]) ->
                 cpu_ms,
                 flops: vae_decode_flops(&vae_cfg, 512, 512),
             });
-            report(rows.last().unwrap());
+            report(rows.last().unwrap(), None);
         }
     }
     if want("dit") {
@@ -96,20 +201,17 @@ pub fn run(json_path: Option<&std::path::Path>, reps: usize, only: &[String]) ->
         let (ms, cpu_ms) =
             time_ms(reps, || dit.forward(&be, &x, &[501.0], &[1000], None).map(|_| ()).map_err(Into::into))?;
         rows.push(Row { name: "cpu/dit_forward/b1".into(), ms, flops: cfg.forward_flops(1), cpu_ms });
-        report(rows.last().unwrap());
+        report(rows.last().unwrap(), None);
     }
-    if let Some(p) = json_path {
-        let v = json!({
-            "device": be.name(),
-            "rows": rows.iter().map(|r| json!({"name": r.name, "ms": r.ms, "gflops": r.flops / r.ms / 1e6, "cpu_ms": r.cpu_ms})).collect::<Vec<_>>(),
-        });
-        crate::io::atomic::write(p, serde_json::to_string_pretty(&v)?.as_bytes())?;
-    }
-    Ok(true)
+    Ok(Summary { device: be.name(), peak_tflops: None, weight_bytes: None, peak_bytes: None })
 }
 
-fn report(r: &Row) {
-    print!("{:<32} {:>10.1} ms  {:>8.1} GFLOP/s", r.name, r.ms, r.flops / r.ms / 1e6);
+/// One line per row; with a measured peak, the achieved fraction of it.
+pub fn report(r: &Row, peak_tflops: Option<f64>) {
+    print!("{:<40} {:>10.2} ms  {:>9.1} GFLOP/s", r.name, r.ms, r.flops / r.ms / 1e6);
+    if let Some(p) = peak_tflops {
+        print!("  {:>5.1}% of peak", 100.0 * r.flops / r.ms / 1e9 / p);
+    }
     match r.cpu_ms {
         Some(c) => println!("  (CPU {:.1} s a run, {:.1} GFLOP per CPU-second)", c / 1e3, r.flops / c / 1e6),
         None => println!(),

@@ -1,6 +1,7 @@
 //! The command line: clap definitions here, one module per subcommand.
 
 pub mod bench;
+pub mod bench_device;
 pub mod convert;
 pub mod demo;
 pub mod doctor;
@@ -147,6 +148,14 @@ pub enum Command {
         /// Only rows whose name contains this (repeatable).
         #[arg(long)]
         only: Vec<String>,
+        /// Where to run: the GPU if usable else the CPU (auto), or the CUDA backend on the
+        /// emulator (cuda-emu: checks the harness on a small model).
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
+        /// Model for the device rows [default: synthetic:generalist on a GPU, the demo model on
+        /// the emulator].
+        #[arg(long)]
+        model: Option<String>,
     },
     /// List a checkpoint's tensors, parameter count and (inferred) config.
     Inspect { file: PathBuf },
