@@ -2,9 +2,13 @@
 
 use std::path::PathBuf;
 
-/// `../shared/fixtures`, or `None` (with a printed reason) when absent. Under `CI=true` the
+/// `$PERCEPT_FIXTURES` or `../shared/fixtures`, or `None` (with a printed reason) when absent. Under `CI=true` the
 /// fixtures must be there: a green CI run has to have checked them.
 pub fn fixtures_dir() -> Option<PathBuf> {
+    // A packed test executable on another machine (scripts/gpu-pack) names its copy.
+    if let Some(dir) = std::env::var_os("PERCEPT_FIXTURES") {
+        return Some(PathBuf::from(dir));
+    }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
     if dir.join("README.md").exists() {
         return Some(dir);

@@ -123,6 +123,12 @@ impl<D: Device> Cuda<D> {
         Ok(())
     }
 
+    /// Fill every new activation buffer with NaN before use (tests: an unwritten output element
+    /// then shows, on a GPU as on the emulator).
+    pub fn poison_new_buffers(&self, on: bool) {
+        self.pool.set_poison(on);
+    }
+
     /// The activation pool's counters (the weights are not in it).
     pub fn memory_stats(&self) -> PoolStats {
         self.pool.stats()

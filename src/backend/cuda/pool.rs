@@ -44,6 +44,9 @@ struct State<B> {
 struct Shared<D: Device> {
     dev: D,
     state: Mutex<State<D::Buffer>>,
+    /// Fill every buffer handed out with 0xFF bytes (NaN in f32 and bf16), so a kernel that
+    /// leaves an output element unwritten shows it, on the GPU as on the emulator (tests).
+    poison: std::sync::atomic::AtomicBool,
 }
 
 impl<D: Device> Shared<D> {
@@ -103,7 +106,12 @@ impl<D: Device> Clone for Pool<D> {
 impl<D: Device> Pool<D> {
     pub fn new(dev: D) -> Self {
         let state = State { free: BTreeMap::new(), private: None, stats: PoolStats::default() };
-        Pool { shared: Arc::new(Shared { dev, state: Mutex::new(state) }) }
+        Pool { shared: Arc::new(Shared { dev, state: Mutex::new(state), poison: Default::default() }) }
+    }
+
+    /// See `Shared::poison`.
+    pub fn set_poison(&self, on: bool) {
+        self.shared.poison.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A buffer of at least `bytes` bytes; its contents are whatever was there.
@@ -123,7 +131,11 @@ impl<D: Device> Pool<D> {
             Some(b) => b,
             None => self.allocate(class)?,
         };
-        Ok(Block { buf: Some(buf), class, pool: Some(self.shared.clone()) })
+        let block = Block { buf: Some(buf), class, pool: Some(self.shared.clone()) };
+        if self.shared.poison.load(std::sync::atomic::Ordering::Relaxed) {
+            self.shared.dev.memset(self.shared.dev.address(block.buffer()), class, 0xFF)?;
+        }
+        Ok(block)
     }
 
     fn allocate(&self, class: usize) -> Result<D::Buffer> {
