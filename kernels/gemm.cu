@@ -1,6 +1,7 @@
 // C[M, N] = A[M, K] . W[N, K]^T + bias[N], optionally followed by GELU (tanh): the layout of a
 // PyTorch Linear. `bias` may be null. Row-major, any M, N, K.
 #include "common/mma.cuh"
+#include "common/tc_gemm.cuh"
 
 // True f32 (no tensor cores, so no TF32 rounding): 32x32 output tiles, 16-deep K slices staged in
 // shared memory with 4-byte cp.async (zero-filled outside the matrices), 256 threads, each thread
@@ -94,3 +95,14 @@ extern "C" __global__ void __launch_bounds__(128) gemm_bf16_mma(void* __restrict
         }
 }
 PERCEPT_KERNEL(gemm_bf16_mma)
+
+// Fast variant (not the default until it has passed on a GPU; PERCEPT_FAST_KERNELS=1 selects it):
+// 128x128 tiles on tensor cores with a double-buffered cp.async pipeline (common/tc_gemm.cuh).
+// Same arguments and results as gemm_bf16_mma; needs K % 8 == 0.
+extern "C" __global__ void __launch_bounds__(256) gemm_bf16_tc128(void* __restrict__ c, const bf16* __restrict__ a,
+                                                                  const bf16* __restrict__ w,
+                                                                  const float* __restrict__ bias, int M, int N,
+                                                                  int K, int fuse_gelu, int out_bf16) {
+    tc_gemm_tile(c, a, w, bias, blockIdx.y * TC_M, M, blockIdx.x * TC_N, N, K, fuse_gelu, out_bf16);
+}
+PERCEPT_KERNEL(gemm_bf16_tc128)

@@ -8,6 +8,7 @@
 // weight matrices as bf16 (math in f32); ids, routing weights, offsets and biases stay int/f32.
 #include "common/reduce.cuh"
 #include "storage.cuh"
+#include "common/tc_gemm.cuh"
 
 #define MOE_MAX_E 256
 #define MOE_MAX_K 8
@@ -200,6 +201,25 @@ extern "C" __global__ void __launch_bounds__(256)
     moe_expert_fc(y, xs, w, bias, offsets, E, N, K, fuse_gelu);
 }
 PERCEPT_KERNEL(moe_expert_fc_bf16)
+
+// Fast variant of moe_expert_fc_bf16 (not the default until it has passed on a GPU): each block
+// one 128x128 tile of one expert's rows on tensor cores (common/tc_gemm.cuh); grid
+// (ceil(N/128), ceil(rows/128) + E), surplus blocks exit. Needs K % 8 == 0.
+extern "C" __global__ void __launch_bounds__(256)
+    moe_expert_fc_tc128(bf16* __restrict__ y, const bf16* __restrict__ xs, const bf16* __restrict__ w,
+                        const float* __restrict__ bias, const int* __restrict__ offsets, int E, int N, int K,
+                        int fuse_gelu) {
+    int t = blockIdx.y, e = 0;
+    for (; e < E; e++) {
+        int tiles = (offsets[e + 1] - offsets[e] + TC_M - 1) / TC_M;
+        if (t < tiles) break;
+        t -= tiles;
+    }
+    if (e == E) return;  // the whole block: no barrier is skipped by only some threads
+    tc_gemm_tile(y, xs, w + (long long)e * N * K, bias ? bias + (long long)e * N : 0, offsets[e] + t * TC_M,
+                 offsets[e + 1], blockIdx.x * TC_N, N, K, fuse_gelu, 1);
+}
+PERCEPT_KERNEL(moe_expert_fc_tc128)
 
 // out [N, D]: token t's rows of y (sorted order, found through entry_pos) weighted by wts and summed
 // in ascending expert order, the order of the authors' scatter_reduce. Grid (N), any block size;

@@ -61,10 +61,13 @@ impl<D: Device> Pair<D> {
 }
 
 fn check_every_op<D: Device>(dev: D, name: &str) {
-    for (precision, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+    // The simple kernels at both precisions, then bf16 with the fast variants.
+    for (precision, tol, fast) in [(DType::F32, 1e-5, false), (DType::BF16, 1e-2, false), (DType::BF16, 1e-2, true)] {
         let gpu = if precision == DType::BF16 { Cuda::bf16(dev.clone()) } else { Cuda::new(dev.clone()) };
+        let gpu = gpu.with_fast_kernels(fast);
         gpu.poison_new_buffers(true);
-        let mut p = Pair { gpu, tol, rng: Rng(0x0b5 + tol.to_bits()), label: format!("{name} {}", precision.name()) };
+        let label = format!("{name} {}{}", precision.name(), if fast { " fast" } else { "" });
+        let mut p = Pair { gpu, tol, rng: Rng(0x0b5 + tol.to_bits() + fast as u64), label };
         let cpu = Cpu;
 
         let (x, gx) = p.input(&[2, 37, 45]);
@@ -79,6 +82,15 @@ fn check_every_op<D: Device>(dev: D, name: &str) {
             &cpu.linear(&x, &w, None, Act::None).unwrap(),
             &p.gpu.linear(&gx, &gw, None, Act::None).unwrap(),
         );
+        // K a multiple of 8 (the fast tiles' condition) but not of their 32-deep slices; M and N
+        // across several 128-wide tiles with ragged edges.
+        let (x8, gx8) = p.input(&[2, 150, 72]);
+        let (w8, gw8) = p.weight(&[136, 72], 0.2);
+        let (b8, gb8) = p.weight(&[136], 1.0);
+        for act in [Act::None, Act::GeluTanh] {
+            let want = cpu.linear(&x8, &w8, Some(&b8), act).unwrap();
+            p.check(&format!("linear K=72 {act:?}"), &want, &p.gpu.linear(&gx8, &gw8, Some(&gb8), act).unwrap());
+        }
         for act in [Act::GeluTanh, Act::Silu] {
             p.check(&format!("act {act:?}"), &cpu.act(&x, act).unwrap(), &p.gpu.act(&gx, act).unwrap());
         }
@@ -158,8 +170,9 @@ fn check_every_op<D: Device>(dev: D, name: &str) {
         let (pt, gpt) = p.input(&[2, 16, 2 * 2 * 3]);
         p.check("unpatchify", &cpu.unpatchify(&pt, 2, 3, 4, 4).unwrap(), &p.gpu.unpatchify(&gpt, 2, 3, 4, 4).unwrap());
 
-        // MoE: 4 experts, top-2, routing compared exactly.
-        let (xs, gxs) = p.input(&[37, 24]);
+        // MoE: 4 experts, top-2, routing compared exactly; 150 tokens so an expert's rows can
+        // span two 128-row tiles.
+        let (xs, gxs) = p.input(&[150, 24]);
         let (gate, ggate) = p.weight(&[4, 24], 1.0);
         let (mut cw1, mut cb1, mut cw2, mut cb2) = (vec![], vec![], vec![], vec![]);
         let (mut gw1, mut gb1, mut gw2, mut gb2) = (vec![], vec![], vec![], vec![]);

@@ -19,6 +19,14 @@ using percept_id_t = T;
     type* name = reinterpret_cast<type*>(percept_dyn_smem_)
 #endif
 
+// Full unrolling of a loop with a constant trip count, so that arrays indexed by its counter stay in
+// registers. The emulator's host compiler does not know the pragma and needs none.
+#ifdef PERCEPT_EMU
+#define UNROLL
+#else
+#define UNROLL _Pragma("unroll")
+#endif
+
 typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long long u64;

@@ -53,11 +53,22 @@ pub struct Cuda<D: Device> {
     /// Label and id arrays already on the device, by content: the same labels every step, so
     /// a step uploads nothing (and can be captured).
     ids: Arc<Mutex<HashMap<Vec<i64>, Arc<Block<D>>>>>,
+    /// Use the fast kernel variants where one exists (bf16 GEMMs and MoE expert layers on
+    /// 128x128 tensor-core tiles). Off by default until they have passed on a GPU; on with
+    /// PERCEPT_FAST_KERNELS=1 or `with_fast_kernels`.
+    fast: bool,
 }
 
 impl<D: Device> Clone for Cuda<D> {
     fn clone(&self) -> Self {
-        Cuda { dev: self.dev.clone(), cpu: Cpu, act: self.act, pool: self.pool.clone(), ids: self.ids.clone() }
+        Cuda {
+            dev: self.dev.clone(),
+            cpu: Cpu,
+            act: self.act,
+            pool: self.pool.clone(),
+            ids: self.ids.clone(),
+            fast: self.fast,
+        }
     }
 }
 
@@ -91,7 +102,19 @@ impl<D: Device> Cuda<D> {
     }
 
     fn with_storage(dev: D, act: DType) -> Self {
-        Cuda { pool: Pool::new(dev.clone()), dev, cpu: Cpu, act, ids: Arc::default() }
+        let fast = std::env::var("PERCEPT_FAST_KERNELS").is_ok_and(|v| v == "1");
+        Cuda { pool: Pool::new(dev.clone()), dev, cpu: Cpu, act, ids: Arc::default(), fast }
+    }
+
+    /// The same backend with the fast kernel variants on or off.
+    pub fn with_fast_kernels(mut self, on: bool) -> Self {
+        self.fast = on;
+        self
+    }
+
+    /// The bf16 tensor-core tile kernels apply: fast variants on, bf16, whole 16-byte K chunks.
+    fn tc128(&self, k: usize) -> bool {
+        self.fast && self.act == DType::BF16 && k % 8 == 0
     }
 
     /// Device bytes the given weights take here: tensors with two or more axes in the storage
@@ -309,7 +332,12 @@ impl<D: Device> Backend for Cuda<D> {
         let bias = b.map_or(Arg::Ptr(0), |b| self.ptr(b));
         let gelu = (act == Act::GeluTanh) as i32;
         let (i, grid) = (|v: usize| Arg::I32(v as i32), [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1]);
-        if self.act == DType::BF16 {
+        if self.tc128(k) {
+            let grid = [n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1];
+            let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
+            let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, i(m), i(n), i(k), Arg::I32(gelu), Arg::I32(1)];
+            self.dev.launch("gemm_bf16_tc128", &cfg, &args)?;
+        } else if self.act == DType::BF16 {
             // Tensor cores: bf16 operands, f32 accumulation, bf16 output.
             let cfg = LaunchConfig { grid, block: [128, 1, 1], shared_bytes: 0 };
             let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, i(m), i(n), i(k), Arg::I32(gelu), Arg::I32(1)];
@@ -671,13 +699,15 @@ impl<D: Device> Backend for Cuda<D> {
                   nout: usize,
                   kin: usize,
                   gelu: bool| {
+            let (tile, kernel) =
+                if self.tc128(kin) { (128, "moe_expert_fc_tc128".to_string()) } else { (32, self.k("moe_expert_fc")) };
             let cfg = LaunchConfig {
-                grid: [nout.div_ceil(32) as u32, (rows.div_ceil(32) + e) as u32, 1],
+                grid: [nout.div_ceil(tile) as u32, (rows.div_ceil(tile) + e) as u32, 1],
                 block: [256, 1, 1],
                 shared_bytes: 0,
             };
             self.dev.launch(
-                &self.k("moe_expert_fc"),
+                &kernel,
                 &cfg,
                 &[
                     self.ptr(y),

@@ -1,0 +1,98 @@
+// The tensor-core GEMM tile shared by the fast variants (gemm_bf16_tc128, moe_expert_fc_tc128):
+// one 128x128 tile of C[m, n] = A[m, :] . W[n, :] + bias[n] (optional GELU) for rows m in
+// [m0, m_end) and columns n0.., A [*, K] and W [N, K] bf16, f32 accumulation, C f32 or bf16.
+//
+// 32-deep K slices double-buffered in shared memory with 16-byte cp.async (the next slice loads
+// while this one is multiplied); 8 warps in a 2x4 grid each own 64x32 outputs (4 m16 x 4 n8 mma
+// tiles: 16 mma.sync per 16-deep step from 4 + 2 ldmatrix.x4). Shared rows of 40 elements (80
+// bytes) keep the 8 row reads of each ldmatrix on distinct banks. Needs K % 8 == 0 (whole 16-byte
+// chunks): the host keeps the simple kernels for other K. 256 threads, 40 KiB static shared.
+#pragma once
+#include "mma.cuh"
+
+#define TC_M 128
+#define TC_N 128
+#define TC_K 32
+#define TC_STRIDE 40
+
+// One K slice of rows r0.. (below r_end) of x [*, K] from column k0 into shared `s`; chunks
+// outside the matrix are zero-filled without being read.
+static __device__ __forceinline__ void tc_load_slice(u16* s, const bf16* __restrict__ x, int rows, int r0,
+                                                     int r_end, int K, int k0) {
+    for (int e = threadIdx.x; e < rows * (TC_K / 8); e += blockDim.x) {
+        int r = e >> 2, k = k0 + (e & 3) * 8;
+        bool ok = r0 + r < r_end && k < K;
+        const bf16* src = ok ? x + (long long)(r0 + r) * K + k : x;
+        cp_async16(&s[r * TC_STRIDE + (e & 3) * 8], src, ok);
+    }
+}
+
+static __device__ __forceinline__ void tc_gemm_tile(void* __restrict__ c, const bf16* __restrict__ a,
+                                                    const bf16* __restrict__ w, const float* __restrict__ bias,
+                                                    int m0, int m_end, int n0, int N, int K, int fuse_gelu,
+                                                    int out_bf16) {
+    SHARED_ALIGNED(16, u16[2 * TC_M * TC_STRIDE], as);
+    SHARED_ALIGNED(16, u16[2 * TC_N * TC_STRIDE], ws);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int wm = (warp & 1) * 64, wn = (warp >> 1) * 32;
+    float acc[4][4][4];
+    UNROLL
+    for (int i = 0; i < 4; i++)
+        UNROLL
+        for (int j = 0; j < 4; j++)
+            UNROLL
+            for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;
+    int slices = (K + TC_K - 1) / TC_K;
+
+    tc_load_slice(as, a, TC_M, m0, m_end, K, 0);
+    tc_load_slice(ws, w, TC_N, n0, N, K, 0);
+    cp_async_commit();
+    for (int s = 0; s < slices; s++) {
+        if (s + 1 < slices) {
+            int next = (s + 1) & 1;
+            tc_load_slice(as + next * TC_M * TC_STRIDE, a, TC_M, m0, m_end, K, (s + 1) * TC_K);
+            tc_load_slice(ws + next * TC_N * TC_STRIDE, w, TC_N, n0, N, K, (s + 1) * TC_K);
+        }
+        cp_async_commit();  // possibly empty, so the wait below always leaves just the newest group
+        cp_async_wait<1>();
+        __syncthreads();  // slice s is in shared memory for every thread
+        const u16* sa = as + (s & 1) * TC_M * TC_STRIDE;
+        const u16* sw = ws + (s & 1) * TC_N * TC_STRIDE;
+        UNROLL
+        for (int kk = 0; kk < TC_K; kk += 16) {
+            u32 af[4][4], bfr[2][4];
+            // A: lanes 0-15 address rows 0-15 at column kk, lanes 16-31 the same rows at kk + 8.
+            UNROLL
+            for (int mi = 0; mi < 4; mi++)
+                ldmatrix_x4(af[mi], &sa[(wm + mi * 16 + (lane & 15)) * TC_STRIDE + kk + (lane >> 4) * 8]);
+            // W: matrices (n 0-7, kk), (n 0-7, kk+8), (n 8-15, kk), (n 8-15, kk+8): two n8 tiles.
+            UNROLL
+            for (int nj = 0; nj < 2; nj++)
+                ldmatrix_x4(bfr[nj], &sw[(wn + nj * 16 + (lane & 7) + ((lane >> 4) << 3)) * TC_STRIDE + kk +
+                                         ((lane >> 3) & 1) * 8]);
+            UNROLL
+            for (int mi = 0; mi < 4; mi++)
+                UNROLL
+                for (int ni = 0; ni < 4; ni++)
+                    mma_bf16_16816(acc[mi][ni], af[mi], &bfr[ni >> 1][(ni & 1) * 2], acc[mi][ni]);
+        }
+        __syncthreads();  // slice s consumed before the next iteration loads slice s + 2 over it
+    }
+
+    int g = lane >> 2, t = lane & 3;
+    UNROLL
+    for (int mi = 0; mi < 4; mi++)
+        UNROLL
+        for (int ni = 0; ni < 4; ni++)
+            UNROLL
+            for (int q = 0; q < 4; q++) {
+                int m = m0 + wm + mi * 16 + g + (q >> 1) * 8, n = n0 + wn + ni * 8 + 2 * t + (q & 1);
+                if (m >= m_end || n >= N) continue;
+                float v = acc[mi][ni][q] + (bias ? bias[n] : 0.0f);
+                if (fuse_gelu) v = gelu_tanh(v);
+                if (out_bf16)
+                    static_cast<bf16*>(c)[(long long)m * N + n] = f32_to_bf16(v);
+                else
+                    static_cast<float*>(c)[(long long)m * N + n] = v;
+            }
+}
