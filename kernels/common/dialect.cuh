@@ -13,10 +13,10 @@ using percept_id_t = T;
 // Shared memory: SHARED(float[32][17], tile); the emulator allocates, poisons and bounds-checks it.
 #define SHARED(type, name) __shared__ percept_id_t<type> name
 #define SHARED_ALIGNED(n, type, name) __shared__ __align__(n) percept_id_t<type> name
-// The launch's dynamic shared memory (16-byte aligned) as a `type*`.
-#define SHARED_DYNAMIC(type, name)                                      \
-    extern __shared__ __align__(16) unsigned char percept_dyn_smem_[]; \
-    type* name = reinterpret_cast<type*>(percept_dyn_smem_)
+// The launch's dynamic shared memory (16-byte aligned) as a `type*`. Declared once per module: a
+// declaration in each kernel conflicts when a module has several.
+extern __shared__ __align__(16) unsigned char percept_dyn_smem_[];
+#define SHARED_DYNAMIC(type, name) type* name = reinterpret_cast<type*>(percept_dyn_smem_)
 #endif
 
 // Full unrolling of a loop with a constant trip count, so that arrays indexed by its counter stay in

@@ -539,7 +539,19 @@ impl<D: Device> Backend for Cuda<D> {
         let y = self.empty(&[b, l, heads * hd])?;
         let i = |v: usize| Arg::I32(v as i32);
         let args = [self.ptr(&y), self.ptr(qkv), i(l), i(heads), i(hd), Arg::F32(1.0 / (hd as f32).sqrt())];
-        if hd % 8 == 0 && hd <= 128 {
+        if self.fast && self.act == DType::BF16 && hd % 8 == 0 && hd <= 128 {
+            // Tensor cores: 64 query rows a block; Q, K and V tiles of 64 rows in dynamic shared.
+            let shared = (3 * 64 * (hd.next_multiple_of(16) + 8) * 2) as u32;
+            if shared > 48 * 1024 {
+                self.dev.set_max_dynamic_shared("attention_tc_bf16", shared)?;
+            }
+            let cfg = LaunchConfig {
+                grid: [l.div_ceil(64) as u32, heads as u32, b as u32],
+                block: [128, 1, 1],
+                shared_bytes: shared,
+            };
+            self.dev.launch("attention_tc_bf16", &cfg, &args)?;
+        } else if hd % 8 == 0 && hd <= 128 {
             let cfg = LaunchConfig {
                 grid: [l.div_ceil(16) as u32, heads as u32, b as u32],
                 block: [128, 1, 1],
