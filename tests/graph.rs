@@ -266,6 +266,7 @@ fn bench_device_rows_run_on_the_emulator_and_write_json() {
     let json = dir.join("bench.json");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_percept"))
         .args(["bench", "--backend", "cuda-emu", "--reps", "1", "--only", "b1", "--only", "dit_forward/b2"])
+        .args(["--only", "attention"])
         .arg("--json")
         .arg(&json)
         .env_remove("PERCEPT_MODEL")
@@ -276,7 +277,13 @@ fn bench_device_rows_run_on_the_emulator_and_write_json() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let names: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     // "b1" selects every batch-1 row and not b16.
-    let want = ["emu/dit_forward/b1", "emu/dit_forward/b2", "emu/vae_encode/128x128/b1", "emu/vae_decode/128x128/b1"];
+    let want = [
+        "emu/dit_forward/b1",
+        "emu/dit_forward/b2",
+        "emu/attention/b8x256x4x32",
+        "emu/vae_encode/128x128/b1",
+        "emu/vae_decode/128x128/b1",
+    ];
     assert_eq!(names, want, "{text}");
     for r in v["rows"].as_array().unwrap() {
         assert!(r["ms"].as_f64().unwrap() > 0.0 && r["tflops"].as_f64().unwrap() > 0.0, "{r}");

@@ -7,20 +7,35 @@
 use anyhow::Result;
 
 use super::bench::{report, Row};
-use crate::backend::cuda::backend::Cuda;
+use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
 use crate::backend::Backend;
+use crate::backend::{Act, MoeWeights};
 use crate::model::flops::{vae_decode_flops, vae_encode_flops};
 use crate::pipeline::any::cuda_engine;
 use crate::pipeline::noise::NoiseRng;
 use crate::pipeline::tasks::{depth_prompt, Request, SampleOptions, TaskKind};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::weights::model_file::ModelSource;
+use crate::weights::{Bytes, RawTensor};
 
 pub const DIT_BATCHES: [usize; 5] = [1, 2, 4, 8, 16];
 pub const VAE_BATCHES: [usize; 2] = [1, 8];
 pub const DEPTH_MEMBERS: [usize; 2] = [1, 8];
 pub const DEPTH_STEPS: usize = 50;
+/// Token count of the MoE-layer rows (batch 8 of 1024 tokens in the published model).
+pub const MOE_TOKENS: usize = 8192;
+/// Batch of the attention row.
+pub const ATTENTION_BATCH: usize = 8;
+
+/// A random bf16-representable weight of `shape`, scaled like an initialised layer.
+fn random_weight<D: Device>(be: &Cuda<D>, rng: &mut NoiseRng, shape: &[usize]) -> Result<GpuTensor<D>> {
+    let n: usize = shape.iter().product();
+    let fan_in = *shape.last().unwrap_or(&1) as f32;
+    let data: Vec<f32> = rng.normals(n).into_iter().map(|v| v / fan_in.sqrt()).collect();
+    let raw = RawTensor { dtype: DType::F32, shape: shape.to_vec(), bytes: Bytes::F32(std::sync::Arc::new(data)) };
+    Ok(be.weight("bench", &raw)?)
+}
 
 /// What a device run measured besides its rows.
 pub struct DeviceSummary {
@@ -89,6 +104,54 @@ pub fn run<D: Device>(
         let labels = vec![1000i64; b];
         let ms = time_events(&dev, reps, || Ok(engine.dit.forward_t(&be, &x, &t, &labels, None).map(drop)?))?;
         push(name, ms, cfg.dit.forward_flops(b));
+    }
+    // One MoE layer at the model's widths over MOE_TOKENS tokens, beside the dense work it is
+    // made of (top-k fc1/fc2 pairs over the same tokens, as plain linears): routing, sorting and
+    // combining are what the difference costs.
+    let (d, f, e, k) = (cfg.dit.hidden_size, cfg.dit.mlp_hidden, cfg.dit.num_experts, cfg.dit.top_k);
+    let moe_name = format!("{prefix}/moe_layer/{MOE_TOKENS}");
+    let dense_name = format!("{prefix}/dense_gemm_pairs_x{k}/{MOE_TOKENS}");
+    if want(&moe_name) || want(&dense_name) {
+        let x = be.upload(&Tensor::new(vec![MOE_TOKENS, d], rng.normals(MOE_TOKENS * d))?)?;
+        let mut w = MoeWeights {
+            gate: random_weight(&be, &mut rng, &[e, d])?,
+            fc1_w: vec![],
+            fc1_b: vec![],
+            fc2_w: vec![],
+            fc2_b: vec![],
+        };
+        for _ in 0..e {
+            w.fc1_w.push(random_weight(&be, &mut rng, &[f, d])?);
+            w.fc1_b.push(random_weight(&be, &mut rng, &[f])?);
+            w.fc2_w.push(random_weight(&be, &mut rng, &[d, f])?);
+            w.fc2_b.push(random_weight(&be, &mut rng, &[d])?);
+        }
+        let pair = (w.fc1_w[0].clone(), w.fc1_b[0].clone(), w.fc2_w[0].clone(), w.fc2_b[0].clone());
+        let moe = be.prepare_moe("bench", w)?;
+        let expert_flops = (k * MOE_TOKENS) as f64 * 4.0 * (d * f) as f64;
+        if want(&moe_name) {
+            let ms = time_events(&dev, reps, || Ok(be.moe(&x, &moe, k, false).map(drop)?))?;
+            push(moe_name, ms, expert_flops + 2.0 * (MOE_TOKENS * d * e) as f64);
+        }
+        if want(&dense_name) {
+            let ms = time_events(&dev, reps, || {
+                for _ in 0..k {
+                    let h = be.linear(&x, &pair.0, Some(&pair.1), Act::GeluTanh)?;
+                    drop(be.linear(&h, &pair.2, Some(&pair.3), Act::None)?);
+                }
+                Ok(())
+            })?;
+            push(dense_name, ms, expert_flops);
+        }
+    }
+    let (heads, tokens) = (cfg.dit.num_heads, cfg.dit.num_tokens());
+    let hd = d / heads;
+    let att_name = format!("{prefix}/attention/b{ATTENTION_BATCH}x{tokens}x{heads}x{hd}");
+    if want(&att_name) {
+        let n = ATTENTION_BATCH * tokens * 3 * d;
+        let qkv = be.upload(&Tensor::new(vec![ATTENTION_BATCH, tokens, 3 * d], rng.normals(n))?)?;
+        let ms = time_events(&dev, reps, || Ok(be.attention(&qkv, heads).map(drop)?))?;
+        push(att_name, ms, 4.0 * (ATTENTION_BATCH * heads * tokens * tokens * hd) as f64);
     }
     for b in VAE_BATCHES {
         let enc = format!("{prefix}/vae_encode/{res}x{res}/b{b}");
