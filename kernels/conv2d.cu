@@ -4,6 +4,7 @@
 // Bottom/right padding only shows in OH/OW, which the caller computes (PyTorch's formula).
 // Written once over the storage type T of x, w and y (f32 or bf16, math in f32); bias is f32.
 #include "storage.cuh"
+#include "common/tc_tiles.cuh"
 
 // 32 output channels x 32 output pixels per block, 16-deep K slices, 256 threads each owning a 2x2
 // set of outputs strided by 16 (the scheme of gemm_f32). Grid (ceil(OH*OW/32), ceil(O/32), N).
@@ -63,6 +64,110 @@ extern "C" __global__ void __launch_bounds__(256)
     conv2d(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
 }
 PERCEPT_KERNEL(conv2d_bf16)
+
+// Fast variant, bf16 (not the default until it has passed on a GPU; PERCEPT_FAST_KERNELS=1): the
+// same implicit GEMM on tensor cores, weights [O, K] as the A operand and the gathered input as B.
+// 128 output channels x 128 output pixels a block, 8 warps of 64 x 32 (as in tc_gemm.cuh),
+// 32-deep K slices double-buffered: the weights by 16-byte cp.async, the input gathered into
+// registers one slice ahead (consecutive threads read consecutive pixels) and stored as [k][pixel]
+// rows of 136 elements, read as B fragments through ldmatrix.trans. Needs K % 8 == 0.
+// Grid (ceil(OH*OW/128), ceil(O/128), N), 256 threads, 37 KiB static shared.
+#define CT_PSTRIDE (TC_N + 8)
+#define CT_PER_THREAD (TC_K * TC_N / 256)
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_tc_bf16(bf16* __restrict__ y, const bf16* __restrict__ x, const bf16* __restrict__ w,
+                   const float* __restrict__ bias, int C, int H, int W, int O, int kh, int kw, int stride,
+                   int pad_t, int pad_l, int OH, int OW) {
+    SHARED_ALIGNED(16, u16[2 * TC_M * TC_STRIDE], ws);
+    SHARED_ALIGNED(16, u16[2 * TC_K * CT_PSTRIDE], xs);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int wm = (warp & 1) * 64, wn = (warp >> 1) * 32;
+    int o0 = blockIdx.y * TC_M, p0 = blockIdx.x * TC_N;
+    int K = C * kh * kw, P = OH * OW, khw = kh * kw;
+    const bf16* xn = x + (long long)blockIdx.z * C * H * W;
+    // This thread gathers pixel p0 + pcol for slice rows krow0 + 2i.
+    int pcol = threadIdx.x % TC_N, krow0 = threadIdx.x / TC_N;
+    int p = p0 + pcol;
+    int oy = p < P ? p / OW : 0, ox = p < P ? p % OW : 0;
+    u16 xr[CT_PER_THREAD];
+    float acc[4][4][4];
+    UNROLL
+    for (int i = 0; i < 4; i++)
+        UNROLL
+        for (int j = 0; j < 4; j++)
+            UNROLL
+            for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;
+    int slices = (K + TC_K - 1) / TC_K;
+
+    auto gather = [&](int k0) {
+        UNROLL
+        for (int i = 0; i < CT_PER_THREAD; i++) {
+            int k = k0 + krow0 + 2 * i;
+            u16 v = 0;
+            if (k < K && p < P) {
+                int c = k / khw, ky = (k / kw) % kh, kx = k % kw;
+                int iy = oy * stride + ky - pad_t, ix = ox * stride + kx - pad_l;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = xn[((long long)c * H + iy) * W + ix].bits;
+            }
+            xr[i] = v;
+        }
+    };
+    auto stash = [&](int stage) {
+        u16* sx = xs + stage * TC_K * CT_PSTRIDE;
+        UNROLL
+        for (int i = 0; i < CT_PER_THREAD; i++) sx[(krow0 + 2 * i) * CT_PSTRIDE + pcol] = xr[i];
+    };
+
+    tc_load_slice(ws, w, TC_M, o0, O, K, 0);
+    cp_async_commit();
+    gather(0);
+    stash(0);
+    for (int s = 0; s < slices; s++) {
+        bool more = s + 1 < slices;
+        if (more) {
+            tc_load_slice(ws + ((s + 1) & 1) * TC_M * TC_STRIDE, w, TC_M, o0, O, K, (s + 1) * TC_K);
+            gather((s + 1) * TC_K);  // in flight while this slice is multiplied
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();  // slice s (weights and input) is in shared memory for every thread
+        const u16* sw = ws + (s & 1) * TC_M * TC_STRIDE;
+        const u16* sx = xs + (s & 1) * TC_K * CT_PSTRIDE;
+        UNROLL
+        for (int kk = 0; kk < TC_K; kk += 16) {
+            u32 af[4][4], bfr[2][4];
+            UNROLL
+            for (int mi = 0; mi < 4; mi++)
+                ldmatrix_x4(af[mi], &sw[(wm + mi * 16 + (lane & 15)) * TC_STRIDE + kk + (lane >> 4) * 8]);
+            // Matrices (k 0-7, pixels +0), (k 8-15, +0), (k 0-7, +8), (k 8-15, +8), transposed.
+            UNROLL
+            for (int nj = 0; nj < 2; nj++)
+                ldmatrix_x4_trans(bfr[nj], &sx[(kk + ((lane >> 3) & 1) * 8 + (lane & 7)) * CT_PSTRIDE + wn + nj * 16 +
+                                               (lane >> 4) * 8]);
+            UNROLL
+            for (int mi = 0; mi < 4; mi++)
+                UNROLL
+                for (int ni = 0; ni < 4; ni++)
+                    mma_bf16_16816(acc[mi][ni], af[mi], &bfr[ni >> 1][(ni & 1) * 2], acc[mi][ni]);
+        }
+        if (more) stash((s + 1) & 1);  // the other stage: consumed before the barrier above
+        __syncthreads();  // slice s consumed before the next iteration overwrites its stage
+    }
+
+    bf16* yn = y + (long long)blockIdx.z * O * P;
+    int g = lane >> 2, t = lane & 3;
+    UNROLL
+    for (int mi = 0; mi < 4; mi++)
+        UNROLL
+        for (int ni = 0; ni < 4; ni++)
+            UNROLL
+            for (int q = 0; q < 4; q++) {
+                int o = o0 + wm + mi * 16 + g + (q >> 1) * 8, pp = p0 + wn + ni * 8 + 2 * t + (q & 1);
+                if (o >= O || pp >= P) continue;
+                yn[(long long)o * P + pp] = f32_to_bf16(acc[mi][ni][q] + (bias ? bias[o] : 0.0f));
+            }
+}
+PERCEPT_KERNEL(conv2d_tc_bf16)
 
 // Nearest-neighbour 2x upsampling: x [NC, H, W] -> y [NC, 2H, 2W].
 template <class T>

@@ -109,6 +109,15 @@ fn check_every_op<D: Device>(dev: D, name: &str) {
                 &p.gpu.conv2d(&gimg, &gw, Some(&gb), conv).unwrap(),
             );
         }
+        // K = C*9 a multiple of 8 (the tensor-core conv's condition) and ragged 128-tiles:
+        // 136 output channels, 13x11 = 143 output pixels.
+        let (img8, gimg8) = p.input(&[2, 8, 13, 11]);
+        for conv in [Conv2d::same3x3(), Conv2d::down3x3()] {
+            let (w, gw) = p.weight(&[136, 8, 3, 3], 0.2);
+            let (b, gb) = p.weight(&[136], 1.0);
+            let want = cpu.conv2d(&img8, &w, Some(&b), conv).unwrap();
+            p.check(&format!("conv2d C=8 {conv:?}"), &want, &p.gpu.conv2d(&gimg8, &gw, Some(&gb), conv).unwrap());
+        }
         p.check("upsample", &cpu.upsample_nearest2x(&img).unwrap(), &p.gpu.upsample_nearest2x(&gimg).unwrap());
         let (gn, ggn) = p.input(&[2, 12, 5, 7]);
         let (gamma, ggamma) = p.weight(&[12], 1.0);

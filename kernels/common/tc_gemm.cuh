@@ -8,24 +8,8 @@
 // bytes) keep the 8 row reads of each ldmatrix on distinct banks. Needs K % 8 == 0 (whole 16-byte
 // chunks): the host keeps the simple kernels for other K. 256 threads, 40 KiB static shared.
 #pragma once
-#include "mma.cuh"
 
-#define TC_M 128
-#define TC_N 128
-#define TC_K 32
-#define TC_STRIDE 40
-
-// One K slice of rows r0.. (below r_end) of x [*, K] from column k0 into shared `s`; chunks
-// outside the matrix are zero-filled without being read.
-static __device__ __forceinline__ void tc_load_slice(u16* s, const bf16* __restrict__ x, int rows, int r0,
-                                                     int r_end, int K, int k0) {
-    for (int e = threadIdx.x; e < rows * (TC_K / 8); e += blockDim.x) {
-        int r = e >> 2, k = k0 + (e & 3) * 8;
-        bool ok = r0 + r < r_end && k < K;
-        const bf16* src = ok ? x + (long long)(r0 + r) * K + k : x;
-        cp_async16(&s[r * TC_STRIDE + (e & 3) * 8], src, ok);
-    }
-}
+#include "tc_tiles.cuh"
 
 static __device__ __forceinline__ void tc_gemm_tile(void* __restrict__ c, const bf16* __restrict__ a,
                                                     const bf16* __restrict__ w, const float* __restrict__ bias,

@@ -388,14 +388,16 @@ impl<D: Device> Backend for Cuda<D> {
         let (oh, ow) = crate::backend::cpu::conv::out_size(h, wd, kh, kw, p)
             .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
         let y = self.empty(&[n, o, oh, ow])?;
+        let (tile, kernel) =
+            if self.tc128(c * kh * kw) { (128, "conv2d_tc_bf16".to_string()) } else { (32, self.k("conv2d")) };
         let cfg = LaunchConfig {
-            grid: [(oh * ow).div_ceil(32) as u32, o.div_ceil(32) as u32, n as u32],
+            grid: [(oh * ow).div_ceil(tile) as u32, o.div_ceil(tile) as u32, n as u32],
             block: [256, 1, 1],
             shared_bytes: 0,
         };
         let i = |v: usize| Arg::I32(v as i32);
         self.dev.launch(
-            &self.k("conv2d"),
+            &kernel,
             &cfg,
             &[
                 self.ptr(&y),
