@@ -18,6 +18,12 @@ pub fn toy_data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("toy_data")
 }
 
+/// Ensemble members for the amodal task. The demo model's single samples still miss or blot parts
+/// of the hidden object (IoU 0.738 at K=1, below the visible mask's 0.796); the per-pixel median of
+/// K samples (SPEC's reduction) cancels uncorrelated blots: 0.800 at K=3, 0.804 at K=5 (see
+/// tools/train/README.md). Depth and flow already beat their baselines with one sample.
+const SEGMENT_ENSEMBLE: usize = 5;
+
 /// One task's result: (metric, model value, baseline name, baseline value, higher is better).
 struct Claim {
     task: &'static str,
@@ -56,7 +62,7 @@ pub fn run(out: &Path, model: &ModelArgs, steps: usize, seed: u64) -> Result<boo
             out: Some(out.join(task.name())),
             model: model.clone(),
             steps,
-            ensemble: 1,
+            ensemble: if task == EvalTask::Segment { SEGMENT_ENSEMBLE } else { 1 },
             seed,
             batch: 8,
         };

@@ -112,8 +112,12 @@ def amodal_samples(root, split, r):
 
 def load_all(roots, split, r, flow_scale):
     s = {"depth": [], "flow": [], "amodal": []}
+    # A root may hold only some tasks (e.g. extra amodal data from the generator with 0 depth, 0 flow).
     for root in roots:
-        s["depth"] += depth_samples(root, split, r)
-        s["flow"] += flow_samples(root, split, r, flow_scale)
-        s["amodal"] += amodal_samples(root, split, r)
+        if os.path.exists(os.path.join(root, "data_split", f"hysim_filename_list_{split}.txt")):
+            s["depth"] += depth_samples(root, split, r)
+        if os.path.isdir(os.path.join(root, "FlyingChairs_small")):
+            s["flow"] += flow_samples(root, split, r, flow_scale)
+        if os.path.isdir(os.path.join(root, "Pix2Gestalt_small", split)):
+            s["amodal"] += amodal_samples(root, split, r)
     return s
