@@ -1,5 +1,5 @@
 //! The embedded demo model on the bundled toy data (issue: the main job works on a fresh
-//! machine): its predictions must beat the trivial baselines where it has learned the task.
+//! machine): its predictions must beat the trivial baselines of all three tasks.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +13,7 @@ fn mean(dir: &Path, task: &str, key: &str) -> f64 {
 }
 
 #[test]
-fn demo_model_beats_the_depth_and_flow_baselines() {
+fn demo_model_beats_every_baseline() {
     let dir = temp_dir("demo");
     let o = Command::new(env!("CARGO_BIN_EXE_percept"))
         .args(["demo", "--out", "d", "--backend", "cpu"])
@@ -29,9 +29,9 @@ fn demo_model_beats_the_depth_and_flow_baselines() {
     assert!(abs_rel < constant, "depth AbsRel {abs_rel} does not beat the constant prediction's {constant}");
     let (epe, zero) = (mean(&out, "flow", "epe"), mean(&out, "flow", "epe_zero"));
     assert!(epe < zero, "flow EPE {epe} does not beat zero flow's {zero}");
-    // Amodal completion is not learned well enough yet (issue 10 stays open): reported, and
-    // checked to be a real measurement.
+    // The demo reduces 5 amodal samples by their median (single samples do not beat it). The
+    // CPU backend is deterministic, so the margin (0.804 vs 0.796 when shipped) is stable here.
     let (iou, visible) = (mean(&out, "segment", "iou"), mean(&out, "segment", "iou_visible"));
-    assert!((0.0..=1.0).contains(&iou) && (0.0..=1.0).contains(&visible));
+    assert!(iou > visible, "amodal IoU {iou} does not beat the visible mask's own {visible}");
     eprintln!("demo: depth AbsRel {abs_rel:.4} (constant {constant:.4}), flow EPE {epe:.3} (zero {zero:.3}), amodal IoU {iou:.3} (visible mask {visible:.3})");
 }
