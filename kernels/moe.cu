@@ -4,6 +4,7 @@
 //   moe_gather_f32         rows of x into expert-grouped order            -> xs [N*k, D]
 //   moe_expert_fc_f32      grouped GEMM, each expert on its own rows      -> fc1 (+GELU), then fc2
 //   moe_combine_f32        per token, its k outputs summed in expert order -> out [N, D]
+//                          (or moe_combine_gated_add_f32: straight into the gated residual add)
 // An "entry" is token * k + slot, the index into ids/wts. The _bf16 entries store activations and
 // weight matrices as bf16 (math in f32); ids, routing weights, offsets and biases stay int/f32.
 #include "common/reduce.cuh"
@@ -221,23 +222,30 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 PERCEPT_KERNEL(moe_expert_fc_tc128)
 
+// Token blockIdx.x's k entries in ascending expert order, the order of the authors' scatter_reduce
+// (ids of one token are distinct); returns how many (k <= 8).
+static __device__ __forceinline__ int moe_combine_order(int* order, const int* __restrict__ ids, long long first,
+                                                        int k) {
+    int kk = k < MOE_MAX_K ? k : MOE_MAX_K;
+    for (int j = 0; j < kk; j++) order[j] = j;
+    for (int j = 1; j < kk; j++)  // insertion sort by expert id
+        for (int i = j; i > 0 && ids[first + order[i - 1]] > ids[first + order[i]]; i--) {
+            int tmp = order[i];
+            order[i] = order[i - 1];
+            order[i - 1] = tmp;
+        }
+    return kk;
+}
+
 // out [N, D]: token t's rows of y (sorted order, found through entry_pos) weighted by wts and summed
-// in ascending expert order, the order of the authors' scatter_reduce. Grid (N), any block size;
-// k <= 8.
+// in ascending expert order. Grid (N), any block size; k <= 8.
 template <class T>
 static __device__ __forceinline__ void moe_combine(T* __restrict__ out, const T* __restrict__ y,
                                                    const float* __restrict__ wts, const int* __restrict__ ids,
                                                    const int* __restrict__ entry_pos, int k, int D) {
     long long first = (long long)blockIdx.x * k;
     int order[MOE_MAX_K];
-    int kk = k < MOE_MAX_K ? k : MOE_MAX_K;
-    for (int j = 0; j < kk; j++) order[j] = j;
-    for (int j = 1; j < kk; j++)  // insertion sort by expert id (ids of one token are distinct)
-        for (int i = j; i > 0 && ids[first + order[i - 1]] > ids[first + order[i]]; i--) {
-            int tmp = order[i];
-            order[i] = order[i - 1];
-            order[i - 1] = tmp;
-        }
+    int kk = moe_combine_order(order, ids, first, k);
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float s = 0.0f;
         for (int j = 0; j < kk; j++) {
@@ -247,6 +255,46 @@ static __device__ __forceinline__ void moe_combine(T* __restrict__ out, const T*
         st(out, (long long)blockIdx.x * D + d, s);
     }
 }
+
+// The combine fused into the DiT block's gated residual add: x [N, D] (the f32 residual stream,
+// N = B * tokens) += gate * (the sum of moe_combine), gate = mods[n / tokens][gate_off + d] (mods
+// f32, rows of M): the combined rows are never stored. Grid (N), any block size; k <= 8.
+template <class T>
+static __device__ __forceinline__ void moe_combine_gated_add(float* __restrict__ x, const T* __restrict__ y,
+                                                             const float* __restrict__ wts,
+                                                             const int* __restrict__ ids,
+                                                             const int* __restrict__ entry_pos, int k, int D,
+                                                             const float* __restrict__ mods, int tokens, int M,
+                                                             int gate_off) {
+    long long first = (long long)blockIdx.x * k;
+    int order[MOE_MAX_K];
+    int kk = moe_combine_order(order, ids, first, k);
+    const float* gate = mods + (long long)(blockIdx.x / tokens) * M + gate_off;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float s = 0.0f;
+        for (int j = 0; j < kk; j++) {
+            long long en = first + order[j];
+            s += wts[en] * ld(y, (long long)entry_pos[en] * D + d);
+        }
+        x[(long long)blockIdx.x * D + d] += gate[d] * s;
+    }
+}
+extern "C" __global__ void moe_combine_gated_add_f32(float* __restrict__ x, const float* __restrict__ y,
+                                                     const float* __restrict__ wts, const int* __restrict__ ids,
+                                                     const int* __restrict__ entry_pos, int k, int D,
+                                                     const float* __restrict__ mods, int tokens, int M,
+                                                     int gate_off) {
+    moe_combine_gated_add(x, y, wts, ids, entry_pos, k, D, mods, tokens, M, gate_off);
+}
+PERCEPT_KERNEL(moe_combine_gated_add_f32)
+extern "C" __global__ void moe_combine_gated_add_bf16(float* __restrict__ x, const bf16* __restrict__ y,
+                                                      const float* __restrict__ wts, const int* __restrict__ ids,
+                                                      const int* __restrict__ entry_pos, int k, int D,
+                                                      const float* __restrict__ mods, int tokens, int M,
+                                                      int gate_off) {
+    moe_combine_gated_add(x, y, wts, ids, entry_pos, k, D, mods, tokens, M, gate_off);
+}
+PERCEPT_KERNEL(moe_combine_gated_add_bf16)
 extern "C" __global__ void moe_combine_f32(float* __restrict__ out, const float* __restrict__ y,
                                            const float* __restrict__ wts, const int* __restrict__ ids,
                                            const int* __restrict__ entry_pos, int k, int D) {

@@ -201,6 +201,14 @@ fn check_every_op<D: Device>(dev: D, name: &str) {
         let (got, gr) = p.gpu.moe(&gxs, &gm, 2, true).unwrap();
         p.check("moe", &want, &got);
         assert_eq!(wr.unwrap().experts, gr.unwrap().experts, "{}: moe routing", p.label);
+        // The same layer into the gated residual add (fused on the device): x [2, 75, 24] f32.
+        let (res, _) = p.input(&[2, 75, 24]);
+        let (mods6, gmods6) = p.input(&[2, 6 * 24]);
+        let (mut want, mut got) = (res.clone(), p.gpu.upload(&res).unwrap());
+        let wr = cpu.moe_gated_add(&mut want, &xs, &cm, 2, &mods6, 5, true).unwrap();
+        let gr = p.gpu.moe_gated_add(&mut got, &gxs, &gm, 2, &gmods6, 5, true).unwrap();
+        p.check("moe_gated_add", &want, &got);
+        assert_eq!(wr.unwrap().experts, gr.unwrap().experts, "{}: moe_gated_add routing", p.label);
 
         // The scheduler step, both forms.
         let (pred, gpred) = p.input(&[2, 4, 5, 5]);

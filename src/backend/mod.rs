@@ -139,6 +139,25 @@ pub trait Backend: Send + Sync {
     /// Top-k MoE over token rows x [N, D]: softmax gate, top-k (weights not renormalised),
     /// experts `fc2(gelu_tanh(fc1(x)))`, weighted sum. Routing returned when `record`.
     fn moe(&self, x: &Self::T, w: &Self::M, top_k: usize, record: bool) -> Result<(Self::T, Option<Routing>)>;
+    /// The DiT block's MoE residual: `x += gate * moe(m_in)` with x [B, T, D], m_in [B*T, D] and
+    /// the gate chunk `gate` of `mods` [B, n*D]; backends may fuse the experts' weighted combine
+    /// into the add. Routing returned when `record`.
+    #[allow(clippy::too_many_arguments)]
+    fn moe_gated_add(
+        &self,
+        x: &mut Self::T,
+        m_in: &Self::T,
+        w: &Self::M,
+        top_k: usize,
+        mods: &Self::T,
+        gate: usize,
+        record: bool,
+    ) -> Result<Option<Routing>> {
+        let (out, routing) = self.moe(m_in, w, top_k, record)?;
+        let out = self.reshape(out, &self.shape(x).to_vec())?;
+        self.gated_add(x, &out, mods, gate)?;
+        Ok(routing)
+    }
     /// NCHW [N, C, H, W] <-> tokens [N, H*W, C].
     fn nchw_to_tokens(&self, x: &Self::T) -> Result<Self::T>;
     fn tokens_to_nchw(&self, x: &Self::T, h: usize, w: usize) -> Result<Self::T>;

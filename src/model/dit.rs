@@ -176,9 +176,7 @@ impl<B: Backend> Dit<B> {
             let m_in = be.modulated_layer_norm(&h, &mods, 3, 4, eps)?; // [B, T, D]
             let m_in = be.reshape(m_in, &[bsz * tokens, d])?;
             let record = probe.as_ref().map(|p| p.record_routing).unwrap_or(false);
-            let (m_out, routing) = be.moe(&m_in, &blk.moe, cfg.top_k, record)?; // [B*T, D]
-            let m_out = be.reshape(m_out, &[bsz, tokens, d])?;
-            be.gated_add(&mut h, &m_out, &mods, 5)?;
+            let routing = be.moe_gated_add(&mut h, &m_in, &blk.moe, cfg.top_k, &mods, 5, record)?;
             if let Some(p) = probe.as_deref_mut() {
                 if let Some(r) = routing {
                     p.routing.push(r);

@@ -41,6 +41,18 @@ pub struct GpuMoe<D: Device> {
     pub fc2_b: GpuTensor<D>,
 }
 
+/// An MoE layer's expert outputs before the combine (see `Cuda::moe_experts`).
+struct MoeRun<D: Device> {
+    /// [tokens * k, D], expert-sorted rows.
+    y: GpuTensor<D>,
+    ids: Block<D>,
+    wts: Block<D>,
+    /// Row of y for each (token, slot) entry.
+    pos: Block<D>,
+    tokens: usize,
+    d: usize,
+}
+
 pub struct Cuda<D: Device> {
     pub dev: D,
     /// Host-side helpers (weight concatenation at load).
@@ -254,6 +266,84 @@ impl<D: Device> Cuda<D> {
         let w = self.owned_as(&t.shape, self.act)?;
         self.grid_stride("convert_f32_to_bf16", n, &[self.ptr(&w), self.ptr(&f32), Arg::I64(n as i64)])?;
         Ok(w)
+    }
+
+    /// Routing, sorting, gathering and both expert layers of an MoE layer over the token rows of
+    /// `x` (already in the activation type): the expert outputs in expert-sorted order and what
+    /// the combine needs to bring them back.
+    fn moe_experts(&self, x: &GpuTensor<D>, w: &GpuMoe<D>, top_k: usize) -> Result<MoeRun<D>> {
+        let d = *x.shape.last().unwrap_or(&0);
+        let n_tok = numel(&x.shape) / d.max(1);
+        let (e, f, k) = (w.experts, w.hidden, top_k);
+        let rows = n_tok * k;
+        let i = |v: usize| Arg::I32(v as i32);
+        let ids = self.pool.take(rows * 4)?;
+        let wts = self.pool.take(rows * 4)?;
+        let a = |b: &Block<D>| self.addr(b);
+        self.dev.launch(
+            &self.k("moe_route"),
+            &LaunchConfig { grid: [n_tok as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[a(&ids), a(&wts), self.ptr(x), self.ptr(&w.gate), i(d), i(e), i(k)],
+        )?;
+        let offsets = self.pool.take((e + 1) * 4)?;
+        let sorted = self.pool.take(rows * 4)?;
+        let pos = self.pool.take(rows * 4)?;
+        self.dev.launch(
+            "moe_count_sort_i32",
+            &LaunchConfig { grid: [1, 1, 1], block: [1024, 1, 1], shared_bytes: 0 },
+            &[a(&offsets), a(&sorted), a(&pos), a(&ids), i(rows), i(e)],
+        )?;
+        let xs = self.empty(&[rows, d])?;
+        self.dev.launch(
+            &self.k("moe_gather"),
+            &LaunchConfig { grid: [rows as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[self.ptr(&xs), self.ptr(x), a(&sorted), i(k), i(d)],
+        )?;
+        let fc = |y: &GpuTensor<D>,
+                  xin: &GpuTensor<D>,
+                  wt: &GpuTensor<D>,
+                  bias: &GpuTensor<D>,
+                  nout: usize,
+                  kin: usize,
+                  gelu: bool| {
+            let (tile, kernel) =
+                if self.tc128(kin) { (128, "moe_expert_fc_tc128".to_string()) } else { (32, self.k("moe_expert_fc")) };
+            let cfg = LaunchConfig {
+                grid: [nout.div_ceil(tile) as u32, (rows.div_ceil(tile) + e) as u32, 1],
+                block: [256, 1, 1],
+                shared_bytes: 0,
+            };
+            self.dev.launch(
+                &kernel,
+                &cfg,
+                &[
+                    self.ptr(y),
+                    self.ptr(xin),
+                    self.ptr(wt),
+                    self.ptr(bias),
+                    a(&offsets),
+                    i(e),
+                    i(nout),
+                    i(kin),
+                    i(gelu as usize),
+                ],
+            )
+        };
+        let h = self.empty(&[rows, f])?;
+        fc(&h, &xs, &w.fc1_w, &w.fc1_b, f, d, true)?;
+        let y = self.empty(&[rows, d])?;
+        fc(&y, &h, &w.fc2_w, &w.fc2_b, d, f, false)?;
+        Ok(MoeRun { y, ids, wts, pos, tokens: n_tok, d })
+    }
+
+    fn routing_of(&self, run: &MoeRun<D>, top_k: usize, record: bool) -> Result<Option<Routing>> {
+        if !record {
+            return Ok(None);
+        }
+        let rows = run.tokens * top_k;
+        let ids: Vec<i32> = bytemuck::pod_collect_to_vec(&self.dev.download(run.ids.buffer())?[..rows * 4]);
+        let weights: Vec<f32> = bytemuck::pod_collect_to_vec(&self.dev.download(run.wts.buffer())?[..rows * 4]);
+        Ok(Some(Routing { top_k, experts: ids.into_iter().map(|v| v as i64).collect(), weights }))
     }
 
     /// A 1-D grid-stride launch over `n` elements.
@@ -679,81 +769,63 @@ impl<D: Device> Backend for Cuda<D> {
         record: bool,
     ) -> Result<(GpuTensor<D>, Option<Routing>)> {
         let x = &self.act_of(x)?;
-        let d = *x.shape.last().unwrap_or(&0);
-        let n_tok = numel(&x.shape) / d.max(1);
-        let (e, f, k) = (w.experts, w.hidden, top_k);
-        let rows = n_tok * k;
-        let i = |v: usize| Arg::I32(v as i32);
-        let ids = self.pool.take(rows * 4)?;
-        let wts = self.pool.take(rows * 4)?;
-        let a = |b: &Block<D>| self.addr(b);
-        self.dev.launch(
-            &self.k("moe_route"),
-            &LaunchConfig { grid: [n_tok as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[a(&ids), a(&wts), self.ptr(x), self.ptr(&w.gate), i(d), i(e), i(k)],
-        )?;
-        let offsets = self.pool.take((e + 1) * 4)?;
-        let sorted = self.pool.take(rows * 4)?;
-        let pos = self.pool.take(rows * 4)?;
-        self.dev.launch(
-            "moe_count_sort_i32",
-            &LaunchConfig { grid: [1, 1, 1], block: [1024, 1, 1], shared_bytes: 0 },
-            &[a(&offsets), a(&sorted), a(&pos), a(&ids), i(rows), i(e)],
-        )?;
-        let xs = self.empty(&[rows, d])?;
-        self.dev.launch(
-            &self.k("moe_gather"),
-            &LaunchConfig { grid: [rows as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[self.ptr(&xs), self.ptr(x), a(&sorted), i(k), i(d)],
-        )?;
-        let fc = |y: &GpuTensor<D>,
-                  xin: &GpuTensor<D>,
-                  wt: &GpuTensor<D>,
-                  bias: &GpuTensor<D>,
-                  nout: usize,
-                  kin: usize,
-                  gelu: bool| {
-            let (tile, kernel) =
-                if self.tc128(kin) { (128, "moe_expert_fc_tc128".to_string()) } else { (32, self.k("moe_expert_fc")) };
-            let cfg = LaunchConfig {
-                grid: [nout.div_ceil(tile) as u32, (rows.div_ceil(tile) + e) as u32, 1],
-                block: [256, 1, 1],
-                shared_bytes: 0,
-            };
-            self.dev.launch(
-                &kernel,
-                &cfg,
-                &[
-                    self.ptr(y),
-                    self.ptr(xin),
-                    self.ptr(wt),
-                    self.ptr(bias),
-                    a(&offsets),
-                    i(e),
-                    i(nout),
-                    i(kin),
-                    i(gelu as usize),
-                ],
-            )
-        };
-        let h = self.empty(&[rows, f])?;
-        fc(&h, &xs, &w.fc1_w, &w.fc1_b, f, d, true)?;
-        let y = self.empty(&[rows, d])?;
-        fc(&y, &h, &w.fc2_w, &w.fc2_b, d, f, false)?;
+        let run = self.moe_experts(x, w, top_k)?;
         let out = self.empty(&x.shape)?;
+        let (a, i) = (|b: &Block<D>| self.addr(b), |v: usize| Arg::I32(v as i32));
         self.dev.launch(
             &self.k("moe_combine"),
-            &LaunchConfig { grid: [n_tok as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[self.ptr(&out), self.ptr(&y), a(&wts), a(&ids), a(&pos), i(k), i(d)],
+            &LaunchConfig { grid: [run.tokens as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[self.ptr(&out), self.ptr(&run.y), a(&run.wts), a(&run.ids), a(&run.pos), i(top_k), i(run.d)],
         )?;
-        let routing = if record {
-            let ids: Vec<i32> = bytemuck::pod_collect_to_vec(&self.dev.download(ids.buffer())?[..rows * 4]);
-            let weights: Vec<f32> = bytemuck::pod_collect_to_vec(&self.dev.download(wts.buffer())?[..rows * 4]);
-            Some(Routing { top_k: k, experts: ids.into_iter().map(|v| v as i64).collect(), weights })
-        } else {
-            None
+        Ok((out, self.routing_of(&run, top_k, record)?))
+    }
+    fn moe_gated_add(
+        &self,
+        x: &mut GpuTensor<D>,
+        m_in: &GpuTensor<D>,
+        w: &GpuMoe<D>,
+        top_k: usize,
+        mods: &GpuTensor<D>,
+        gate: usize,
+        record: bool,
+    ) -> Result<Option<Routing>> {
+        // The residual stream is f32 at either precision (see gated_add); the combined expert
+        // rows go straight into it, never stored.
+        let mods = &self.convert(mods, DType::F32)?;
+        let &[b, t, d] = x.shape.as_slice() else {
+            return Err(shape_err!("moe_gated_add: x {:?} must be [B, T, D]", x.shape));
         };
-        Ok((out, routing))
+        let m = *mods.shape.last().unwrap_or(&0);
+        if x.dtype != DType::F32 || numel(&m_in.shape) != b * t * d || mods.shape[0] != b || (gate + 1) * d > m {
+            return Err(shape_err!(
+                "moe_gated_add: x {:?} {:?}, input {:?}, modulation {:?} (chunk {gate}) do not fit",
+                x.dtype,
+                x.shape,
+                m_in.shape,
+                mods.shape
+            ));
+        }
+        let m_in = &self.act_of(m_in)?;
+        let run = self.moe_experts(m_in, w, top_k)?;
+        let (a, i) = (|b: &Block<D>| self.addr(b), |v: usize| Arg::I32(v as i32));
+        self.dev.launch(
+            &self.k("moe_combine_gated_add"),
+            &LaunchConfig { grid: [run.tokens as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[
+                self.ptr(x),
+                self.ptr(&run.y),
+                a(&run.wts),
+                a(&run.ids),
+                a(&run.pos),
+                i(top_k),
+                i(d),
+                self.ptr(mods),
+                i(t),
+                i(m),
+                i(gate * d),
+            ],
+        )?;
+        self.routing_of(&run, top_k, record)
     }
     fn nchw_to_tokens(&self, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
         let x = &self.act_of(x)?;
