@@ -10,7 +10,9 @@
 // set of outputs strided by 16 (the scheme of gemm_f32). Grid (ceil(OH*OW/32), ceil(O/32), N).
 #define CV_TILE 32
 #define CV_K 16
-template <class T>
+// UP = 1: the input is upsampled 2x (nearest) on the fly: H and W are the upsampled sizes, x holds
+// [C, H/2, W/2] (the VAE decoder's upsample fused into the following conv's loads).
+template <int UP, class T>
 static __device__ __forceinline__ void conv2d(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w,
                                               const float* __restrict__ bias, int C, int H, int W, int O, int kh,
                                               int kw, int stride, int pad_t, int pad_l, int OH, int OW) {
@@ -19,7 +21,8 @@ static __device__ __forceinline__ void conv2d(T* __restrict__ y, const T* __rest
     int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     int o0 = blockIdx.y * CV_TILE, p0 = blockIdx.x * CV_TILE;
     int K = C * kh * kw, P = OH * OW, khw = kh * kw;
-    const T* xn = x + (long long)blockIdx.z * C * H * W;
+    int xh = H >> UP, xw = W >> UP;
+    const T* xn = x + (long long)blockIdx.z * C * xh * xw;
     float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
 
     for (int k0 = 0; k0 < K; k0 += CV_K) {
@@ -31,7 +34,7 @@ static __device__ __forceinline__ void conv2d(T* __restrict__ y, const T* __rest
             if (k < K && p < P) {
                 int c = k / khw, ky = (k / kw) % kh, kx = k % kw;
                 int iy = (p / OW) * stride + ky - pad_t, ix = (p % OW) * stride + kx - pad_l;
-                if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = ld(xn, ((long long)c * H + iy) * W + ix);
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = ld(xn, ((long long)c * xh + (iy >> UP)) * xw + (ix >> UP));
             }
             xs[r][kk] = v;
         }
@@ -54,16 +57,30 @@ extern "C" __global__ void __launch_bounds__(256)
     conv2d_f32(float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w,
                const float* __restrict__ bias, int C, int H, int W, int O, int kh, int kw, int stride, int pad_t,
                int pad_l, int OH, int OW) {
-    conv2d(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
+    conv2d<0>(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
 }
 PERCEPT_KERNEL(conv2d_f32)
 extern "C" __global__ void __launch_bounds__(256)
     conv2d_bf16(bf16* __restrict__ y, const bf16* __restrict__ x, const bf16* __restrict__ w,
                 const float* __restrict__ bias, int C, int H, int W, int O, int kh, int kw, int stride, int pad_t,
                 int pad_l, int OH, int OW) {
-    conv2d(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
+    conv2d<0>(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
 }
 PERCEPT_KERNEL(conv2d_bf16)
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_up2_f32(float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w,
+                   const float* __restrict__ bias, int C, int H, int W, int O, int kh, int kw, int stride, int pad_t,
+                   int pad_l, int OH, int OW) {
+    conv2d<1>(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
+}
+PERCEPT_KERNEL(conv2d_up2_f32)
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_up2_bf16(bf16* __restrict__ y, const bf16* __restrict__ x, const bf16* __restrict__ w,
+                    const float* __restrict__ bias, int C, int H, int W, int O, int kh, int kw, int stride,
+                    int pad_t, int pad_l, int OH, int OW) {
+    conv2d<1>(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
+}
+PERCEPT_KERNEL(conv2d_up2_bf16)
 
 // Fast variant, bf16 (not the default until it has passed on a GPU; PERCEPT_FAST_KERNELS=1): the
 // same implicit GEMM on tensor cores, weights [O, K] as the A operand and the gathered input as B.
@@ -74,17 +91,19 @@ PERCEPT_KERNEL(conv2d_bf16)
 // Grid (ceil(OH*OW/128), ceil(O/128), N), 256 threads, 37 KiB static shared.
 #define CT_PSTRIDE (TC_N + 8)
 #define CT_PER_THREAD (TC_K * TC_N / 256)
-extern "C" __global__ void __launch_bounds__(256)
-    conv2d_tc_bf16(bf16* __restrict__ y, const bf16* __restrict__ x, const bf16* __restrict__ w,
-                   const float* __restrict__ bias, int C, int H, int W, int O, int kh, int kw, int stride,
-                   int pad_t, int pad_l, int OH, int OW) {
+template <int UP>
+static __device__ __forceinline__ void conv2d_tc(bf16* __restrict__ y, const bf16* __restrict__ x,
+                                                 const bf16* __restrict__ w, const float* __restrict__ bias, int C,
+                                                 int H, int W, int O, int kh, int kw, int stride, int pad_t,
+                                                 int pad_l, int OH, int OW) {
     SHARED_ALIGNED(16, u16[2 * TC_M * TC_STRIDE], ws);
     SHARED_ALIGNED(16, u16[2 * TC_K * CT_PSTRIDE], xs);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int wm = (warp & 1) * 64, wn = (warp >> 1) * 32;
     int o0 = blockIdx.y * TC_M, p0 = blockIdx.x * TC_N;
     int K = C * kh * kw, P = OH * OW, khw = kh * kw;
-    const bf16* xn = x + (long long)blockIdx.z * C * H * W;
+    int xh = H >> UP, xw = W >> UP;
+    const bf16* xn = x + (long long)blockIdx.z * C * xh * xw;
     // This thread gathers pixel p0 + pcol for slice rows krow0 + 2i.
     int pcol = threadIdx.x % TC_N, krow0 = threadIdx.x / TC_N;
     int p = p0 + pcol;
@@ -107,7 +126,7 @@ extern "C" __global__ void __launch_bounds__(256)
             if (k < K && p < P) {
                 int c = k / khw, ky = (k / kw) % kh, kx = k % kw;
                 int iy = oy * stride + ky - pad_t, ix = ox * stride + kx - pad_l;
-                if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = xn[((long long)c * H + iy) * W + ix].bits;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = xn[((long long)c * xh + (iy >> UP)) * xw + (ix >> UP)].bits;
             }
             xr[i] = v;
         }
@@ -167,7 +186,20 @@ extern "C" __global__ void __launch_bounds__(256)
                 yn[(long long)o * P + pp] = f32_to_bf16(acc[mi][ni][q] + (bias ? bias[o] : 0.0f));
             }
 }
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_tc_bf16(bf16* __restrict__ y, const bf16* __restrict__ x, const bf16* __restrict__ w,
+                   const float* __restrict__ bias, int C, int H, int W, int O, int kh, int kw, int stride,
+                   int pad_t, int pad_l, int OH, int OW) {
+    conv2d_tc<0>(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
+}
 PERCEPT_KERNEL(conv2d_tc_bf16)
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_tc_up2_bf16(bf16* __restrict__ y, const bf16* __restrict__ x, const bf16* __restrict__ w,
+                       const float* __restrict__ bias, int C, int H, int W, int O, int kh, int kw, int stride,
+                       int pad_t, int pad_l, int OH, int OW) {
+    conv2d_tc<1>(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
+}
+PERCEPT_KERNEL(conv2d_tc_up2_bf16)
 
 // Nearest-neighbour 2x upsampling: x [NC, H, W] -> y [NC, 2H, 2W].
 template <class T>

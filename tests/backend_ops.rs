@@ -118,6 +118,15 @@ fn check_every_op<D: Device>(dev: D, name: &str) {
             let want = cpu.conv2d(&img8, &w, Some(&b), conv).unwrap();
             p.check(&format!("conv2d C=8 {conv:?}"), &want, &p.gpu.conv2d(&gimg8, &gw, Some(&gb), conv).unwrap());
         }
+        for (cin, img_c, g_c) in [(5, &img, &gimg), (8, &img8, &gimg8)] {
+            // The decoder's upsampler: 2x nearest then 3x3, fused on the device (C=8: the
+            // tensor-core kernel's K).
+            let (w, gw) = p.weight(&[136, cin, 3, 3], 0.2);
+            let (b, gb) = p.weight(&[136], 1.0);
+            let want = cpu.upsample_conv2d(img_c, &w, Some(&b), Conv2d::same3x3()).unwrap();
+            let got = p.gpu.upsample_conv2d(g_c, &gw, Some(&gb), Conv2d::same3x3()).unwrap();
+            p.check(&format!("upsample_conv2d C={cin}"), &want, &got);
+        }
         p.check("upsample", &cpu.upsample_nearest2x(&img).unwrap(), &p.gpu.upsample_nearest2x(&gimg).unwrap());
         let (gn, ggn) = p.input(&[2, 12, 5, 7]);
         let (gamma, ggamma) = p.weight(&[12], 1.0);

@@ -89,6 +89,11 @@ pub trait Backend: Send + Sync {
     /// 2-D convolution, NCHW, weights [O, C, kh, kw], optional bias [O].
     fn conv2d(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>, p: Conv2d) -> Result<Self::T>;
     fn upsample_nearest2x(&self, x: &Self::T) -> Result<Self::T>;
+    /// `conv2d(upsample_nearest2x(x))`, which a backend may fuse (the upsampled tensor then never
+    /// exists).
+    fn upsample_conv2d(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>, p: Conv2d) -> Result<Self::T> {
+        self.conv2d(&self.upsample_nearest2x(x)?, w, b, p)
+    }
     /// GroupNorm over NCHW with affine gamma/beta [C], optionally followed by SiLU.
     fn group_norm(
         &self,

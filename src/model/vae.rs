@@ -329,8 +329,7 @@ impl<B: Backend> Vae<B> {
                 h = self.resnet(be, r, &h)?;
             }
             if let Some(c) = &st.resample {
-                h = be.upsample_nearest2x(&h)?;
-                h = be.conv2d(&h, &c.w, Some(&c.b), Conv2d::same3x3())?;
+                h = be.upsample_conv2d(&h, &c.w, Some(&c.b), Conv2d::same3x3())?;
             }
         }
         h = be.group_norm(

@@ -346,6 +346,63 @@ impl<D: Device> Cuda<D> {
         Ok(Some(Routing { top_k, experts: ids.into_iter().map(|v| v as i64).collect(), weights }))
     }
 
+    /// conv2d of `x`, or (`up` = 1) of `x` upsampled 2x (nearest) with the upsampling done by the
+    /// conv's own loads: the upsampled tensor never exists.
+    fn conv2d_up(
+        &self,
+        x: &GpuTensor<D>,
+        w: &GpuTensor<D>,
+        b: Option<&GpuTensor<D>>,
+        p: Conv2d,
+        up: usize,
+    ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
+        let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
+            return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
+        };
+        let (h, wd) = (h << up, wd << up);
+        if wc != c {
+            return Err(shape_err!("conv2d: input has {c} channels, weight {:?} expects {wc}", w.shape));
+        }
+        let (oh, ow) = crate::backend::cpu::conv::out_size(h, wd, kh, kw, p)
+            .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
+        let y = self.empty(&[n, o, oh, ow])?;
+        let op = if up == 1 { "conv2d_up2" } else { "conv2d" };
+        let (tile, kernel) = if self.tc128(c * kh * kw) {
+            (128, if up == 1 { "conv2d_tc_up2_bf16".to_string() } else { "conv2d_tc_bf16".to_string() })
+        } else {
+            (32, self.k(op))
+        };
+        let cfg = LaunchConfig {
+            grid: [(oh * ow).div_ceil(tile) as u32, o.div_ceil(tile) as u32, n as u32],
+            block: [256, 1, 1],
+            shared_bytes: 0,
+        };
+        let i = |v: usize| Arg::I32(v as i32);
+        self.dev.launch(
+            &kernel,
+            &cfg,
+            &[
+                self.ptr(&y),
+                self.ptr(x),
+                self.ptr(w),
+                b.map_or(Arg::Ptr(0), |b| self.ptr(b)),
+                i(c),
+                i(h),
+                i(wd),
+                i(o),
+                i(kh),
+                i(kw),
+                i(p.stride),
+                i(p.pad[0]),
+                i(p.pad[1]),
+                i(oh),
+                i(ow),
+            ],
+        )?;
+        Ok(y)
+    }
+
     /// A 1-D grid-stride launch over `n` elements.
     fn grid_stride(&self, kernel: &str, n: usize, args: &[Arg]) -> Result<()> {
         self.dev.launch(kernel, &LaunchConfig::linear(blocks_for(n), THREADS), args)
@@ -468,46 +525,16 @@ impl<D: Device> Backend for Cuda<D> {
         Ok(y)
     }
     fn conv2d(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, p: Conv2d) -> Result<GpuTensor<D>> {
-        let x = &self.act_of(x)?;
-        let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
-            return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
-        };
-        if wc != c {
-            return Err(shape_err!("conv2d: input has {c} channels, weight {:?} expects {wc}", w.shape));
-        }
-        let (oh, ow) = crate::backend::cpu::conv::out_size(h, wd, kh, kw, p)
-            .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
-        let y = self.empty(&[n, o, oh, ow])?;
-        let (tile, kernel) =
-            if self.tc128(c * kh * kw) { (128, "conv2d_tc_bf16".to_string()) } else { (32, self.k("conv2d")) };
-        let cfg = LaunchConfig {
-            grid: [(oh * ow).div_ceil(tile) as u32, o.div_ceil(tile) as u32, n as u32],
-            block: [256, 1, 1],
-            shared_bytes: 0,
-        };
-        let i = |v: usize| Arg::I32(v as i32);
-        self.dev.launch(
-            &kernel,
-            &cfg,
-            &[
-                self.ptr(&y),
-                self.ptr(x),
-                self.ptr(w),
-                b.map_or(Arg::Ptr(0), |b| self.ptr(b)),
-                i(c),
-                i(h),
-                i(wd),
-                i(o),
-                i(kh),
-                i(kw),
-                i(p.stride),
-                i(p.pad[0]),
-                i(p.pad[1]),
-                i(oh),
-                i(ow),
-            ],
-        )?;
-        Ok(y)
+        self.conv2d_up(x, w, b, p, 0)
+    }
+    fn upsample_conv2d(
+        &self,
+        x: &GpuTensor<D>,
+        w: &GpuTensor<D>,
+        b: Option<&GpuTensor<D>>,
+        p: Conv2d,
+    ) -> Result<GpuTensor<D>> {
+        self.conv2d_up(x, w, b, p, 1)
     }
     fn upsample_nearest2x(&self, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
         let x = &self.act_of(x)?;
