@@ -106,3 +106,14 @@ extern "C" __global__ void __launch_bounds__(256) gemm_bf16_tc128(void* __restri
     tc_gemm_tile(c, a, w, bias, blockIdx.y * TC_M, M, blockIdx.x * TC_N, N, K, fuse_gelu, out_bf16);
 }
 PERCEPT_KERNEL(gemm_bf16_tc128)
+
+// Fast variant with the gated residual add as its epilogue (the attention projection of a DiT
+// block): x [M, N] f32 += gate[(m / tokens) * gate_stride + n] * (A . W^T + bias), where gate
+// points at the block's gate chunk of the modulation rows (f32). Needs K % 8 == 0.
+extern "C" __global__ void __launch_bounds__(256)
+    gemm_bf16_tc128_gated_add(float* __restrict__ x, const bf16* __restrict__ a, const bf16* __restrict__ w,
+                              const float* __restrict__ bias, int M, int N, int K, const float* __restrict__ gate,
+                              int tokens, int gate_stride) {
+    tc_gemm_tile(x, a, w, bias, blockIdx.y * TC_M, M, blockIdx.x * TC_N, N, K, 0, 0, gate, tokens, gate_stride);
+}
+PERCEPT_KERNEL(gemm_bf16_tc128_gated_add)

@@ -11,10 +11,13 @@
 
 #include "tc_tiles.cuh"
 
+// With `gate` non-null the epilogue is the DiT block's gated residual add instead: c is the f32
+// residual stream and c[m, n] += gate[(m / tokens) * gate_stride + n] * bf16(acc + bias[n]).
 static __device__ __forceinline__ void tc_gemm_tile(void* __restrict__ c, const bf16* __restrict__ a,
                                                     const bf16* __restrict__ w, const float* __restrict__ bias,
                                                     int m0, int m_end, int n0, int N, int K, int fuse_gelu,
-                                                    int out_bf16) {
+                                                    int out_bf16, const float* __restrict__ gate = 0,
+                                                    int tokens = 1, int gate_stride = 0) {
     SHARED_ALIGNED(16, u16[2 * TC_M * TC_STRIDE], as);
     SHARED_ALIGNED(16, u16[2 * TC_N * TC_STRIDE], ws);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -74,7 +77,10 @@ static __device__ __forceinline__ void tc_gemm_tile(void* __restrict__ c, const 
                 if (m >= m_end || n >= N) continue;
                 float v = acc[mi][ni][q] + (bias ? bias[n] : 0.0f);
                 if (fuse_gelu) v = gelu_tanh(v);
-                if (out_bf16)
+                if (gate)  // v rounded as the unfused bf16 linear stores it (autocast's numerics)
+                    static_cast<float*>(c)[(long long)m * N + n] +=
+                        gate[(long long)(m / tokens) * gate_stride + n] * bf16_to_f32(f32_to_bf16(v));
+                else if (out_bf16)
                     static_cast<bf16*>(c)[(long long)m * N + n] = f32_to_bf16(v);
                 else
                     static_cast<float*>(c)[(long long)m * N + n] = v;

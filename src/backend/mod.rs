@@ -144,6 +144,20 @@ pub trait Backend: Send + Sync {
     /// Top-k MoE over token rows x [N, D]: softmax gate, top-k (weights not renormalised),
     /// experts `fc2(gelu_tanh(fc1(x)))`, weighted sum. Routing returned when `record`.
     fn moe(&self, x: &Self::T, w: &Self::M, top_k: usize, record: bool) -> Result<(Self::T, Option<Routing>)>;
+    /// The DiT block's attention residual: `x += gate * linear(a, w, b)` with x [B, T, D], the
+    /// gate chunk `gate` of `mods` [B, n*D]; backends may fuse the add into the GEMM's epilogue.
+    fn linear_gated_add(
+        &self,
+        x: &mut Self::T,
+        a: &Self::T,
+        w: &Self::W,
+        b: Option<&Self::W>,
+        mods: &Self::T,
+        gate: usize,
+    ) -> Result<()> {
+        let y = self.linear(a, w, b, Act::None)?;
+        self.gated_add(x, &y, mods, gate)
+    }
     /// The DiT block's MoE residual: `x += gate * moe(m_in)` with x [B, T, D], m_in [B*T, D] and
     /// the gate chunk `gate` of `mods` [B, n*D]; backends may fuse the experts' weighted combine
     /// into the add. Routing returned when `record`.

@@ -171,8 +171,7 @@ impl<B: Backend> Dit<B> {
             let a_in = be.modulated_layer_norm(&h, &mods, 0, 1, eps)?; // [B, T, D]
             let qkv = be.linear(&a_in, &blk.qkv_w, Some(&blk.qkv_b), Act::None)?; // [B, T, 3D]
             let att = be.attention(&qkv, cfg.num_heads)?; // [B, T, D]
-            let att = be.linear(&att, &blk.proj_w, Some(&blk.proj_b), Act::None)?;
-            be.gated_add(&mut h, &att, &mods, 2)?;
+            be.linear_gated_add(&mut h, &att, &blk.proj_w, Some(&blk.proj_b), &mods, 2)?;
             let m_in = be.modulated_layer_norm(&h, &mods, 3, 4, eps)?; // [B, T, D]
             let m_in = be.reshape(m_in, &[bsz * tokens, d])?;
             let record = probe.as_ref().map(|p| p.record_routing).unwrap_or(false);

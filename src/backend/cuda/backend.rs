@@ -806,6 +806,46 @@ impl<D: Device> Backend for Cuda<D> {
         )?;
         Ok((out, self.routing_of(&run, top_k, record)?))
     }
+    fn linear_gated_add(
+        &self,
+        x: &mut GpuTensor<D>,
+        a: &GpuTensor<D>,
+        w: &GpuTensor<D>,
+        b: Option<&GpuTensor<D>>,
+        mods: &GpuTensor<D>,
+        gate: usize,
+    ) -> Result<()> {
+        let k = *a.shape.last().unwrap_or(&0);
+        if !self.tc128(k) || x.dtype != DType::F32 {
+            let y = self.linear(a, w, b, Act::None)?;
+            return self.gated_add(x, &y, mods, gate);
+        }
+        let (a, mods) = (&self.act_of(a)?, &self.convert(mods, DType::F32)?);
+        let &[bsz, t, d] = x.shape.as_slice() else {
+            return Err(shape_err!("linear_gated_add: x {:?} must be [B, T, D]", x.shape));
+        };
+        let m = *mods.shape.last().unwrap_or(&0);
+        if w.shape != [d, k] || numel(&a.shape) != bsz * t * k || mods.shape[0] != bsz || (gate + 1) * d > m {
+            return Err(shape_err!(
+                "linear_gated_add: x {:?}, input {:?}, weight {:?}, modulation {:?} (chunk {gate}) do not fit",
+                x.shape,
+                a.shape,
+                w.shape,
+                mods.shape
+            ));
+        }
+        let rows = bsz * t;
+        let i = |v: usize| Arg::I32(v as i32);
+        let gate_ptr = Arg::Ptr(self.dev.address(mods.buf.buffer()) + (gate * d * 4) as u64);
+        let cfg = LaunchConfig {
+            grid: [d.div_ceil(128) as u32, rows.div_ceil(128) as u32, 1],
+            block: [256, 1, 1],
+            shared_bytes: 0,
+        };
+        let bias = b.map_or(Arg::Ptr(0), |b| self.ptr(b));
+        let args = [self.ptr(x), self.ptr(a), self.ptr(w), bias, i(rows), i(d), i(k), gate_ptr, i(t), i(m)];
+        self.dev.launch("gemm_bf16_tc128_gated_add", &cfg, &args)
+    }
     fn moe_gated_add(
         &self,
         x: &mut GpuTensor<D>,
