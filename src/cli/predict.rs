@@ -33,13 +33,21 @@ struct Job {
 /// Build the engine on the requested backend, saying which one runs.
 pub fn engine(model: &ModelArgs) -> Result<AnyEngine> {
     let t = Instant::now();
+    // A GPU that was asked for and is not there fails before the model is read or generated.
+    let mut gpu = match model.backend {
+        BackendArg::Cuda => Some(GpuDevice::open(0)?),
+        _ => None,
+    };
     let src = model_file::resolve(model.model.as_deref(), model.sd2.as_deref())?;
     // On a GPU the weights are stored in bf16 (f32 accumulation); `percept verify --precision
     // f32` checks the f32 path. The emulator runs what the GPU would.
     let engine = match model.backend {
         BackendArg::Cpu => AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?),
         BackendArg::CudaEmu => AnyEngine::Emu(cuda_engine(Cuda::bf16(EmuDevice::new(Arch::Sm90)), &src)?),
-        BackendArg::Cuda => AnyEngine::Gpu(cuda_engine(Cuda::bf16(GpuDevice::open(0)?), &src)?),
+        BackendArg::Cuda => match gpu.take() {
+            Some(dev) => AnyEngine::Gpu(cuda_engine(Cuda::bf16(dev), &src)?),
+            None => AnyEngine::Gpu(cuda_engine(Cuda::bf16(GpuDevice::open(0)?), &src)?),
+        },
         BackendArg::Auto => match GpuDevice::open(0) {
             Ok(dev) => match cuda_engine(Cuda::bf16(dev), &src) {
                 Ok(e) => AnyEngine::Gpu(e),
