@@ -5,13 +5,6 @@
 #include "storage.cuh"
 #include "common/mma.cuh"
 
-// The host compiler of the emulator does not know the pragma; its loops need no unrolling.
-#ifdef PERCEPT_EMU
-#define FA_UNROLL
-#else
-#define FA_UNROLL _Pragma("unroll")
-#endif
-
 static __device__ __forceinline__ float neg_inf() { return __uint_as_float(0xFF800000u); }
 
 // Flash-style: one block per (query tile, head, batch), grid (ceil(L/16), H, B), 128 threads. The
@@ -44,7 +37,7 @@ static __device__ __forceinline__ void attention_flash(T* __restrict__ out, cons
     }
     float m = neg_inf(), l = 0.0f;
     float acc[FA_MAX_HD / FA_SUB];
-FA_UNROLL
+UNROLL
     for (int i = 0; i < FA_MAX_HD / FA_SUB; i++) acc[i] = 0.0f;
 
     for (int k0 = 0; k0 < L; k0 += FA_BK) {
@@ -59,15 +52,15 @@ FA_UNROLL
         __syncthreads();  // K, V loaded
 
         float s[FA_BK / FA_SUB];
-FA_UNROLL
+UNROLL
         for (int j = 0; j < FA_BK / FA_SUB; j++) s[j] = 0.0f;
         for (int d = 0; d < hd; d++) {
             float q = qs[row * lds + d];
-FA_UNROLL
+UNROLL
             for (int j = 0; j < FA_BK / FA_SUB; j++) s[j] += q * ks[(sub + FA_SUB * j) * lds + d];
         }
         float tile_max = neg_inf();
-FA_UNROLL
+UNROLL
         for (int j = 0; j < FA_BK / FA_SUB; j++) {
             if (k0 + sub + FA_SUB * j >= L) s[j] = neg_inf();
             tile_max = fmaxf(tile_max, s[j]);
@@ -78,7 +71,7 @@ FA_UNROLL
         float m_new = fmaxf(m, tile_max);  // finite: every tile holds at least one key
         float corr = expf(m - m_new);
         float psum = 0.0f;
-FA_UNROLL
+UNROLL
         for (int j = 0; j < FA_BK / FA_SUB; j++) {
             float pj = expf(s[j] - m_new);
             ps[row][sub + FA_SUB * j] = pj;
@@ -90,7 +83,7 @@ FA_UNROLL
         __syncwarp();  // the row's probabilities are written (its threads share a warp)
 
         int nd = hd / FA_SUB;
-FA_UNROLL
+UNROLL
         for (int i = 0; i < FA_MAX_HD / FA_SUB; i++) {
             if (i >= nd) break;
             int d = sub + FA_SUB * i;
@@ -104,7 +97,7 @@ FA_UNROLL
     if (q >= L) return;
     float inv = 1.0f / l;
     T* o = out + ((long long)b * L + q) * D + (long long)h * hd;
-FA_UNROLL
+UNROLL
     for (int i = 0; i < FA_MAX_HD / FA_SUB; i++) {
         if (i >= hd / FA_SUB) break;
         st(o, sub + FA_SUB * i, acc[i] * inv);
