@@ -110,12 +110,7 @@ static __device__ __forceinline__ void conv2d_tc(bf16* __restrict__ y, const bf1
     int oy = p < P ? p / OW : 0, ox = p < P ? p % OW : 0;
     u16 xr[CT_PER_THREAD];
     float acc[4][4][4];
-    UNROLL
-    for (int i = 0; i < 4; i++)
-        UNROLL
-        for (int j = 0; j < 4; j++)
-            UNROLL
-            for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;
+    tc_zero(acc);
     int slices = (K + TC_K - 1) / TC_K;
 
     auto gather = [&](int k0) {
@@ -154,20 +149,13 @@ static __device__ __forceinline__ void conv2d_tc(bf16* __restrict__ y, const bf1
         const u16* sx = xs + (s & 1) * TC_K * CT_PSTRIDE;
         UNROLL
         for (int kk = 0; kk < TC_K; kk += 16) {
-            u32 af[4][4], bfr[2][4];
-            UNROLL
-            for (int mi = 0; mi < 4; mi++)
-                ldmatrix_x4(af[mi], &sw[(wm + mi * 16 + (lane & 15)) * TC_STRIDE + kk + (lane >> 4) * 8]);
+            u32 bfr[2][4];
             // Matrices (k 0-7, pixels +0), (k 8-15, +0), (k 0-7, +8), (k 8-15, +8), transposed.
             UNROLL
             for (int nj = 0; nj < 2; nj++)
                 ldmatrix_x4_trans(bfr[nj], &sx[(kk + ((lane >> 3) & 1) * 8 + (lane & 7)) * CT_PSTRIDE + wn + nj * 16 +
                                                (lane >> 4) * 8]);
-            UNROLL
-            for (int mi = 0; mi < 4; mi++)
-                UNROLL
-                for (int ni = 0; ni < 4; ni++)
-                    mma_bf16_16816(acc[mi][ni], af[mi], &bfr[ni >> 1][(ni & 1) * 2], acc[mi][ni]);
+            tc_warp_mma(acc, sw, wm, kk, lane, bfr);
         }
         if (more) stash((s + 1) & 1);  // the other stage: consumed before the barrier above
         __syncthreads();  // slice s consumed before the next iteration overwrites its stage

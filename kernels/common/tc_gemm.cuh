@@ -23,12 +23,7 @@ static __device__ __forceinline__ void tc_gemm_tile(void* __restrict__ c, const 
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int wm = (warp & 1) * 64, wn = (warp >> 1) * 32;
     float acc[4][4][4];
-    UNROLL
-    for (int i = 0; i < 4; i++)
-        UNROLL
-        for (int j = 0; j < 4; j++)
-            UNROLL
-            for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;
+    tc_zero(acc);
     int slices = (K + TC_K - 1) / TC_K;
 
     tc_load_slice(as, a, TC_M, m0, m_end, K, 0);
@@ -47,21 +42,13 @@ static __device__ __forceinline__ void tc_gemm_tile(void* __restrict__ c, const 
         const u16* sw = ws + (s & 1) * TC_N * TC_STRIDE;
         UNROLL
         for (int kk = 0; kk < TC_K; kk += 16) {
-            u32 af[4][4], bfr[2][4];
-            // A: lanes 0-15 address rows 0-15 at column kk, lanes 16-31 the same rows at kk + 8.
-            UNROLL
-            for (int mi = 0; mi < 4; mi++)
-                ldmatrix_x4(af[mi], &sa[(wm + mi * 16 + (lane & 15)) * TC_STRIDE + kk + (lane >> 4) * 8]);
+            u32 bfr[2][4];
             // W: matrices (n 0-7, kk), (n 0-7, kk+8), (n 8-15, kk), (n 8-15, kk+8): two n8 tiles.
             UNROLL
             for (int nj = 0; nj < 2; nj++)
                 ldmatrix_x4(bfr[nj], &sw[(wn + nj * 16 + (lane & 7) + ((lane >> 4) << 3)) * TC_STRIDE + kk +
                                          ((lane >> 3) & 1) * 8]);
-            UNROLL
-            for (int mi = 0; mi < 4; mi++)
-                UNROLL
-                for (int ni = 0; ni < 4; ni++)
-                    mma_bf16_16816(acc[mi][ni], af[mi], &bfr[ni >> 1][(ni & 1) * 2], acc[mi][ni]);
+            tc_warp_mma(acc, sa, wm, kk, lane, bfr);
         }
         __syncthreads();  // slice s consumed before the next iteration loads slice s + 2 over it
     }

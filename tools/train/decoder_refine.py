@@ -32,7 +32,7 @@ import data  # noqa: E402
 import model as M  # noqa: E402
 from evaluate import load_model  # noqa: E402
 from finetune import TASKS  # noqa: E402
-from train import lr_at, seed_all  # noqa: E402
+from train import lr_at, start_run  # noqa: E402
 
 
 def row_images(samples):
@@ -100,15 +100,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    seed_all(a.seed)
-    os.makedirs(a.out, exist_ok=True)
-    logf = open(os.path.join(a.out, "train.log"), "a")
-
-    def log(msg):
-        print(msg, flush=True)
-        logf.write(msg + "\n")
-        logf.flush()
+    log = start_run(a)
 
     t_start = time.time()
     dit, vae, cfg = load_model(a.model)

@@ -26,13 +26,12 @@ import argparse, json, sys, time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import model as M  # noqa: E402
 from evaluate import load_model  # noqa: E402
-from train import encode_all, hflip_sample, seed_all  # noqa: E402
+from train import encode_all, hflip_sample, lr_at, start_run, v_prediction_loss  # noqa: E402
 
 TASKS = ("depth", "amodal", "flow")
 
@@ -61,12 +60,6 @@ def latent_rows(vae, samples, sf):
             torch.tensor([row[4] for row in rows]))
 
 
-def lr_at(step, total, base, warm):
-    if step < warm:
-        return base * (step + 1) / warm
-    return base * 0.5 * (1 + np.cos(np.pi * (step - warm) / max(total - warm, 1)))
-
-
 def finetune(dit, lat, a, log, out):
     rgb, prompt, target, label, task = lat
     share = torch.tensor([a.depth_share, a.amodal_share, a.flow_share], dtype=torch.float64)
@@ -83,15 +76,7 @@ def finetune(dit, lat, a, log, out):
             pg["lr"] = lr_at(step, a.steps, a.lr, a.warmup)
         which = torch.multinomial(share, a.batch, replacement=True, generator=g)
         idx = torch.stack([pools[w][torch.randint(0, len(pools[w]), (1,), generator=g)][0] for w in which.tolist()])
-        x0 = target[idx]
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, 1000, (a.batch,), generator=g)
-        al = ac[t][:, None, None, None]
-        xt = al.sqrt() * x0 + (1 - al).sqrt() * noise
-        v = al.sqrt() * noise - (1 - al).sqrt() * x0
-        pred = dit(torch.cat([rgb[idx], prompt[idx], xt], 1), t.float(), label[idx])[:, :4]
-        mse = F.mse_loss(pred, v)
-        loss = mse + 0.01 * dit.aux_loss()
+        loss, mse = v_prediction_loss(dit, ac, rgb[idx], prompt[idx], target[idx], label[idx], g)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
@@ -124,15 +109,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    seed_all(a.seed)
-    os.makedirs(a.out, exist_ok=True)
-    logf = open(os.path.join(a.out, "train.log"), "a")
-
-    def log(msg):
-        print(msg, flush=True)
-        logf.write(msg + "\n")
-        logf.flush()
+    log = start_run(a)
 
     t_start = time.time()
     dit, vae, cfg = load_model(a.model)

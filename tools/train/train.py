@@ -65,6 +65,35 @@ def vae_images(samples):
     return torch.from_numpy(np.stack(imgs)).float(), torch.tensor(wts), torch.tensor(white)
 
 
+def start_run(a):
+    """Threads, seeds and OUT/train.log of a stage run from its parsed arguments (threads, seed,
+    out); returns the logger (stdout and the log file)."""
+    torch.set_num_threads(a.threads)
+    seed_all(a.seed)
+    os.makedirs(a.out, exist_ok=True)
+    logf = open(os.path.join(a.out, "train.log"), "a")
+
+    def log(msg):
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    return log
+
+
+def v_prediction_loss(dit, ac, rgb, prompt, x0, label, g):
+    """The DiT's v-prediction loss on clean latents x0 at uniform timesteps, plus the MoE balance
+    term: (loss, mse). Draws the noise, then the timesteps, from `g`."""
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, 1000, (x0.shape[0],), generator=g)
+    a = ac[t][:, None, None, None]
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    v = a.sqrt() * noise - (1 - a).sqrt() * x0
+    pred = dit(torch.cat([rgb, prompt, xt], 1), t.float(), label)[:, :4]
+    mse = F.mse_loss(pred, v)
+    return mse + 0.01 * dit.aux_loss(), mse
+
+
 def lr_at(step, total, base, warm=200):
     if step < warm:
         return base * (step + 1) / warm
@@ -161,15 +190,7 @@ def train_dit(dit, lat, steps, batch, lr, log, save, stop_after=None, ema_decay=
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, steps, lr, warm=300)
         idx = torch.randint(0, n, (batch,), generator=g)
-        x0 = target[idx]
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, 1000, (batch,), generator=g)
-        a = ac[t][:, None, None, None]
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        v = a.sqrt() * noise - (1 - a).sqrt() * x0
-        pred = dit(torch.cat([rgb[idx], prompt[idx], xt], 1), t.float(), label[idx])[:, :4]
-        mse = F.mse_loss(pred, v)
-        loss = mse + 0.01 * dit.aux_loss()
+        loss, mse = v_prediction_loss(dit, ac, rgb[idx], prompt[idx], target[idx], label[idx], g)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
@@ -213,15 +234,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-vae", action="store_true", help="reuse OUT/vae_stage1.pt")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    seed_all(a.seed)
-    os.makedirs(a.out, exist_ok=True)
-    logf = open(os.path.join(a.out, "train.log"), "a")
-
-    def log(msg):
-        print(msg, flush=True)
-        logf.write(msg + "\n")
-        logf.flush()
+    log = start_run(a)
 
     t_start = time.time()
     samples = data.load_all(a.data, "train", a.resolution, a.flow_scale)
