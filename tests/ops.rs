@@ -55,7 +55,9 @@ fn conv2d_matches_direct_loops_for_every_kind() {
 fn attention_matches_direct_softmax() {
     let be = Cpu::new();
     let mut rng = Rng(5);
-    for (b, l, heads, hd) in [(2, 7, 3, 8), (1, 130, 2, 72), (3, 1, 1, 16)] {
+    for (b, l, heads, hd) in
+        [(2, 7, 3, 8), (1, 130, 2, 72), (3, 1, 1, 16), (1, 600, 1, 40), (1, 70, 5, 13), (1, 1100, 4, 8)]
+    {
         let d = heads * hd;
         let qkv = t(&[b, l, 3 * d], &mut rng);
         let got = be.attention(&qkv, heads).unwrap();

@@ -1,72 +1,94 @@
-//! Softmax attention: scores materialised a block of query rows at a time (never the whole
-//! L x L matrix), one (batch, head, row block) per task.
+//! Softmax attention, computed transposed so that nothing is padded or copied: per head the
+//! scores are S^T = K · Q^T [keys, queries] and the output O^T = V^T · P^T [head dim, queries].
+//! The products' short sides (query blocks, head dims of 72 or 512) then fall on the GEMM's
+//! tile dimensions without padding, K and V are packed once per head and read straight from
+//! the qkv tensor, and the softmax runs down the columns, 16 queries a vector.
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, Mat};
+use super::elementwise::exp_f32;
+use super::gemm::{Lhs, Mat};
+use super::simd::wide_fn;
 
-const ROW_BLOCK: usize = 128;
+/// Scores held at once per task: keys x query block, at most ~1 MiB (half the L2 of the
+/// CPUs this was tuned on), so the softmax and the second product read them from cache.
+const SCORE_FLOATS: usize = 1 << 18;
 
 /// qkv [B, L, 3, H, hd] -> out [B, L, H, hd].
 pub fn attention(qkv: &[f32], b: usize, l: usize, heads: usize, hd: usize) -> Vec<f32> {
     let d = heads * hd;
-    // Gather per-head contiguous q, k, v: [3, B, H, L, hd].
-    let mut split = vec![0f32; 3 * b * heads * l * hd];
-    split.par_chunks_mut(l * hd).enumerate().for_each(|(i, dst)| {
-        let (which, bi, h) = (i / (b * heads), (i / heads) % b, i % heads);
-        for t in 0..l {
-            let src = &qkv[(bi * l + t) * 3 * d + which * d + h * hd..][..hd];
-            dst[t * hd..(t + 1) * hd].copy_from_slice(src);
-        }
-    });
-    let head_len = l * hd;
-    let plane = b * heads * head_len;
-    let (q_all, rest) = split.split_at(plane);
-    let (k_all, v_all) = rest.split_at(plane);
+    let ld = 3 * d;
+    let mut out = vec![0f32; b * l * d];
+    if l == 0 || hd == 0 {
+        return out;
+    }
     let scale = 1.0 / (hd as f32).sqrt();
-    let blocks = l.div_ceil(ROW_BLOCK);
-    let mut heads_out = vec![0f32; plane];
-    // Row blocks per head, assigned explicitly so a block never straddles two heads.
-    let tasks: Vec<(usize, usize)> = (0..b * heads).flat_map(|bh| (0..blocks).map(move |r| (bh, r))).collect();
+    // Query ranges per head: enough tasks for every worker to get several (16 heads on two
+    // workers already balance; one large head is split).
+    let bh = b * heads;
+    let splits = (4 * rayon::current_num_threads()).div_ceil(bh).clamp(1, l.div_ceil(32));
+    let per = l.div_ceil(splits);
+    let block = (SCORE_FLOATS / l).clamp(32, 256).min(per);
+    let tasks: Vec<(usize, usize)> = (0..bh).flat_map(|t| (0..l.div_ceil(per)).map(move |s| (t, s * per))).collect();
     let results: Vec<(usize, usize, Vec<f32>)> = tasks
         .par_iter()
-        .map_init(Vec::new, |scores: &mut Vec<f32>, &(bh, r)| {
-            let r0 = r * ROW_BLOCK;
-            let rows = ROW_BLOCK.min(l - r0);
-            let q = &q_all[bh * head_len + r0 * hd..][..rows * hd];
-            let k = &k_all[bh * head_len..][..head_len];
-            let v = &v_all[bh * head_len..][..head_len];
-            scores.resize(rows * l, 0.0);
-            matmul(rows, l, hd, Mat::rows(q, hd), Mat::transposed(k, hd), scores, l, false, false);
-            for row in scores.chunks_exact_mut(l) {
-                let mut mx = f32::NEG_INFINITY;
-                for s in row.iter_mut() {
-                    *s *= scale;
-                    mx = mx.max(*s);
+        .map_init(Vec::new, |scores: &mut Vec<f32>, &(t, q0)| {
+            let (bi, h) = (t / heads, t % heads);
+            let rows = per.min(l - q0);
+            let head = &qkv[bi * l * ld + h * hd..];
+            // K [keys, hd] and V^T [hd, keys], read in place from the interleaved qkv rows.
+            let k = Lhs::new(Mat { data: &head[d..], row_stride: ld, col_stride: 1 }, l, hd);
+            let vt = Lhs::new(Mat { data: &head[2 * d..], row_stride: 1, col_stride: ld }, hd, l);
+            let mut o = vec![0f32; rows * hd];
+            let mut ot = vec![0f32; hd * block];
+            let (mut mx, mut sum) = (vec![0f32; block], vec![0f32; block]);
+            let mut j0 = 0;
+            while j0 < rows {
+                let w = block.min(rows - j0);
+                // Q^T [hd, w] for queries q0 + j0 ..
+                let qt = Mat { data: &head[(q0 + j0) * ld..], row_stride: 1, col_stride: ld };
+                scores.resize(l * w, 0.0);
+                k.matmul(w, qt, scores, w, false);
+                softmax_columns(scores, w, scale, &mut mx[..w], &mut sum[..w]);
+                vt.matmul(w, Mat::rows(scores, w), &mut ot, w, false);
+                // O^T [hd, w] -> rows of O, divided by each query's softmax normaliser.
+                for (j, row) in o[j0 * hd..(j0 + w) * hd].chunks_exact_mut(hd).enumerate() {
+                    let inv = 1.0 / sum[j];
+                    for (i, v) in row.iter_mut().enumerate() {
+                        *v = ot[i * w + j] * inv;
+                    }
                 }
-                let mut sum = 0f32;
-                for s in row.iter_mut() {
-                    *s = (*s - mx).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|s| *s *= inv);
+                j0 += w;
             }
-            let mut out = vec![0f32; rows * hd];
-            matmul(rows, hd, l, Mat::rows(scores, l), Mat::rows(v, hd), &mut out, hd, false, false);
-            (bh, r0, out)
+            (t, q0, o)
         })
         .collect();
-    for (bh, r0, o) in results {
-        heads_out[bh * head_len + r0 * hd..][..o.len()].copy_from_slice(&o);
-    }
-    // [B, H, L, hd] -> [B, L, H, hd]
-    let mut out = vec![0f32; b * l * d];
-    out.par_chunks_mut(d).enumerate().for_each(|(row, dst)| {
-        let (bi, t) = (row / l, row % l);
-        for h in 0..heads {
-            dst[h * hd..(h + 1) * hd].copy_from_slice(&heads_out[((bi * heads + h) * l + t) * hd..][..hd]);
+    // [B, H, L, hd] blocks -> [B, L, H, hd]
+    for (t, q0, o) in results {
+        let (bi, h) = (t / heads, t % heads);
+        for (j, row) in o.chunks_exact(hd).enumerate() {
+            out[(bi * l + q0 + j) * d + h * hd..][..hd].copy_from_slice(row);
         }
-    });
+    }
     out
+}
+
+wide_fn! {
+    /// Column softmax of s [keys, w] in place, unnormalised: s = exp(scale * (s - max)) with
+    /// each column's max in `mx` and its sum of exponentials left in `sum`.
+    fn softmax_columns(s: &mut [f32], w: usize, scale: f32, mx: &mut [f32], sum: &mut [f32]) {
+        mx.fill(f32::NEG_INFINITY);
+        sum.fill(0.0);
+        for row in s.chunks_exact(w) {
+            for (m, &v) in mx.iter_mut().zip(row) {
+                *m = m.max(v);
+            }
+        }
+        for row in s.chunks_exact_mut(w) {
+            for ((v, &m), z) in row.iter_mut().zip(mx.iter()).zip(sum.iter_mut()) {
+                *v = exp_f32((*v - m) * scale);
+                *z += *v;
+            }
+        }
+    }
 }

@@ -18,7 +18,9 @@ pub fn exp_f32(x: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // t holds n = round(x log2 e) in its low mantissa bits.
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // Taylor series of e^r to r^7 / 7! for |r| <= ln2 / 2: truncation below 2e-8.
     let p = 1.0 / 5040.0;
@@ -29,7 +31,10 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n built from t's bits: the low bits of t + 127 shifted into the exponent field (the
+    // rest shifts out). Integer arithmetic only, unlike `n as i32`, whose saturating
+    // conversion keeps the loop from vectorising.
+    p * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
 }
 
 #[inline]

@@ -144,6 +144,49 @@ pub fn matmul_with(
     }
 }
 
+/// A left operand for several products on the calling thread: packed once where the engine
+/// packs (AVX-512), read in place otherwise.
+pub struct Lhs<'a> {
+    mat: Mat<'a>,
+    m: usize,
+    k: usize,
+    #[cfg(target_arch = "x86_64")]
+    packed: Option<super::gemm_avx512::PackedA>,
+}
+
+impl<'a> Lhs<'a> {
+    pub fn new(mat: Mat<'a>, m: usize, k: usize) -> Self {
+        if m > 0 && k > 0 {
+            assert!((m - 1) * mat.row_stride + (k - 1) * mat.col_stride < mat.data.len(), "gemm: lhs too short");
+        }
+        #[cfg(target_arch = "x86_64")]
+        let packed =
+            (m >= 4 && k > 0 && Engine::best() == Engine::Avx512).then(|| super::gemm_avx512::PackedA::new(&mat, m, k));
+        Lhs {
+            mat,
+            m,
+            k,
+            #[cfg(target_arch = "x86_64")]
+            packed,
+        }
+    }
+
+    /// `out[m, n] (+)= self · b[k, n]` on the calling thread.
+    pub fn matmul(&self, n: usize, b: Mat, out: &mut [f32], ldo: usize, accumulate: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(pa) = &self.packed {
+            if n == 0 {
+                return;
+            }
+            assert!((self.k - 1) * b.row_stride + (n - 1) * b.col_stride < b.data.len(), "gemm: rhs too short");
+            assert!((self.m - 1) * ldo + n <= out.len(), "gemm: dst too short");
+            super::gemm_avx512::matmul_packed(pa, n, super::gemm_avx512::Rhs::Mat(b), out, ldo, accumulate);
+            return;
+        }
+        matmul(self.m, n, self.k, self.mat, b, out, ldo, accumulate, false);
+    }
+}
+
 /// `out[m, n] = x[m, k] · w[n, k]^T` (a linear layer's product).
 pub fn matmul_bt(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], out: &mut [f32], allow_threads: bool) {
     matmul(m, n, k, Mat::rows(x, k), Mat::transposed(w, k), out, n, false, allow_threads);

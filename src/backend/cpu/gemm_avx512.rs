@@ -79,9 +79,16 @@ pub fn matmul(
     // Enough tasks that two busy-or-not cores balance. Narrower column blocks come first: each
     // task packs its own block of B (for a linear layer, the weight), so splitting rows instead
     // would pack the same weights once per row split.
-    let nb =
-        if threads > 1 && n.div_ceil(NB) < 2 * threads { n.div_ceil(2 * threads).div_ceil(NR).max(1) * NR } else { NB };
-    let col_blocks = n.div_ceil(nb);
+    // Column blocks of whole panels, as many as a multiple of the thread count so every worker
+    // gets the same amount of work (9 blocks on 2 workers would leave one idle a ninth of the
+    // time). Narrower column blocks come first: each task packs its own block of B (for a linear
+    // layer, the weight), so splitting rows instead would pack the same weights once per row split.
+    let panels = n.div_ceil(NR);
+    let mut col_blocks = panels.div_ceil(NB / NR);
+    if threads > 1 {
+        col_blocks = col_blocks.max(2 * threads).div_ceil(threads) * threads;
+    }
+    let col_blocks = col_blocks.min(panels);
     let row_splits = if threads > 1 && col_blocks < 2 * threads {
         (4 * threads).div_ceil(col_blocks).min(m.div_ceil(MR))
     } else {
@@ -97,11 +104,12 @@ pub fn matmul(
     let task = |bufs: &mut (Vec<f32>, Vec<f32>), t: usize| {
         let (rs, cb) = (t / col_blocks, t % col_blocks);
         let r0 = rs * rows_per;
-        let c0 = cb * nb;
+        let c0 = cb * panels / col_blocks * NR;
+        let c1 = ((cb + 1) * panels / col_blocks * NR).min(n);
         let job = Job { a, b, k, ldo, accumulate, out: ptr, prepacked, m_pad };
         // SAFETY: the tile [r0, r0+rows) x [c0, c0+cols) belongs to this task only and lies
         // inside `out` (checked by the caller).
-        unsafe { job.run(r0, rows_per.min(m - r0), c0, nb.min(n - c0), bufs) };
+        unsafe { job.run(r0, rows_per.min(m - r0), c0, c1 - c0, bufs) };
     };
     let tasks = row_splits * col_blocks;
     if threads > 1 && tasks > 1 {
@@ -110,6 +118,34 @@ pub fn matmul(
         let mut bufs = (Vec::new(), Vec::new());
         (0..tasks).for_each(|t| task(&mut bufs, t));
     }
+}
+
+/// A left operand packed once for several products on the calling thread (attention packs
+/// each head's keys and values once for all its query blocks).
+pub struct PackedA {
+    data: Vec<f32>,
+    m: usize,
+    k: usize,
+}
+
+impl PackedA {
+    /// Packs `a` [m, k]; the caller has bounds-checked it and `k > 0`.
+    pub fn new(a: &Mat, m: usize, k: usize) -> Self {
+        assert!(available(), "gemm: this CPU has no AVX-512");
+        PackedA { data: prepack_a(a, m, k, 1), m, k }
+    }
+}
+
+/// `out[m, n] (+)= A · b` on the calling thread with A packed; the caller has bounds-checked
+/// `b` [k, n] and `out`.
+pub fn matmul_packed(pa: &PackedA, n: usize, b: Rhs, out: &mut [f32], ldo: usize, accumulate: bool) {
+    let unused = Mat { data: &[], row_stride: 0, col_stride: 0 };
+    let m_pad = pa.m.div_ceil(MR) * MR;
+    let job =
+        Job { a: unused, b, k: pa.k, ldo, accumulate, out: OutPtr(out.as_mut_ptr()), prepacked: Some(&pa.data), m_pad };
+    let mut bufs = (Vec::new(), Vec::new());
+    // SAFETY: the whole [m, n] output is this call's; bounds checked by the caller.
+    unsafe { job.run(0, pa.m, 0, n, &mut bufs) };
 }
 
 struct Job<'a> {
@@ -143,6 +179,7 @@ impl Job<'_> {
                 let apanel = match self.prepacked {
                     Some(pa) => pa[p0 * self.m_pad + (rr / MR) * kc * MR..].as_ptr(),
                     None => {
+                        apack.resize(rc.div_ceil(MR) * kc * MR, 0.0);
                         pack_a(&self.a, rr, rc, p0, kc, apack);
                         apack.as_ptr()
                     }
@@ -195,9 +232,7 @@ fn prepack_a(a: &Mat, m: usize, k: usize, threads: usize) -> Vec<f32> {
     };
     let pack = |(p0, blk): (usize, &mut [f32])| {
         let kc = KC.min(k - p0);
-        let mut buf = Vec::new();
-        pack_a(a, 0, m, p0, kc, &mut buf);
-        blk.copy_from_slice(&buf);
+        pack_a(a, 0, m, p0, kc, blk);
     };
     if threads > 1 {
         blocks.into_par_iter().for_each(pack);
@@ -208,12 +243,26 @@ fn prepack_a(a: &Mat, m: usize, k: usize, threads: usize) -> Vec<f32> {
 }
 
 /// Rows [r0, r0+rows) x depth [p0, p0+kc) of A as MR-row slivers, depth-major, zero-padded.
-fn pack_a(a: &Mat, r0: usize, rows: usize, p0: usize, kc: usize, dst: &mut Vec<f32>) {
+fn pack_a(a: &Mat, r0: usize, rows: usize, p0: usize, kc: usize, dst: &mut [f32]) {
     let slivers = rows.div_ceil(MR);
-    dst.clear();
-    dst.resize(slivers * kc * MR, 0.0);
+    // Full slivers are written whole below; only a partial last one is cleared first.
     for s in 0..slivers {
         let d = &mut dst[s * kc * MR..(s + 1) * kc * MR];
+        let full = rows - s * MR >= MR;
+        if !full {
+            d.fill(0.0);
+        }
+        if a.row_stride == 1 && full {
+            // Transposed storage (an attention head's values): a sliver's MR values at one
+            // depth are contiguous.
+            let base = r0 + s * MR + p0 * a.col_stride;
+            for (p, dp) in d.chunks_exact_mut(MR).enumerate() {
+                let src: &[f32; MR] = a.data[base + p * a.col_stride..][..MR].try_into().expect("MR values");
+                let dst: &mut [f32; MR] = dp.try_into().expect("MR values");
+                *dst = *src;
+            }
+            continue;
+        }
         for i in 0..MR.min(rows - s * MR) {
             let base = (r0 + s * MR + i) * a.row_stride + p0 * a.col_stride;
             if a.col_stride == 1 {
@@ -233,19 +282,29 @@ fn pack_a(a: &Mat, r0: usize, rows: usize, p0: usize, kc: usize, dst: &mut Vec<f
 /// zero-padded.
 fn pack_b(b: &Mat, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut Vec<f32>) {
     let panels = cols.div_ceil(NR);
-    dst.clear();
+    // Every value is written below (padding columns included), so the buffer is not cleared.
     dst.resize(panels * kc * NR, 0.0);
     for s in 0..panels {
         let d = &mut dst[s * kc * NR..(s + 1) * kc * NR];
         let w = NR.min(cols - s * NR);
         let col = c0 + s * NR;
         if b.col_stride == 1 {
-            for p in 0..kc {
+            for (p, dp) in d.chunks_exact_mut(NR).enumerate() {
                 let base = (p0 + p) * b.row_stride + col;
-                d[p * NR..p * NR + w].copy_from_slice(&b.data[base..base + w]);
+                dp[..w].copy_from_slice(&b.data[base..base + w]);
+                dp[w..].fill(0.0);
             }
         } else if b.row_stride == 1 {
             // Transposed storage (a linear layer's weight): each column is contiguous in depth.
+            if w == NR {
+                // SAFETY: the panel's columns col..col+NR at depths p0..p0+kc lie inside
+                // b.data (checked by the caller).
+                unsafe { pack_b_transposed_panel(b, p0, kc, col, d) };
+                continue;
+            }
+            for dp in d.chunks_exact_mut(NR) {
+                dp[w..].fill(0.0);
+            }
             for j in 0..w {
                 let base = (col + j) * b.col_stride + p0;
                 for (p, &v) in b.data[base..base + kc].iter().enumerate() {
@@ -253,12 +312,71 @@ fn pack_b(b: &Mat, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut Vec<f
                 }
             }
         } else {
-            for p in 0..kc {
-                for j in 0..w {
-                    d[p * NR + j] = b.data[(p0 + p) * b.row_stride + (col + j) * b.col_stride];
+            for (p, dp) in d.chunks_exact_mut(NR).enumerate() {
+                for (j, v) in dp.iter_mut().enumerate() {
+                    *v = if j < w { b.data[(p0 + p) * b.row_stride + (col + j) * b.col_stride] } else { 0.0 };
                 }
             }
         }
+    }
+}
+
+/// One full panel of transposed B (column j of the panel is contiguous in depth): 16 columns
+/// x 16 depths at a time are loaded as 16 vectors, transposed in registers and stored as 16
+/// rows of the panel, instead of 256 scattered scalar stores.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b_transposed_panel(b: &Mat, p0: usize, kc: usize, col: usize, d: &mut [f32]) {
+    let src = b.data.as_ptr();
+    let cs = b.col_stride;
+    let dst = d.as_mut_ptr();
+    let mut p = 0;
+    while p + 16 <= kc {
+        for half in 0..NR / 16 {
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (j, v) in r.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(src.add((col + half * 16 + j) * cs + p0 + p));
+            }
+            transpose16(&mut r);
+            for (t, v) in r.iter().enumerate() {
+                _mm512_storeu_ps(dst.add((p + t) * NR + half * 16), *v);
+            }
+        }
+        p += 16;
+    }
+    for j in 0..NR {
+        let base = (col + j) * cs + p0;
+        for q in p..kc {
+            *dst.add(q * NR + j) = *src.add(base + q);
+        }
+    }
+}
+
+/// In-register transpose of a 16 x 16 block: r[i] lane j becomes r[j] lane i.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(r: &mut [__m512; 16]) {
+    // Pairs of rows interleaved by 1, then by 2 (as doubles), then 128-bit lanes twice.
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for i in 0..4 {
+        let (a0, a1, b0, b1) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a0), _mm512_castps_pd(b0)));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a0), _mm512_castps_pd(b0)));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a1), _mm512_castps_pd(b1)));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a1), _mm512_castps_pd(b1)));
+    }
+    for h in 0..2 {
+        for i in 0..4 {
+            let (a, b) = (r[8 * h + i], r[8 * h + 4 + i]);
+            t[8 * h + i] = _mm512_shuffle_f32x4::<0x88>(a, b);
+            t[8 * h + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(a, b);
+        }
+    }
+    for i in 0..8 {
+        r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+        r[8 + i] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[8 + i]);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod gemm;
 mod gemm_avx512;
 pub mod moe;
 pub mod norm;
+pub(crate) mod simd;
 
 use rayon::prelude::*;
 
