@@ -131,7 +131,8 @@ fn group_norm_and_modulated_layer_norm_match_their_formulas() {
 fn moe_routes_top_k_and_combines_unnormalised_weights() {
     let be = Cpu::new();
     let mut rng = Rng(9);
-    for (n, d, f, e, k) in [(13, 8, 12, 5, 2), (4, 6, 4, 3, 1), (9, 4, 6, 4, 3)] {
+    // The last shape crosses the GEMM's depth blocks and column panels.
+    for (n, d, f, e, k) in [(13, 8, 12, 5, 2), (4, 6, 4, 3, 1), (9, 4, 6, 4, 3), (40, 37, 400, 3, 2)] {
         let x = t(&[n, d], &mut rng);
         let gate = rng.vec(e * d);
         let (w1, b1, w2, b2): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = (0..e)
@@ -143,14 +144,16 @@ fn moe_routes_top_k_and_combines_unnormalised_weights() {
                 acc.3.push(dd);
                 acc
             });
-        let wts = MoeWeights {
+        let wts = || MoeWeights {
             gate: be.weight("gate", &raw(&[e, d], gate.clone())).unwrap(),
             fc1_w: w1.iter().map(|v| be.weight("", &raw(&[f, d], v.clone())).unwrap()).collect(),
             fc1_b: b1.iter().map(|v| be.weight("", &raw(&[f], v.clone())).unwrap()).collect(),
             fc2_w: w2.iter().map(|v| be.weight("", &raw(&[d, f], v.clone())).unwrap()).collect(),
             fc2_b: b2.iter().map(|v| be.weight("", &raw(&[d], v.clone())).unwrap()).collect(),
         };
-        let (got, routing) = be.moe(&x, &wts, k, true).unwrap();
+        // As stored, and as prepared at load (the experts' weights packed for the GEMM).
+        let (got, routing) = be.moe(&x, &wts(), k, true).unwrap();
+        let (got_prepared, _) = be.moe(&x, &be.prepare_moe("moe", wts()).unwrap(), k, false).unwrap();
         let routing = routing.unwrap();
         let mut want = vec![0f32; n * d];
         for i in 0..n {
@@ -177,6 +180,7 @@ fn moe_routes_top_k_and_combines_unnormalised_weights() {
             }
         }
         close(&got.data, &want, 1e-5, &format!("moe n{n} e{e} k{k}"));
+        close(&got_prepared.data, &want, 1e-5, &format!("moe n{n} e{e} k{k}, prepared"));
     }
 }
 

@@ -15,6 +15,7 @@ const TOP_K: usize = 2;
 pub fn bench(c: &mut Criterion) {
     let be = Cpu::new();
     let seeds = 10..10 + EXPERTS as u64;
+    // Prepared as the model loads it (the CPU packs the experts' weights here).
     let w = MoeWeights {
         gate: weight(&be, &[EXPERTS, D], 7),
         fc1_w: seeds.clone().map(|s| weight(&be, &[F, D], s)).collect(),
@@ -22,6 +23,7 @@ pub fn bench(c: &mut Criterion) {
         fc2_w: seeds.clone().map(|s| weight(&be, &[D, F], s + 200)).collect(),
         fc2_b: seeds.map(|s| weight(&be, &[D], s + 300)).collect(),
     };
+    let w = be.prepare_moe("bench", w).expect("prepare_moe");
     let mut g = c.benchmark_group(format!("{DEVICE}/moe"));
     for tokens in [1024, 8192] {
         let x = tensor(&[tokens, D], 8);

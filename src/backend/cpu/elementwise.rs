@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::simd::wide_fn;
 use crate::backend::Act;
 
 const CHUNK: usize = 1 << 14;
@@ -52,10 +53,8 @@ pub fn silu(x: f32) -> f32 {
 }
 
 pub fn apply(act: Act, data: &mut [f32]) {
-    match act {
-        Act::None => {}
-        Act::GeluTanh => data.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x = gelu_tanh(*x))),
-        Act::Silu => data.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x = silu(*x))),
+    if act != Act::None {
+        data.par_chunks_mut(CHUNK).for_each(|c| bias_act_rows(c, None, c.len(), act));
     }
 }
 
@@ -65,7 +64,12 @@ pub fn bias_act(data: &mut [f32], bias: Option<&[f32]>, n: usize, act: Act) {
         return;
     }
     let rows_per = (CHUNK / n.max(1)).max(1);
-    data.par_chunks_mut(rows_per * n).for_each(|chunk| {
+    data.par_chunks_mut(rows_per * n).for_each(|chunk| bias_act_rows(chunk, bias, n, act));
+}
+
+wide_fn! {
+    /// `bias_act` on the rows [.., n] of one chunk, on the calling thread.
+    fn bias_act_rows(chunk: &mut [f32], bias: Option<&[f32]>, n: usize, act: Act) {
         for row in chunk.chunks_exact_mut(n) {
             if let Some(b) = bias {
                 row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
@@ -76,5 +80,5 @@ pub fn bias_act(data: &mut [f32], bias: Option<&[f32]>, n: usize, act: Act) {
                 Act::Silu => row.iter_mut().for_each(|x| *x = silu(*x)),
             }
         }
-    });
+    }
 }
