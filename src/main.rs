@@ -6,12 +6,14 @@ use percept::pipeline::tasks::TaskKind;
 
 fn main() {
     let cli = Cli::parse();
+    let reused = percept::backend::cpu::alloc::reuse_freed_memory();
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    log::debug!("allocator keeps freed memory for reuse: {reused}");
     match run(cli.command) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -1,6 +1,7 @@
 //! The CPU backend: plain Rust, multithreaded with rayon, matrix products through `gemm`.
 //! It is the correctness oracle for the GPU kernels and what runs without a GPU.
 
+pub mod alloc;
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
