@@ -52,33 +52,31 @@ pub fn experts(
             lists[ex].push((i, routing.weights[i * k + j]));
         }
     }
-    // Contributions per token slot, summed afterwards in expert index order (as the authors'
-    // scatter_reduce does), so the result does not depend on thread timing.
-    let mut contrib: Vec<Vec<f32>> = vec![Vec::new(); e];
+    // Experts run in index order and each adds its weighted rows to `out` at once, so every
+    // token sums its slots in expert order (as the authors' scatter_reduce does) and the result
+    // does not depend on thread timing. The row buffers are reused from expert to expert
+    // (each product overwrites what it reads back).
+    let mut out = vec![0f32; n * d];
+    let (mut xs, mut h, mut y) = (Vec::new(), Vec::new(), Vec::new());
     for (ex, list) in lists.iter().enumerate() {
         if list.is_empty() {
             continue;
         }
         let m = list.len();
-        let mut xs = vec![0f32; m * d];
+        xs.resize(m * d, 0.0);
         xs.par_chunks_mut(d)
             .zip(list.par_iter())
             .for_each(|(dst, &(i, _))| dst.copy_from_slice(&x[i * d..(i + 1) * d]));
-        let mut h = vec![0f32; m * f];
-        matmul_bt(m, f, d, &xs, fc1_w[ex], &mut h, true);
-        bias_act(&mut h, Some(fc1_b[ex]), f, Act::GeluTanh);
-        let mut y = vec![0f32; m * d];
-        matmul_bt(m, d, f, &h, fc2_w[ex], &mut y, true);
-        bias_act(&mut y, Some(fc2_b[ex]), d, Act::None);
-        contrib[ex] = y;
-    }
-    let mut out = vec![0f32; n * d];
-    for (ex, list) in lists.iter().enumerate() {
-        let y = &contrib[ex];
+        h.resize(m * f, 0.0);
+        matmul_bt(m, f, d, &xs[..m * d], fc1_w[ex], &mut h[..m * f], true);
+        bias_act(&mut h[..m * f], Some(fc1_b[ex]), f, Act::GeluTanh);
+        y.resize(m * d, 0.0);
+        matmul_bt(m, d, f, &h[..m * f], fc2_w[ex], &mut y[..m * d], true);
+        let b2 = fc2_b[ex];
         for (r, &(i, w)) in list.iter().enumerate() {
             let dst = &mut out[i * d..(i + 1) * d];
-            for (o, v) in dst.iter_mut().zip(&y[r * d..(r + 1) * d]) {
-                *o += w * v;
+            for ((o, v), b) in dst.iter_mut().zip(&y[r * d..(r + 1) * d]).zip(b2) {
+                *o += w * (v + b);
             }
         }
     }
