@@ -188,27 +188,30 @@ fn moe_routes_top_k_and_combines_unnormalised_weights() {
 fn linear_with_fused_activations() {
     let be = Cpu::new();
     let mut rng = Rng(21);
-    let (m, k, n) = (17, 9, 11);
-    let x = t(&[m, k], &mut rng);
-    let (wv, bv) = (rng.vec(n * k), rng.vec(n));
-    let w = be.weight("w", &raw(&[n, k], wv.clone())).unwrap();
-    let b = be.weight("b", &raw(&[n], bv.clone())).unwrap();
-    for act in [Act::None, Act::Silu, Act::GeluTanh] {
-        let got = be.linear(&x, &w, Some(&b), act).unwrap();
-        let want: Vec<f32> = (0..m * n)
-            .map(|i| {
-                let v = bv[i % n] as f64
-                    + (0..k).map(|j| x.data[(i / n) * k + j] as f64 * wv[(i % n) * k + j] as f64).sum::<f64>();
-                (match act {
-                    Act::None => v,
-                    Act::Silu => v / (1.0 + (-v).exp()),
-                    Act::GeluTanh => {
-                        0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
-                    }
-                }) as f32
-            })
-            .collect();
-        close(&got.data, &want, 1e-6, &format!("linear {act:?}"));
+    // The second shape crosses the GEMM's depth blocks, column panels and tasks, so the fused
+    // epilogue runs on partial tiles and after the last depth block only.
+    for (m, k, n) in [(17, 9, 11), (30, 400, 600)] {
+        let x = t(&[m, k], &mut rng);
+        let (wv, bv) = (rng.vec(n * k), rng.vec(n));
+        let w = be.weight("w", &raw(&[n, k], wv.clone())).unwrap();
+        let b = be.weight("b", &raw(&[n], bv.clone())).unwrap();
+        for act in [Act::None, Act::Silu, Act::GeluTanh] {
+            let got = be.linear(&x, &w, Some(&b), act).unwrap();
+            let want: Vec<f32> = (0..m * n)
+                .map(|i| {
+                    let v = bv[i % n] as f64
+                        + (0..k).map(|j| x.data[(i / n) * k + j] as f64 * wv[(i % n) * k + j] as f64).sum::<f64>();
+                    (match act {
+                        Act::None => v,
+                        Act::Silu => v / (1.0 + (-v).exp()),
+                        Act::GeluTanh => {
+                            0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+                        }
+                    }) as f32
+                })
+                .collect();
+            close(&got.data, &want, 1e-6, &format!("linear {m}x{k}x{n} {act:?}"));
+        }
     }
 }
 
