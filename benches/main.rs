@@ -1,7 +1,7 @@
 //! Criterion benches per kernel family at the model's real shapes, ids `<device>/<op>/<shape>`.
 //!
-//! No GPU backend is in this build, so every bench runs the CPU backend and its ids start with
-//! `cpu/`. Throughput is set in FLOPs through criterion's "elements" (read `Gelem/s` as
+//! The `cpu/` families bench the CPU backend (on every machine); the `cuda/` families
+//! (ops/device.rs) bench the CUDA backend's kernels and run only where a GPU is present. Throughput is set in FLOPs through criterion's "elements" (read `Gelem/s` as
 //! GFLOP/s) for compute-bound ops, in bytes moved for memory-bound ones. Inputs are synthetic
 //! (seeded), so the benches need no data. `cargo bench -- conv` runs one family.
 
@@ -23,6 +23,6 @@ criterion_group! {
     name = benches;
     config = config();
     targets = ops::gemm::bench, ops::linear::bench, ops::attention::bench, ops::moe::bench,
-        ops::conv::bench, ops::norm::bench, ops::ddim::bench
+        ops::conv::bench, ops::norm::bench, ops::ddim::bench, ops::device::bench
 }
 criterion_main!(benches);

@@ -10,7 +10,7 @@ use percept::backend::{Backend, Conv2d};
 use super::{tensor, weight, DEVICE};
 
 /// (stage, in channels, out channels, input side, kernel, params).
-const STAGES: &[(&str, usize, usize, usize, usize, Conv2d)] = &[
+pub const STAGES: &[(&str, usize, usize, usize, usize, Conv2d)] = &[
     ("enc_conv_in", 3, 128, 512, 3, Conv2d::same3x3()),
     ("res", 128, 128, 512, 3, Conv2d::same3x3()),
     ("down", 128, 128, 512, 3, Conv2d::down3x3()),
@@ -27,11 +27,11 @@ const STAGES: &[(&str, usize, usize, usize, usize, Conv2d)] = &[
     ("dec_conv_out", 128, 3, 512, 3, Conv2d::same3x3()),
 ];
 
-fn name(stage: &str, c: usize, o: usize, hw: usize, k: usize, p: Conv2d) -> String {
+pub fn name(stage: &str, c: usize, o: usize, hw: usize, k: usize, p: Conv2d) -> String {
     format!("{stage}_{k}x{k}s{}_c{c}_o{o}_{hw}x{hw}", p.stride)
 }
 
-fn flops(c: usize, o: usize, hw: usize, k: usize, p: Conv2d) -> u64 {
+pub fn flops(c: usize, o: usize, hw: usize, k: usize, p: Conv2d) -> u64 {
     let ohw = (hw + p.pad[0] + p.pad[2] - k) / p.stride + 1;
     2 * (o * c * k * k * ohw * ohw) as u64
 }

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod conv;
 pub mod ddim;
+pub mod device;
 pub mod gemm;
 pub mod linear;
 pub mod moe;
@@ -15,7 +16,7 @@ use percept::backend::Backend;
 use percept::tensor::{DType, Tensor};
 use percept::weights::{Bytes, RawTensor};
 
-/// The device prefix of every bench id (the only backend in this build).
+/// The device prefix of the CPU backend's bench ids (device.rs benches the CUDA backend).
 pub const DEVICE: &str = "cpu";
 
 /// `n` values uniform in [-scale, scale), from a fixed-seed xorshift (no data files needed).
