@@ -28,6 +28,10 @@ pub fn bench(c: &mut Criterion) {
     }
     match percept::backend::cuda::gpu::GpuDevice::open(0) {
         Ok(dev) => families(c, "cuda", &dev, false),
+        // gpu-check sets PERCEPT_REQUIRE_GPU: there a skip would hide a broken device.
+        Err(e) if std::env::var("PERCEPT_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("cuda/*: PERCEPT_REQUIRE_GPU=1 but no GPU: {e}")
+        }
         Err(e) => eprintln!("cuda/*: skipped, no GPU here ({e}); the cpu/* benches are the CPU backend"),
     }
 }
