@@ -354,7 +354,12 @@ unsafe fn pack_b_transposed_panel(b: &Mat, p0: usize, kc: usize, col: usize, d: 
         for half in 0..NR / 16 {
             let mut r = [_mm512_setzero_ps(); 16];
             for (j, v) in r.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(src.add((col + half * 16 + j) * cs + p0 + p));
+                let at = (col + half * 16 + j) * cs + p0 + p;
+                // The weight streams from memory, 16 rows at once: ask for each row's line
+                // PREFETCH_LINES ahead (a prefetch never faults; wrapping_add keeps the
+                // address arithmetic defined past the end).
+                _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(at + 16 * PREFETCH_LINES) as *const i8);
+                *v = _mm512_loadu_ps(src.add(at));
             }
             transpose16(&mut r);
             for (t, v) in r.iter().enumerate() {
@@ -370,6 +375,9 @@ unsafe fn pack_b_transposed_panel(b: &Mat, p0: usize, kc: usize, col: usize, d: 
         }
     }
 }
+
+/// How far ahead `pack_b_transposed_panel` prefetches each weight row, in cache lines.
+const PREFETCH_LINES: usize = 8;
 
 /// In-register transpose of a 16 x 16 block: r[i] lane j becomes r[j] lane i.
 #[target_feature(enable = "avx512f")]
