@@ -1,6 +1,8 @@
-//! Both GEMM engines and both convolution paths against f64 loops, at shapes that cross every
-//! blocking edge of the AVX-512 kernel (12-row slivers, 32-column panels, 512-column tasks,
-//! 384-deep blocks), with strided and transposed operands, accumulation, and threads on and off.
+//! Every GEMM engine this CPU runs and both convolution paths against f64 loops, at shapes that
+//! cross every blocking edge of the AVX-512 kernel (12-row slivers, 32-column panels,
+//! 512-column tasks, 384-deep blocks) and of the AMX kernel (32-row slivers, 32-deep steps,
+//! 256-deep blocks, 256-row chunks), with strided and transposed operands, accumulation, and
+//! threads on and off.
 
 use percept::backend::cpu::conv::conv2d_image_with;
 use percept::backend::cpu::gemm::{matmul_with, Engine, Mat};
@@ -10,9 +12,9 @@ use percept::tensor::rel_l2;
 use crate::support::{reference_conv, Rng};
 
 fn engines() -> Vec<Engine> {
-    let mut v = vec![Engine::GemmCrate];
-    if Engine::best() == Engine::Avx512 {
-        v.push(Engine::Avx512);
+    let v = Engine::available();
+    if !v.contains(&Engine::Amx) {
+        eprintln!("note: this CPU (or OS) has no AMX: the Amx GEMM engine is not tested here");
     }
     v
 }
@@ -21,9 +23,18 @@ fn engines() -> Vec<Engine> {
 fn gemm_engines_match_f64_loops_across_block_edges() {
     let mut rng = Rng(11);
     // (m, n, k): tails in every dimension, several column tasks, depth over one block.
-    for &(m, n, k) in
-        &[(1, 1, 1), (5, 7, 3), (13, 33, 5), (12, 32, 384), (37, 530, 400), (130, 1100, 800), (4, 1030, 9)]
-    {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (5, 7, 3),
+        (13, 33, 5),
+        (12, 32, 384),
+        (37, 530, 400),
+        (130, 1100, 800),
+        (4, 1030, 9),
+        (32, 32, 256),
+        (300, 100, 70),
+        (70, 40, 545),
+    ] {
         let a = rng.vec(m * k);
         let b = rng.vec(k * n);
         let c0 = rng.vec(m * n);
@@ -50,6 +61,37 @@ fn gemm_engines_match_f64_loops_across_block_edges() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn every_engine_keeps_f32_accuracy_over_deep_sums() {
+    // The AMX engine sums six bf16 cross products per f32 product: its error against f64 must
+    // stay at f32's level (dropping a needed term, e.g. three products only, would give ~1e-5)
+    // over the model's deepest sums, with values of mixed magnitudes.
+    let mut rng = Rng(14);
+    let (m, n, k) = (40, 48, 4608);
+    let scale = |rng: &mut Rng, v: f32| v * (2f32).powi((rng.uniform() * 12.0) as i32);
+    let a: Vec<f32> = rng.vec(m * k).into_iter().map(|v| scale(&mut rng, v)).collect();
+    let b: Vec<f32> = rng.vec(k * n).into_iter().map(|v| scale(&mut rng, v)).collect();
+    let want: Vec<f64> =
+        (0..m * n).map(|ij| (0..k).map(|p| a[ij / n * k + p] as f64 * b[p * n + ij % n] as f64).sum()).collect();
+    let err = |out: &[f32]| {
+        let num: f64 = out.iter().zip(&want).map(|(&o, &w)| (o as f64 - w).powi(2)).sum();
+        let den: f64 = want.iter().map(|w| w * w).sum();
+        (num / den).sqrt()
+    };
+    let errors: Vec<(Engine, f64)> = engines()
+        .into_iter()
+        .map(|engine| {
+            let mut out = vec![f32::NAN; m * n];
+            matmul_with(engine, m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut out, n, false, true);
+            (engine, err(&out))
+        })
+        .collect();
+    eprintln!("relative errors over depth {k}: {errors:?}");
+    for &(engine, e) in &errors {
+        assert!(e < 5e-7, "{engine:?}: relative error {e:e} over depth {k} ({errors:?})");
     }
 }
 

@@ -16,11 +16,12 @@ const SHAPES: &[(&str, usize, usize, usize)] = &[
 ];
 
 pub fn bench(c: &mut Criterion) {
-    let mut engines = vec![("gemm_crate", Engine::GemmCrate)];
-    if Engine::best() == Engine::Avx512 {
-        engines.push(("gemm_avx512", Engine::Avx512));
-    }
-    for (op, engine) in engines {
+    for engine in Engine::available() {
+        let op = match engine {
+            Engine::Amx => "gemm_amx",
+            Engine::Avx512 => "gemm_avx512",
+            Engine::GemmCrate => "gemm_crate",
+        };
         let mut g = c.benchmark_group(format!("{DEVICE}/{op}"));
         for &(name, m, n, k) in SHAPES {
             let a = values(m * k, 1, 1.0);

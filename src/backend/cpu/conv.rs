@@ -53,7 +53,7 @@ pub fn conv2d_image_with(
     // Pointwise conv: the input already is the column matrix.
     if kh == 1 && kw == 1 && p.stride == 1 && p.pad == [0; 4] {
         matmul_with(engine, o, plane, c, Mat::rows(weight, c), Mat::rows(x, plane), out, plane, false, true);
-    } else if cfg!(target_arch = "x86_64") && engine == Engine::Avx512 {
+    } else if cfg!(target_arch = "x86_64") && engine != Engine::GemmCrate {
         #[cfg(target_arch = "x86_64")]
         {
             use super::gemm_avx512::{ConvRhs, Rhs};
@@ -64,17 +64,8 @@ pub fn conv2d_image_with(
             }
             let rhs = ConvRhs { x, h, w, kh, kw, stride: p.stride, pad_top: pt, pad_left: pl, ow };
             let threads = super::gemm::threads(o, plane, ck, true);
-            super::gemm_avx512::matmul(
-                o,
-                plane,
-                ck,
-                Mat::rows(weight, ck),
-                Rhs::Conv(rhs),
-                out,
-                plane,
-                bias.is_some(),
-                threads,
-            );
+            let product = if engine == Engine::Amx { super::gemm_amx::matmul } else { super::gemm_avx512::matmul };
+            product(o, plane, ck, Mat::rows(weight, ck), Rhs::Conv(rhs), out, plane, bias.is_some(), threads);
             return;
         }
     } else {

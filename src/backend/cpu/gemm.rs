@@ -18,6 +18,8 @@ pub(super) fn threads(m: usize, n: usize, k: usize, allow_threads: bool) -> usiz
 pub enum Engine {
     /// Our packed AVX-512 kernel (x86-64 CPUs with AVX-512F only).
     Avx512,
+    /// Our AMX kernel at f32 accuracy (gemm_amx.rs; Sapphire Rapids and later, on Linux).
+    Amx,
     /// The `gemm` crate.
     GemmCrate,
 }
@@ -26,10 +28,31 @@ impl Engine {
     /// The fastest engine this CPU runs.
     pub fn best() -> Engine {
         #[cfg(target_arch = "x86_64")]
-        if super::gemm_avx512::available() {
-            return Engine::Avx512;
+        {
+            if super::gemm_amx::available() {
+                return Engine::Amx;
+            }
+            if super::gemm_avx512::available() {
+                return Engine::Avx512;
+            }
         }
         Engine::GemmCrate
+    }
+
+    /// Every engine this CPU runs, the fastest first.
+    pub fn available() -> Vec<Engine> {
+        let mut v = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::gemm_amx::available() {
+                v.push(Engine::Amx);
+            }
+            if super::gemm_avx512::available() {
+                v.push(Engine::Avx512);
+            }
+        }
+        v.push(Engine::GemmCrate);
+        v
     }
 }
 
@@ -107,15 +130,19 @@ pub fn matmul_with(
         return;
     }
     let threads = threads(m, n, k, allow_threads);
-    if engine == Engine::Avx512 {
+    if engine != Engine::GemmCrate {
         #[cfg(target_arch = "x86_64")]
         {
-            assert!(super::gemm_avx512::available(), "gemm: this CPU has no AVX-512");
-            super::gemm_avx512::matmul(m, n, k, a, super::gemm_avx512::Rhs::Mat(b), out, ldo, accumulate, threads);
+            let rhs = super::gemm_avx512::Rhs::Mat(b);
+            if engine == Engine::Amx {
+                super::gemm_amx::matmul(m, n, k, a, rhs, out, ldo, accumulate, threads);
+            } else {
+                super::gemm_avx512::matmul(m, n, k, a, rhs, out, ldo, accumulate, threads);
+            }
             return;
         }
         #[cfg(not(target_arch = "x86_64"))]
-        panic!("gemm: AVX-512 engine on a non-x86 CPU");
+        panic!("gemm: {engine:?} engine on a non-x86 CPU");
     }
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: every index the product touches was bounds-checked above.
@@ -160,8 +187,8 @@ impl<'a> Lhs<'a> {
             assert!((m - 1) * mat.row_stride + (k - 1) * mat.col_stride < mat.data.len(), "gemm: lhs too short");
         }
         #[cfg(target_arch = "x86_64")]
-        let packed =
-            (m >= 4 && k > 0 && Engine::best() == Engine::Avx512).then(|| super::gemm_avx512::PackedA::new(&mat, m, k));
+        let packed = (m >= 4 && k > 0 && Engine::best() != Engine::GemmCrate)
+            .then(|| super::gemm_avx512::PackedA::new(&mat, m, k));
         Lhs {
             mat,
             m,

@@ -51,11 +51,57 @@ pub struct ConvRhs<'a> {
     pub ow: usize,
 }
 
+/// How a product is cut into tasks for `threads` workers, for a kernel of `mr`-row slivers,
+/// `nr`-column panels and column blocks of up to `nb` columns.
+pub(super) struct Split {
+    pub panels: usize,
+    pub col_blocks: usize,
+    pub row_splits: usize,
+    pub rows_per: usize,
+}
+
+impl Split {
+    pub fn new(m: usize, n: usize, threads: usize, mr: usize, nr: usize, nb: usize) -> Split {
+        // Column blocks of whole panels, as many as a multiple of the thread count so every
+        // worker gets the same amount of work (9 blocks on 2 workers would leave one idle a ninth
+        // of the time). Narrower column blocks come first: each task packs its own block of B
+        // (for a linear layer, the weight), so splitting rows instead would pack the same
+        // weights once per row split.
+        let panels = n.div_ceil(nr);
+        let mut col_blocks = panels.div_ceil(nb / nr);
+        if threads > 1 {
+            col_blocks = col_blocks.max(2 * threads).div_ceil(threads) * threads;
+        }
+        let col_blocks = col_blocks.min(panels);
+        let row_splits = if threads > 1 && col_blocks < 2 * threads {
+            (4 * threads).div_ceil(col_blocks).min(m.div_ceil(mr))
+        } else {
+            1
+        };
+        let rows_per = m.div_ceil(row_splits).div_ceil(mr) * mr;
+        let row_splits = m.div_ceil(rows_per);
+        Split { panels, col_blocks, row_splits, rows_per }
+    }
+
+    /// Task t's rows [r0, r0 + rows) and columns [c0, c1) of an [m, n] output.
+    pub fn task(&self, t: usize, m: usize, n: usize, nr: usize) -> (usize, usize, usize, usize) {
+        let (rs, cb) = (t / self.col_blocks, t % self.col_blocks);
+        let r0 = rs * self.rows_per;
+        let c0 = cb * self.panels / self.col_blocks * nr;
+        let c1 = ((cb + 1) * self.panels / self.col_blocks * nr).min(n);
+        (r0, self.rows_per.min(m - r0), c0, c1)
+    }
+
+    pub fn tasks(&self) -> usize {
+        self.row_splits * self.col_blocks
+    }
+}
+
 /// Packed A operands above this many values are packed per task instead of once up front.
 const PREPACK_MAX: usize = 1 << 23;
 
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub *mut f32);
 // SAFETY: tasks write disjoint tiles of the output (distinct row or column ranges).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -76,26 +122,8 @@ pub fn matmul(
 ) {
     // The kernel's instructions fault on a CPU without AVX-512: refuse rather than run them.
     assert!(available(), "gemm: this CPU has no AVX-512");
-    // Enough tasks that two busy-or-not cores balance. Narrower column blocks come first: each
-    // task packs its own block of B (for a linear layer, the weight), so splitting rows instead
-    // would pack the same weights once per row split.
-    // Column blocks of whole panels, as many as a multiple of the thread count so every worker
-    // gets the same amount of work (9 blocks on 2 workers would leave one idle a ninth of the
-    // time). Narrower column blocks come first: each task packs its own block of B (for a linear
-    // layer, the weight), so splitting rows instead would pack the same weights once per row split.
-    let panels = n.div_ceil(NR);
-    let mut col_blocks = panels.div_ceil(NB / NR);
-    if threads > 1 {
-        col_blocks = col_blocks.max(2 * threads).div_ceil(threads) * threads;
-    }
-    let col_blocks = col_blocks.min(panels);
-    let row_splits = if threads > 1 && col_blocks < 2 * threads {
-        (4 * threads).div_ceil(col_blocks).min(m.div_ceil(MR))
-    } else {
-        1
-    };
-    let rows_per = m.div_ceil(row_splits).div_ceil(MR) * MR;
-    let row_splits = m.div_ceil(rows_per);
+    let split = Split::new(m, n, threads, MR, NR, NB);
+    let col_blocks = split.col_blocks;
     let ptr = OutPtr(out.as_mut_ptr());
     // When several tasks share the same rows of A, pack A once for all of them.
     let m_pad = m.div_ceil(MR) * MR;
@@ -106,16 +134,13 @@ pub fn matmul(
     });
     let prepacked = prepacked_buf.as_deref();
     let task = |bufs: &mut (Vec<f32>, Vec<f32>), t: usize| {
-        let (rs, cb) = (t / col_blocks, t % col_blocks);
-        let r0 = rs * rows_per;
-        let c0 = cb * panels / col_blocks * NR;
-        let c1 = ((cb + 1) * panels / col_blocks * NR).min(n);
+        let (r0, rows, c0, c1) = split.task(t, m, n, NR);
         let job = Job { a, b, k, ldo, accumulate, out: ptr, prepacked, m_pad };
-        // SAFETY: the tile [r0, r0+rows) x [c0, c0+cols) belongs to this task only and lies
-        // inside `out` (checked by the caller).
-        unsafe { job.run(r0, rows_per.min(m - r0), c0, c1 - c0, bufs) };
+        // SAFETY: the tile [r0, r0+rows) x [c0, c1) belongs to this task only and lies inside
+        // `out` (checked by the caller).
+        unsafe { job.run(r0, rows, c0, c1 - c0, bufs) };
     };
-    let tasks = row_splits * col_blocks;
+    let tasks = split.tasks();
     if threads > 1 && tasks > 1 {
         (0..tasks).into_par_iter().for_each_init(|| (Vec::new(), Vec::new()), task);
     } else {
@@ -300,7 +325,7 @@ fn pack_a(a: &Mat, r0: usize, rows: usize, p0: usize, kc: usize, dst: &mut [f32]
 
 /// Depth [p0, p0+kc) x columns [c0, c0+cols) of B as NR-column panels, depth-major,
 /// zero-padded.
-fn pack_b(b: &Mat, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut Vec<f32>) {
+pub(super) fn pack_b(b: &Mat, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut Vec<f32>) {
     let panels = cols.div_ceil(NR);
     // Every value is written below (padding columns included), so the buffer is not cleared.
     dst.resize(panels * kc * NR, 0.0);
@@ -409,7 +434,7 @@ unsafe fn transpose16(r: &mut [__m512; 16]) {
 }
 
 /// `pack_b` for the column matrix of a convolution, read from the image.
-fn pack_b_conv(cv: &ConvRhs, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut Vec<f32>) {
+pub(super) fn pack_b_conv(cv: &ConvRhs, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut Vec<f32>) {
     let panels = cols.div_ceil(NR);
     dst.clear();
     dst.resize(panels * kc * NR, 0.0);

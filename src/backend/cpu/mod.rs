@@ -7,6 +7,8 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 #[cfg(target_arch = "x86_64")]
+mod gemm_amx;
+#[cfg(target_arch = "x86_64")]
 mod gemm_avx512;
 pub mod moe;
 pub mod norm;

@@ -1,0 +1,505 @@
+//! f32 matrix products on Intel AMX, at f32 accuracy.
+//!
+//! AMX multiplies bf16 tiles into f32 accumulators: one core does 3.8 TFLOP/s there against
+//! 219 GFLOP/s with AVX-512 f32 FMAs (measured on the Sapphire Rapids dev machine). bf16 alone
+//! would lose f32's precision, so each operand is split into three bf16 parts,
+//! x = x0 + x1 + x2 (8 significant bits each: exact for every normal f32), and a product sums
+//! the six cross terms xi·yj with i + j <= 2. The three dropped terms are below 2^-24 of the
+//! product, f32's own rounding, and every sum accumulates in f32 as in the AVX-512 kernel; the
+//! tests hold both engines to the same error bound against an f64 reference. Six bf16 products
+//! per f32 product still leave AMX ~1.5x ahead of the FMA kernel (PERF.md).
+//!
+//! Layout: the blocked scheme of gemm_avx512.rs with 32 x 32 micro-tiles: four f32 tiles of
+//! C (tmm0-3), two A tiles of 16 rows x 32 depths (tmm4-5) and two B tiles of 16 depth pairs
+//! x 16 columns (tmm6-7, pairs interleaved as the instruction wants). A depth step of 32 has
+//! six A tiles ([part][row half]) and six B tiles ([part][column half]), 1 KB each.
+//!
+//! Non-finite inputs give NaN here (a part of infinity is infinity minus itself): the model
+//! has failed by then anyway, and NaN still propagates.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::gemm::Mat;
+use super::gemm_avx512::{pack_b, pack_b_conv, OutPtr, Rhs, Split};
+
+/// Rows of a micro-tile (two tiles of 16).
+const MR: usize = 32;
+/// Columns of a micro-tile (two tiles of 16); also the width of gemm_avx512's f32 panels.
+const NR: usize = 32;
+/// Depth of one tile step.
+const STEP: usize = 32;
+/// Depth per block (a multiple of STEP). Deeper than gemm_avx512's 384: these products run
+/// faster, so re-reading C once per block costs more; 576 measured best of 128-1152 (PERF.md).
+const KC: usize = 576;
+/// Output columns per task (a multiple of NR).
+const NB: usize = 512;
+/// Rows of A packed at a time inside a task when A is not packed up front (a multiple of MR).
+const RC: usize = MR * 8;
+/// bf16 values in one tile (16 rows x 64 bytes).
+const TILE: usize = 512;
+/// Tiles per operand per depth step: three parts x two halves.
+const STEP_TILES: usize = 6;
+/// Packed A operands above this many values are packed per task instead of once up front.
+const PREPACK_MAX: usize = 1 << 23;
+
+/// Whether this CPU and OS run the AMX path: AMX-TILE and AMX-BF16, AVX-512 (the packing
+/// uses it), and Linux's permission to use the tile state (requested once for the process).
+/// `PERCEPT_CPU_AMX=0` turns the path off (the AVX-512 kernel runs instead).
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var("PERCEPT_CPU_AMX").is_ok_and(|v| v.trim() == "0") {
+            return false;
+        }
+        if !super::gemm_avx512::available() {
+            return false;
+        }
+        // cpuid leaf 7 exists on every x86-64 CPU with AVX-512.
+        let leaf7 = __cpuid_count(7, 0);
+        let amx_bf16 = leaf7.edx & (1 << 22) != 0;
+        let amx_tile = leaf7.edx & (1 << 24) != 0;
+        amx_bf16 && amx_tile && request_tile_permission()
+    })
+}
+
+/// Linux hands out the 8 KB tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM for
+/// XFEATURE_XTILEDATA); the request fails on kernels or CPUs without it.
+#[cfg(target_os = "linux")]
+fn request_tile_permission() -> bool {
+    use std::ffi::c_long;
+    extern "C" {
+        fn syscall(num: c_long, ...) -> c_long;
+    }
+    const SYS_ARCH_PRCTL: c_long = 158;
+    const ARCH_REQ_XCOMP_PERM: c_long = 0x1023;
+    const XFEATURE_XTILEDATA: c_long = 18;
+    // SAFETY: a plain system call with integer arguments.
+    unsafe { syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_permission() -> bool {
+    false
+}
+
+/// The tile configuration: palette 1, all eight tiles 16 rows x 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// Tile state is per thread: configured at the start of every task, released at its end so
+/// the thread does not carry 8 KB of live tile state (and its power license) in between.
+struct Tiles;
+
+impl Tiles {
+    fn configure() -> Tiles {
+        let mut cfg = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
+        for t in 0..8 {
+            cfg.bytes_per_row[t] = 64;
+            cfg.rows[t] = 16;
+        }
+        // SAFETY: `available()` checked the CPU and obtained the OS permission; the config
+        // is a valid palette-1 layout.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly)) };
+        Tiles
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: tiles were configured by `configure`.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// bf16 values of one packed A sliver (MR rows) or B panel (NR columns) over depth `kc`.
+fn packed_len(kc: usize) -> usize {
+    kc.div_ceil(STEP) * STEP_TILES * TILE
+}
+
+/// `out[m, n] (+)= a · b` as in `gemm_avx512::matmul` (same contract).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Rhs,
+    out: &mut [f32],
+    ldo: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    // The tile instructions fault without AMX and the OS permission: refuse rather than run them.
+    assert!(available(), "gemm: AMX is not available");
+    let split = Split::new(m, n, threads, MR, NR, NB);
+    let m_pad = m.div_ceil(MR) * MR;
+    let prepacked_buf = (split.col_blocks > 1 && m_pad * k <= PREPACK_MAX).then(|| {
+        let mut buf = PREPACK_BUF.take();
+        prepack_a_into(&a, m, k, threads, &mut buf);
+        buf
+    });
+    let prepacked = prepacked_buf.as_deref();
+    let ptr = OutPtr(out.as_mut_ptr());
+    let task = |bufs: &mut Buffers, t: usize| {
+        let (r0, rows, c0, c1) = split.task(t, m, n, NR);
+        let job = Job { a, b, k, ldo, accumulate, out: ptr, prepacked, m_pad };
+        // SAFETY: the tile [r0, r0+rows) x [c0, c1) belongs to this task only and lies inside
+        // `out` (checked by the caller).
+        unsafe { job.run(r0, rows, c0, c1 - c0, bufs) };
+    };
+    let tasks = split.tasks();
+    if threads > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each_init(Buffers::default, task);
+    } else {
+        let mut bufs = Buffers::default();
+        (0..tasks).for_each(|t| task(&mut bufs, t));
+    }
+    if let Some(buf) = prepacked_buf {
+        PREPACK_BUF.set(buf);
+    }
+}
+
+thread_local! {
+    /// The last product's packed A, kept for the next one on this thread (as in gemm_avx512).
+    static PREPACK_BUF: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A task's packing buffers: A rows, one f32 panel of B, and the task's bf16 block of B.
+#[derive(Default)]
+struct Buffers {
+    a: Vec<u16>,
+    panel: Vec<f32>,
+    b: Vec<u16>,
+}
+
+struct Job<'a> {
+    a: Mat<'a>,
+    b: Rhs<'a>,
+    /// All of A packed: depth block p0 (a multiple of KC) starts at (p0 / KC) * slivers *
+    /// packed_len(KC), sliver s of it at s * packed_len(kc).
+    prepacked: Option<&'a [u16]>,
+    m_pad: usize,
+    k: usize,
+    ldo: usize,
+    accumulate: bool,
+    out: OutPtr,
+}
+
+impl Job<'_> {
+    unsafe fn run(&self, r0: usize, rows: usize, c0: usize, cols: usize, bufs: &mut Buffers) {
+        let _tiles = Tiles::configure();
+        let npanels = cols.div_ceil(NR);
+        let mut tile = [0f32; MR * NR];
+        let mut p0 = 0;
+        while p0 < self.k {
+            let kc = KC.min(self.k - p0);
+            let plen = packed_len(kc);
+            let load = self.accumulate || p0 > 0;
+            bufs.b.resize(npanels * plen, 0);
+            for jp in 0..npanels {
+                let c = c0 + jp * NR;
+                let w = NR.min(cols - jp * NR);
+                match &self.b {
+                    Rhs::Mat(b) => pack_b(b, p0, kc, c, w, &mut bufs.panel),
+                    Rhs::Conv(cv) => pack_b_conv(cv, p0, kc, c, w, &mut bufs.panel),
+                }
+                split_b_panel(&bufs.panel, kc, &mut bufs.b[jp * plen..(jp + 1) * plen]);
+            }
+            let mut rr = r0;
+            while rr < r0 + rows {
+                let rc = RC.min(r0 + rows - rr);
+                let apanel = match self.prepacked {
+                    Some(pa) => pa[(p0 / KC) * (self.m_pad / MR) * packed_len(KC) + (rr / MR) * plen..].as_ptr(),
+                    None => {
+                        bufs.a.resize(rc.div_ceil(MR) * plen, 0);
+                        pack_a(&self.a, rr, rc, p0, kc, &mut bufs.a);
+                        bufs.a.as_ptr()
+                    }
+                };
+                for ip in 0..rc.div_ceil(MR) {
+                    let ap = apanel.add(ip * plen);
+                    let tr = MR.min(rc - ip * MR);
+                    let row = rr + ip * MR;
+                    for jp in 0..npanels {
+                        let bp = bufs.b.as_ptr().add(jp * plen);
+                        let tc = NR.min(cols - jp * NR);
+                        let c = self.out.0.add(row * self.ldo + c0 + jp * NR);
+                        if tr == MR && tc == NR {
+                            kernel(kc.div_ceil(STEP), ap, bp, c, self.ldo, load);
+                        } else {
+                            kernel(kc.div_ceil(STEP), ap, bp, tile.as_mut_ptr(), NR, false);
+                            for i in 0..tr {
+                                let dst = c.add(i * self.ldo);
+                                for j in 0..tc {
+                                    let v = tile[i * NR + j];
+                                    *dst.add(j) = if load { *dst.add(j) + v } else { v };
+                                }
+                            }
+                        }
+                    }
+                }
+                rr += rc;
+            }
+            p0 += kc;
+        }
+    }
+}
+
+/// All of A [m, k] packed, depth block by depth block (layout in `Job::prepacked`).
+fn prepack_a_into(a: &Mat, m: usize, k: usize, threads: usize, all: &mut Vec<u16>) {
+    let slivers = m.div_ceil(MR);
+    let mut blocks = Vec::new();
+    let mut p0 = 0;
+    while p0 < k {
+        blocks.push((p0, KC.min(k - p0)));
+        p0 += KC;
+    }
+    let total: usize = blocks.iter().map(|&(_, kc)| slivers * packed_len(kc)).sum();
+    all.resize(total, 0);
+    let mut parts = Vec::with_capacity(blocks.len());
+    let mut rest = all.as_mut_slice();
+    for &(p0, kc) in &blocks {
+        let (blk, tail) = rest.split_at_mut(slivers * packed_len(kc));
+        parts.push((p0, kc, blk));
+        rest = tail;
+    }
+    let pack = |(p0, kc, blk): (usize, usize, &mut [u16])| pack_a(a, 0, m, p0, kc, blk);
+    if threads > 1 {
+        parts.into_par_iter().for_each(pack);
+    } else {
+        parts.into_iter().for_each(pack);
+    }
+}
+
+/// Rows [r0, r0+rows) x depth [p0, p0+kc) of A as MR-row slivers of split tiles (layout in the
+/// module comment), zero-padded in rows and depth. Every value of the slivers is written.
+fn pack_a(a: &Mat, r0: usize, rows: usize, p0: usize, kc: usize, dst: &mut [u16]) {
+    let plen = packed_len(kc);
+    let mut vals = [0f32; STEP];
+    for s in 0..rows.div_ceil(MR) {
+        let sliver = &mut dst[s * plen..(s + 1) * plen];
+        for i in 0..MR {
+            let r = s * MR + i;
+            for step in 0..kc.div_ceil(STEP) {
+                let d0 = step * STEP;
+                let depth = STEP.min(kc - d0);
+                if r < rows {
+                    let base = (r0 + r) * a.row_stride + (p0 + d0) * a.col_stride;
+                    if a.col_stride == 1 {
+                        vals[..depth].copy_from_slice(&a.data[base..base + depth]);
+                    } else {
+                        for (q, v) in vals[..depth].iter_mut().enumerate() {
+                            *v = a.data[base + q * a.col_stride];
+                        }
+                    }
+                    vals[depth..].fill(0.0);
+                } else {
+                    vals.fill(0.0);
+                }
+                let tiles = &mut sliver[step * STEP_TILES * TILE..(step + 1) * STEP_TILES * TILE];
+                // SAFETY: `available()` implies AVX-512 (checked by every entry point).
+                let parts = unsafe { split_row(&vals) };
+                for (part, row) in parts.iter().enumerate() {
+                    let at = (part * 2 + i / 16) * TILE + (i % 16) * STEP;
+                    tiles[at..at + STEP].copy_from_slice(row);
+                }
+            }
+        }
+    }
+}
+
+/// The three bf16 parts of 16 values, each as f32 bits with the low half zero: rounded to
+/// nearest even, the remainder (exact in f32) split again.
+#[target_feature(enable = "avx512f")]
+unsafe fn split16(x: __m512) -> [__m512i; 3] {
+    let low_bit = _mm512_set1_epi32(1);
+    let half = _mm512_set1_epi32(0x7fff);
+    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let mut rest = x;
+    let mut parts = [_mm512_setzero_si512(); 3];
+    for p in parts.iter_mut() {
+        let bits = _mm512_castps_si512(rest);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), low_bit);
+        let rounded = _mm512_and_si512(_mm512_add_epi32(bits, _mm512_add_epi32(half, odd)), high);
+        *p = rounded;
+        rest = _mm512_sub_ps(rest, _mm512_castsi512_ps(rounded));
+    }
+    parts
+}
+
+/// `split16` of 32 values, each part packed to 32 bf16.
+#[target_feature(enable = "avx512f")]
+unsafe fn split_row(vals: &[f32; STEP]) -> [[u16; STEP]; 3] {
+    let lo = split16(_mm512_loadu_ps(vals.as_ptr()));
+    let hi = split16(_mm512_loadu_ps(vals.as_ptr().add(16)));
+    let mut out = [[0u16; STEP]; 3];
+    for p in 0..3 {
+        let a = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(lo[p]));
+        let b = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(hi[p]));
+        _mm256_storeu_si256(out[p].as_mut_ptr() as *mut __m256i, a);
+        _mm256_storeu_si256(out[p].as_mut_ptr().add(16) as *mut __m256i, b);
+    }
+    out
+}
+
+/// One f32 panel of B ([kc][NR], as gemm_avx512 packs it) as split tiles: tile row q of a step
+/// holds depths 2q and 2q+1 of its 16 columns interleaved. Depths past kc are zero.
+fn split_b_panel(panel: &[f32], kc: usize, dst: &mut [u16]) {
+    assert!(panel.len() >= kc * NR && dst.len() >= packed_len(kc));
+    // SAFETY: `available()` implies AVX-512; indices stay inside the checked lengths.
+    unsafe { split_b_panel_avx512(panel, kc, dst) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn split_b_panel_avx512(panel: &[f32], kc: usize, dst: &mut [u16]) {
+    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let row = |d: usize, half: usize| {
+        if d < kc {
+            _mm512_loadu_ps(panel.as_ptr().add(d * NR + half * 16))
+        } else {
+            _mm512_setzero_ps()
+        }
+    };
+    for step in 0..kc.div_ceil(STEP) {
+        let tiles = dst.as_mut_ptr().add(step * STEP_TILES * TILE);
+        for q in 0..STEP / 2 {
+            let d = step * STEP + 2 * q;
+            for half in 0..2 {
+                let even = split16(row(d, half));
+                let odd = split16(row(d + 1, half));
+                for p in 0..3 {
+                    let pair = _mm512_or_si512(_mm512_srli_epi32::<16>(even[p]), _mm512_and_si512(odd[p], high));
+                    let at = (p * 2 + half) * TILE + q * STEP;
+                    _mm512_storeu_si512(tiles.add(at) as *mut __m512i, pair);
+                }
+            }
+        }
+    }
+}
+
+/// C[MR, NR] (+)= A-sliver · B-panel over `steps` depth steps; `c` has row stride `ldc`.
+/// The six products of a step run in the order (0,2) (0,1) (1,1) (1,0) (0,0) (2,0) (parts of
+/// A, B), so that each changes only A's or only B's tiles (14 tile loads instead of 24), and
+/// each reload sits right after the last two products that read the old tile.
+#[inline(never)]
+unsafe fn kernel(steps: usize, a: *const u16, b: *const u16, c: *mut f32, ldc: usize, load: bool) {
+    let ldc_bytes = ldc * 4;
+    let (c01, c10, c11) = (c.add(16), c.add(16 * ldc), c.add(16 * ldc + 16));
+    if load {
+        asm!(
+            "tileloadd tmm0, [{c00} + {s}*1]",
+            "tileloadd tmm1, [{c01} + {s}*1]",
+            "tileloadd tmm2, [{c10} + {s}*1]",
+            "tileloadd tmm3, [{c11} + {s}*1]",
+            c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11, s = in(reg) ldc_bytes,
+            options(nostack, readonly),
+        );
+    } else {
+        asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    }
+    let (mut a, mut b) = (a, b);
+    for _ in 0..steps {
+        // tmm4/tmm5: A rows 0-15/16-31; tmm6/tmm7: B columns 0-15/16-31. Tile t of a step is
+        // at byte offset 1024 t: part p, half h at t = 2p + h.
+        asm!(
+            "tileloadd tmm4, [{a} + {s}*1 + 0]",
+            "tileloadd tmm6, [{b} + {s}*1 + 4096]",
+            "tileloadd tmm5, [{a} + {s}*1 + 1024]",
+            "tileloadd tmm7, [{b} + {s}*1 + 5120]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tileloadd tmm6, [{b} + {s}*1 + 2048]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm7, [{b} + {s}*1 + 3072]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm4, [{a} + {s}*1 + 2048]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm5, [{a} + {s}*1 + 3072]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tileloadd tmm6, [{b} + {s}*1 + 0]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm4, [{a} + {s}*1 + 0]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm5, [{a} + {s}*1 + 1024]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm4, [{a} + {s}*1 + 4096]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm5, [{a} + {s}*1 + 5120]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            a = in(reg) a, b = in(reg) b, s = in(reg) 64usize,
+            options(nostack, readonly),
+        );
+        a = a.add(STEP_TILES * TILE);
+        b = b.add(STEP_TILES * TILE);
+    }
+    asm!(
+        "tilestored [{c00} + {s}*1], tmm0",
+        "tilestored [{c01} + {s}*1], tmm1",
+        "tilestored [{c10} + {s}*1], tmm2",
+        "tilestored [{c11} + {s}*1], tmm3",
+        c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11, s = in(reg) ldc_bytes,
+        options(nostack),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The three parts of a normal f32 add back to it exactly, and each is a bf16 value.
+    #[test]
+    fn parts_add_back_exactly() {
+        if !available() {
+            eprintln!("note: no AMX here; the split is tested where AMX runs");
+            return;
+        }
+        let mut s = 0x1234_5678u32;
+        let mut vals = [0f32; STEP];
+        for round in 0..2000 {
+            for v in vals.iter_mut() {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                // Random sign and mantissa, exponents across 2^-60..2^60.
+                let exp = 67 + (s >> 8) % 120;
+                *v = f32::from_bits((s & 0x8000_0000) | (exp << 23) | (s.rotate_left(7) & 0x7f_ffff));
+            }
+            if round == 0 {
+                vals[0] = 0.0;
+                vals[1] = 1.0;
+                vals[2] = -f32::MIN_POSITIVE * 4096.0;
+            }
+            // SAFETY: `available()` implies AVX-512.
+            let parts = unsafe { split_row(&vals) };
+            for (i, &v) in vals.iter().enumerate() {
+                let p: Vec<f32> = (0..3).map(|q| f32::from_bits((parts[q][i] as u32) << 16)).collect();
+                assert_eq!((p[0] as f64) + (p[1] as f64) + (p[2] as f64), v as f64, "{v:e} split as {p:?}");
+                assert!(p[1].abs() <= p[0].abs() * 2f32.powi(-8) && p[2].abs() <= p[1].abs() * 2f32.powi(-8));
+            }
+        }
+    }
+}
