@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::gemm::Mat;
-use super::gemm_avx512::{pack_b, pack_b_conv, OutPtr, Rhs, Split};
+use super::gemm_avx512::{pack_b, pack_b_conv, transpose16, OutPtr, Rhs, Split};
 
 /// Rows of a micro-tile (two tiles of 16).
 const MR: usize = 32;
@@ -209,11 +209,18 @@ impl Job<'_> {
             for jp in 0..npanels {
                 let c = c0 + jp * NR;
                 let w = NR.min(cols - jp * NR);
+                let dst = &mut bufs.b[jp * plen..(jp + 1) * plen];
                 match &self.b {
-                    Rhs::Mat(b) => pack_b(b, p0, kc, c, w, &mut bufs.panel),
-                    Rhs::Conv(cv) => pack_b_conv(cv, p0, kc, c, w, &mut bufs.panel),
+                    Rhs::Mat(b) if b.row_stride == 1 && w == NR => split_b_transposed_panel(b, p0, kc, c, dst),
+                    Rhs::Mat(b) => {
+                        pack_b(b, p0, kc, c, w, &mut bufs.panel);
+                        split_b_panel(&bufs.panel, kc, dst);
+                    }
+                    Rhs::Conv(cv) => {
+                        pack_b_conv(cv, p0, kc, c, w, &mut bufs.panel);
+                        split_b_panel(&bufs.panel, kc, dst);
+                    }
                 }
-                split_b_panel(&bufs.panel, kc, &mut bufs.b[jp * plen..(jp + 1) * plen]);
             }
             let mut rr = r0;
             while rr < r0 + rows {
@@ -381,6 +388,56 @@ unsafe fn split_b_panel_avx512(panel: &[f32], kc: usize, dst: &mut [u16]) {
                     let pair = _mm512_or_si512(_mm512_srli_epi32::<16>(even[p]), _mm512_and_si512(odd[p], high));
                     let at = (p * 2 + half) * TILE + q * STEP;
                     _mm512_storeu_si512(tiles.add(at) as *mut __m512i, pair);
+                }
+            }
+        }
+    }
+}
+
+/// One full panel (NR columns) of a transposed B (column j contiguous in depth: a linear
+/// layer's weight) straight into split tiles, one pass: 16 columns x 32 depths are loaded,
+/// split, packed to bf16 pairs (one vector per column) and transposed in registers, so each
+/// vector becomes a tile row. Half the work of packing to f32 first and splitting after, and
+/// the weight is read once.
+fn split_b_transposed_panel(b: &Mat, p0: usize, kc: usize, col: usize, dst: &mut [u16]) {
+    let last = (col + NR - 1) * b.col_stride + p0 + kc - 1;
+    assert!(b.row_stride == 1 && last < b.data.len() && dst.len() >= packed_len(kc));
+    // SAFETY: `available()` implies AVX-512; every load is inside `b.data` (checked above,
+    // masked past kc) and every store inside `dst`.
+    unsafe { split_b_transposed_panel_avx512(b, p0, kc, col, dst) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn split_b_transposed_panel_avx512(b: &Mat, p0: usize, kc: usize, col: usize, dst: &mut [u16]) {
+    let src = b.data.as_ptr();
+    let cs = b.col_stride;
+    for step in 0..kc.div_ceil(STEP) {
+        let d0 = step * STEP;
+        let depth = STEP.min(kc - d0);
+        let (mask_lo, mask_hi) =
+            (((1u32 << depth.min(16)) - 1) as u16, ((1u64 << depth.saturating_sub(16)) - 1) as u16);
+        let tiles = dst.as_mut_ptr().add(step * STEP_TILES * TILE);
+        for half in 0..2 {
+            let mut parts = [[_mm512_setzero_ps(); 16]; 3];
+            for j in 0..16 {
+                let at = src.add((col + half * 16 + j) * cs + p0 + d0);
+                // Ask for this column's line 4 steps ahead (a prefetch never faults).
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(4 * STEP) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(4 * STEP + 16) as *const i8);
+                let lo = split16(_mm512_maskz_loadu_ps(mask_lo, at));
+                let hi = split16(_mm512_maskz_loadu_ps(mask_hi, at.add(16)));
+                for p in 0..3 {
+                    // Depths 0-15 then 16-31 as bf16: u32 lane q holds depths 2q and 2q+1.
+                    let a = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(lo[p]));
+                    let c = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(hi[p]));
+                    parts[p][j] = _mm512_castsi512_ps(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), c));
+                }
+            }
+            for (p, rows) in parts.iter_mut().enumerate() {
+                transpose16(rows);
+                let tile = tiles.add((p * 2 + half) * TILE);
+                for (q, r) in rows.iter().enumerate() {
+                    _mm512_storeu_ps(tile.add(q * STEP) as *mut f32, *r);
                 }
             }
         }

@@ -406,7 +406,8 @@ const PREFETCH_LINES: usize = 8;
 
 /// In-register transpose of a 16 x 16 block: r[i] lane j becomes r[j] lane i.
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(r: &mut [__m512; 16]) {
+#[inline]
+pub(super) unsafe fn transpose16(r: &mut [__m512; 16]) {
     // Pairs of rows interleaved by 1, then by 2 (as doubles), then 128-bit lanes twice.
     let mut t = [_mm512_setzero_ps(); 16];
     for i in 0..8 {
