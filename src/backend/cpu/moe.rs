@@ -44,41 +44,60 @@ pub fn experts(
 ) -> Vec<f32> {
     let k = routing.top_k;
     let e = fc1_w.len();
-    // Counting sort of (token, slot) pairs by expert.
-    let mut lists: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e];
+    // Counting sort of (token, slot) pairs by expert; `row_of[i * k + j]` is where token i's
+    // slot j landed (expert, row in that expert's list).
+    let mut lists: Vec<Vec<usize>> = vec![Vec::new(); e];
+    let mut row_of = vec![(0usize, 0usize); n * k];
     for i in 0..n {
         for j in 0..k {
             let ex = routing.experts[i * k + j] as usize;
-            lists[ex].push((i, routing.weights[i * k + j]));
+            row_of[i * k + j] = (ex, lists[ex].len());
+            lists[ex].push(i);
         }
     }
-    // Experts run in index order and each adds its weighted rows to `out` at once, so every
-    // token sums its slots in expert order (as the authors' scatter_reduce does) and the result
-    // does not depend on thread timing. The row buffers are reused from expert to expert
-    // (each product overwrites what it reads back).
-    let mut out = vec![0f32; n * d];
-    let (mut xs, mut h, mut y) = (Vec::new(), Vec::new(), Vec::new());
-    for (ex, list) in lists.iter().enumerate() {
-        if list.is_empty() {
-            continue;
-        }
+    // Experts run side by side, each on one thread, largest first: a product of a few hundred
+    // rows splits poorly over threads (both wait on the same weight stream at the same time),
+    // while two experts on two threads keep both busy (PERF.md: the DiT's MoE layers 4.7 ->
+    // 4.0-4.3 s a forward). An expert holding more than a thread's share of all rows (top-1
+    // routing can send every token to one) runs alone first, its products threaded.
+    let threads = rayon::current_num_threads();
+    let mut order: Vec<usize> = (0..e).filter(|&ex| !lists[ex].is_empty()).collect();
+    order.sort_by_key(|&ex| std::cmp::Reverse(lists[ex].len()));
+    let (alone, side_by_side): (Vec<usize>, Vec<usize>) =
+        order.into_iter().partition(|&ex| threads > 1 && lists[ex].len() * threads > n * k);
+    let run = |ex: usize, threaded: bool| {
+        let list = &lists[ex];
         let m = list.len();
-        xs.resize(m * d, 0.0);
-        xs.par_chunks_mut(d)
-            .zip(list.par_iter())
-            .for_each(|(dst, &(i, _))| dst.copy_from_slice(&x[i * d..(i + 1) * d]));
-        h.resize(m * f, 0.0);
-        matmul_bt(m, f, d, &xs[..m * d], fc1_w[ex], &mut h[..m * f], true);
-        bias_act(&mut h[..m * f], Some(fc1_b[ex]), f, Act::GeluTanh);
-        y.resize(m * d, 0.0);
-        matmul_bt(m, d, f, &h[..m * f], fc2_w[ex], &mut y[..m * d], true);
-        let b2 = fc2_b[ex];
-        for (r, &(i, w)) in list.iter().enumerate() {
-            let dst = &mut out[i * d..(i + 1) * d];
-            for ((o, v), b) in dst.iter_mut().zip(&y[r * d..(r + 1) * d]).zip(b2) {
+        let mut xs = vec![0f32; m * d];
+        for (dst, &i) in xs.chunks_exact_mut(d).zip(list) {
+            dst.copy_from_slice(&x[i * d..(i + 1) * d]);
+        }
+        let mut h = vec![0f32; m * f];
+        matmul_bt(m, f, d, &xs, fc1_w[ex], &mut h, threaded);
+        bias_act(&mut h, Some(fc1_b[ex]), f, Act::GeluTanh);
+        let mut y = vec![0f32; m * d];
+        matmul_bt(m, d, f, &h, fc2_w[ex], &mut y, threaded);
+        (ex, y)
+    };
+    let mut ys: Vec<(usize, Vec<f32>)> = alone.into_iter().map(|ex| run(ex, true)).collect();
+    ys.par_extend(side_by_side.par_iter().with_max_len(1).map(|&ex| run(ex, false)));
+    let mut y_of: Vec<&[f32]> = vec![&[]; e];
+    for (ex, y) in &ys {
+        y_of[*ex] = y;
+    }
+    // Every token sums its slots in expert order (as the authors' scatter_reduce does), so the
+    // result does not depend on which expert finished first.
+    let mut out = vec![0f32; n * d];
+    out.par_chunks_mut(d).enumerate().for_each(|(i, dst)| {
+        let mut slots: Vec<usize> = (0..k).collect();
+        slots.sort_by_key(|&j| row_of[i * k + j].0);
+        for j in slots {
+            let (ex, r) = row_of[i * k + j];
+            let w = routing.weights[i * k + j];
+            for ((o, v), b) in dst.iter_mut().zip(&y_of[ex][r * d..(r + 1) * d]).zip(fc2_b[ex]) {
                 *o += w * (v + b);
             }
         }
-    }
+    });
     out
 }
