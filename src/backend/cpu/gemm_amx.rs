@@ -150,20 +150,12 @@ pub fn matmul(
     });
     let prepacked = prepacked_buf.as_deref();
     let ptr = OutPtr(out.as_mut_ptr());
-    let task = |bufs: &mut Buffers, t: usize| {
-        let (r0, rows, c0, c1) = split.task(t, m, n, NR);
+    split.run(m, n, NR, threads, |bufs: &mut Buffers, r0, rows, c0, c1| {
         let job = Job { a, b, k, ldo, accumulate, out: ptr, prepacked, m_pad };
         // SAFETY: the tile [r0, r0+rows) x [c0, c1) belongs to this task only and lies inside
         // `out` (checked by the caller).
         unsafe { job.run(r0, rows, c0, c1 - c0, bufs) };
-    };
-    let tasks = split.tasks();
-    if threads > 1 && tasks > 1 {
-        (0..tasks).into_par_iter().for_each_init(Buffers::default, task);
-    } else {
-        let mut bufs = Buffers::default();
-        (0..tasks).for_each(|t| task(&mut bufs, t));
-    }
+    });
     if let Some(buf) = prepacked_buf {
         PREPACK_BUF.set(buf);
     }

@@ -95,6 +95,28 @@ impl Split {
     pub fn tasks(&self) -> usize {
         self.row_splits * self.col_blocks
     }
+
+    /// Runs `tile(bufs, r0, rows, c0, c1)` for every task of an [m, n] output, over `threads`
+    /// workers (1: the calling thread), each with its own packing buffers.
+    pub fn run<B: Default>(
+        &self,
+        m: usize,
+        n: usize,
+        nr: usize,
+        threads: usize,
+        tile: impl Fn(&mut B, usize, usize, usize, usize) + Sync,
+    ) {
+        let task = |bufs: &mut B, t: usize| {
+            let (r0, rows, c0, c1) = self.task(t, m, n, nr);
+            tile(bufs, r0, rows, c0, c1);
+        };
+        if threads > 1 && self.tasks() > 1 {
+            (0..self.tasks()).into_par_iter().for_each_init(B::default, task);
+        } else {
+            let mut bufs = B::default();
+            (0..self.tasks()).for_each(|t| task(&mut bufs, t));
+        }
+    }
 }
 
 /// Packed A operands above this many values are packed per task instead of once up front.
@@ -133,20 +155,12 @@ pub fn matmul(
         buf
     });
     let prepacked = prepacked_buf.as_deref();
-    let task = |bufs: &mut (Vec<f32>, Vec<f32>), t: usize| {
-        let (r0, rows, c0, c1) = split.task(t, m, n, NR);
+    split.run(m, n, NR, threads, |bufs: &mut (Vec<f32>, Vec<f32>), r0, rows, c0, c1| {
         let job = Job { a, b, k, ldo, accumulate, out: ptr, prepacked, m_pad };
         // SAFETY: the tile [r0, r0+rows) x [c0, c1) belongs to this task only and lies inside
         // `out` (checked by the caller).
         unsafe { job.run(r0, rows, c0, c1 - c0, bufs) };
-    };
-    let tasks = split.tasks();
-    if threads > 1 && tasks > 1 {
-        (0..tasks).into_par_iter().for_each_init(|| (Vec::new(), Vec::new()), task);
-    } else {
-        let mut bufs = (Vec::new(), Vec::new());
-        (0..tasks).for_each(|t| task(&mut bufs, t));
-    }
+    });
     if let Some(buf) = prepacked_buf {
         PREPACK_BUF.set(buf);
     }
