@@ -39,6 +39,15 @@ impl Engine {
         Engine::GemmCrate
     }
 
+    /// How reports name the engine.
+    pub fn label(self) -> &'static str {
+        match self {
+            Engine::Amx => "AMX",
+            Engine::Avx512 => "AVX-512",
+            Engine::GemmCrate => "gemm crate",
+        }
+    }
+
     /// Every engine this CPU runs, the fastest first.
     pub fn available() -> Vec<Engine> {
         let mut v = Vec::new();

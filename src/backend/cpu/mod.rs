@@ -68,7 +68,8 @@ impl Backend for Cpu {
     type Graph = std::convert::Infallible;
 
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        // The GEMM engine decides most of the speed (and the last bits of the results).
+        format!("cpu ({} threads, {} GEMM)", rayon::current_num_threads(), gemm::Engine::best().label())
     }
     fn shape<'a>(&self, t: &'a Tensor) -> &'a [usize] {
         &t.shape
