@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::gemm::Mat;
-use super::gemm_avx512::{pack_b, pack_b_conv, transpose16, OutPtr, Rhs, Split};
+use super::gemm_avx512::{pack_b, pack_b_conv, store_edge_tile, transpose16, OutPtr, Rhs, Split};
 
 /// Rows of a micro-tile (two tiles of 16).
 const MR: usize = 32;
@@ -238,13 +238,7 @@ impl Job<'_> {
                             kernel(kc.div_ceil(STEP), ap, bp, c, self.ldo, load);
                         } else {
                             kernel(kc.div_ceil(STEP), ap, bp, tile.as_mut_ptr(), NR, false);
-                            for i in 0..tr {
-                                let dst = c.add(i * self.ldo);
-                                for j in 0..tc {
-                                    let v = tile[i * NR + j];
-                                    *dst.add(j) = if load { *dst.add(j) + v } else { v };
-                                }
-                            }
+                            store_edge_tile(&tile, NR, c, self.ldo, tr, tc, load);
                         }
                     }
                 }

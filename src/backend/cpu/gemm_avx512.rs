@@ -242,19 +242,36 @@ impl Job<'_> {
                             kernel(kc, ap, bp, c, self.ldo, load);
                         } else {
                             kernel(kc, ap, bp, tile.as_mut_ptr(), NR, false);
-                            for i in 0..tr {
-                                let dst = c.add(i * self.ldo);
-                                for j in 0..tc {
-                                    let v = tile[i * NR + j];
-                                    *dst.add(j) = if load { *dst.add(j) + v } else { v };
-                                }
-                            }
+                            store_edge_tile(&tile, NR, c, self.ldo, tr, tc, load);
                         }
                     }
                 }
                 rr += rc;
             }
             p0 += kc;
+        }
+    }
+}
+
+/// The `rows` x `cols` corner of a micro-tile computed into `tile` (row stride `nr`), stored
+/// to or (`load`) added into `c` (row stride `ldc`): the edges of an output that a full tile
+/// would overrun.
+///
+/// # Safety
+/// `c` must be valid for `rows` rows of `cols` values at row stride `ldc`.
+pub(super) unsafe fn store_edge_tile(
+    tile: &[f32],
+    nr: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    load: bool,
+) {
+    for i in 0..rows {
+        let dst = c.add(i * ldc);
+        for (j, &v) in tile[i * nr..i * nr + cols].iter().enumerate() {
+            *dst.add(j) = if load { *dst.add(j) + v } else { v };
         }
     }
 }
