@@ -36,6 +36,9 @@ pub enum Error {
     /// A CUDA call or kernel compile failed.
     #[error("cuda: {0}")]
     Cuda(String),
+    /// The run was stopped between denoising steps (cancel token, progress callback, signal).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -291,3 +291,60 @@ fn bench_device_rows_run_on_the_emulator_and_write_json() {
     let (weights, peak) = (v["weight_bytes"].as_u64().unwrap(), v["peak_memory_bytes"].as_u64().unwrap());
     assert!(peak > weights && weights > 1_000_000, "weights {weights}, peak {peak}");
 }
+
+/// Cancellation and progress between denoising steps, with the step captured and replayed: the
+/// progress callback sees every step in order, stopping it or cancelling the token ends the run
+/// with `Error::Cancelled` at the next step boundary, and the engine runs normally afterwards.
+#[test]
+fn denoise_stops_between_steps_when_cancelled_and_reports_progress() {
+    use percept::pipeline::control::{CancelToken, Control, Progress};
+    use std::sync::{Arc, Mutex};
+    let Some(dir) = fixtures_dir() else { return };
+    let fx = Fixture::load(&dir, "pipeline_tiny").unwrap();
+    let (engine, _) = fixture_engine(&Cuda::new(EmuDevice::new(Arch::Sm90)), &fx).unwrap();
+    let rgb = engine.encode(&fx.tensor("rgb").unwrap()).unwrap();
+    let prompt = engine.encode(&fx.tensor("prompt").unwrap()).unwrap();
+    let labels = fx.ints("label").unwrap();
+    let noise = || fx.tensor("noise").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let token = CancelToken::new();
+    let stop_after = Arc::new(Mutex::new(usize::MAX));
+    let control = Control {
+        cancel: Some(token.clone()),
+        progress: Some({
+            let (seen, stop_after) = (seen.clone(), stop_after.clone());
+            Arc::new(move |p: Progress| {
+                seen.lock().unwrap().push(p);
+                p.step < *stop_after.lock().unwrap()
+            })
+        }),
+    };
+    let run = |control: &Control| {
+        engine.denoise_with(&rgb, &prompt, &labels, noise(), 5, &mut Trace::default(), control).map(drop)
+    };
+
+    run(&control).unwrap();
+    let steps: Vec<(usize, usize)> = seen.lock().unwrap().iter().map(|p| (p.step, p.steps)).collect();
+    assert_eq!(steps, (1..=5).map(|s| (s, 5)).collect::<Vec<_>>());
+
+    // The callback stops the run after step 3 (a replayed step).
+    seen.lock().unwrap().clear();
+    *stop_after.lock().unwrap() = 3;
+    assert!(matches!(run(&control), Err(percept::Error::Cancelled)));
+    assert_eq!(seen.lock().unwrap().len(), 3);
+
+    // A token cancelled before the call stops it before the first step.
+    seen.lock().unwrap().clear();
+    *stop_after.lock().unwrap() = usize::MAX;
+    token.cancel();
+    assert!(matches!(run(&control), Err(percept::Error::Cancelled)));
+    assert!(seen.lock().unwrap().is_empty());
+
+    // Cleared, the same engine completes and gives the uncontrolled result.
+    token.reset();
+    let dl = |x| engine.backend.download(&x).unwrap().data;
+    let controlled =
+        dl(engine.denoise_with(&rgb, &prompt, &labels, noise(), 5, &mut Trace::default(), &control).unwrap());
+    let plain = dl(engine.denoise(&rgb, &prompt, &labels, noise(), 5, &mut Trace::default()).unwrap());
+    assert_eq!(controlled, plain);
+}

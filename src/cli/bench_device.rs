@@ -175,7 +175,7 @@ pub fn run<D: Device>(
         // A whole prediction as a user runs it: host image in, ensembled depth out (wall time).
         let rgb = Tensor::new(vec![3, res, res], rng.normals(3 * res * res).iter().map(|v| v.tanh()).collect())?;
         let req = [Request { task: TaskKind::Depth, rgb, prompt: depth_prompt(res) }];
-        let opts = SampleOptions { steps: DEPTH_STEPS, ensemble: k, seed: 0 };
+        let opts = SampleOptions { steps: DEPTH_STEPS, ensemble: k, seed: 0, ..Default::default() };
         let ms = time_wall(reps, || Ok(engine.predict(&req, &opts).map(drop)?))?;
         let flops = 2.0 * vae_encode_flops(&vae_cfg, res, res)
             + DEPTH_STEPS as f64 * cfg.dit.forward_flops(k)

@@ -247,7 +247,7 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
     }
     let engine = engine(&args.model)?;
     let res = engine.config().resolution;
-    let opts = SampleOptions { steps: args.steps, ensemble: args.ensemble, seed: args.seed };
+    let opts = SampleOptions { steps: args.steps, ensemble: args.ensemble, seed: args.seed, ..Default::default() };
     let start = Instant::now();
     let mut scored: Vec<Scored> = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();

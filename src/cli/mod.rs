@@ -86,7 +86,12 @@ pub struct SampleArgs {
 
 impl SampleArgs {
     pub fn options(&self) -> crate::pipeline::tasks::SampleOptions {
-        crate::pipeline::tasks::SampleOptions { steps: self.steps, ensemble: self.ensemble, seed: self.seed }
+        crate::pipeline::tasks::SampleOptions {
+            steps: self.steps,
+            ensemble: self.ensemble,
+            seed: self.seed,
+            ..Default::default()
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! The task pipeline (SPEC.md): encode rgb and prompt once, denoise K ensemble members as one
 //! batch under the task label, decode, and reduce the members to one prediction.
 
+pub mod control;
 pub mod noise;
 
+use self::control::Control;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::dit::Dit;
@@ -86,6 +88,22 @@ impl<B: Backend> Engine<B> {
         steps: usize,
         trace: &mut Trace,
     ) -> Result<B::T> {
+        self.denoise_with(rgb, prompt, labels, noise, steps, trace, &Control::default())
+    }
+
+    /// `denoise`, checking `control` before each step and reporting each step to it:
+    /// `Error::Cancelled` at the first step boundary after a cancel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn denoise_with(
+        &self,
+        rgb: &B::T,
+        prompt: &B::T,
+        labels: &[i64],
+        noise: Tensor,
+        steps: usize,
+        trace: &mut Trace,
+        control: &Control,
+    ) -> Result<B::T> {
         let be = &self.backend;
         let n = noise.shape[0];
         if labels.len() != n || be.shape(rgb)[0] != n || be.shape(prompt)[0] != n {
@@ -112,6 +130,7 @@ impl<B: Backend> Engine<B> {
         // writes again (so a trace can still read each step's output).
         let mut last_out: Option<B::T> = None;
         for (i, &t) in timesteps.iter().enumerate() {
+            control.check()?;
             let coefs = self.scheduler.coefficients(t, steps)?;
             if coefs.clip.is_some() {
                 // clip_sample (off in every SD-2 config) needs the general step.
@@ -119,6 +138,7 @@ impl<B: Backend> Engine<B> {
                 let out = self.dit.forward(be, &input, &vec![t as f32; n], labels, None)?;
                 x = be.ddim_step(&be.slice_channels(&out, 0, c)?, &x, &coefs)?;
                 trace.push(be, &out, &x)?;
+                control.step_done(i + 1, timesteps.len())?;
                 continue;
             }
             if graph.is_none() {
@@ -152,6 +172,7 @@ impl<B: Backend> Engine<B> {
                 let out = last_out.as_ref().ok_or_else(|| Error::Shape("denoise: no model output to trace".into()))?;
                 trace.push(be, out, &x)?;
             }
+            control.step_done(i + 1, timesteps.len())?;
         }
         trace.timesteps = timesteps;
         Ok(x)

@@ -1,6 +1,7 @@
 //! The three tasks on images at the model's resolution: build the prompt, run K ensemble
 //! members of many inputs as one batch, reduce the members (SPEC.md "Tasks").
 
+use super::control::Control;
 use super::noise::NoiseRng;
 use super::{Engine, Task, Trace};
 use crate::backend::Backend;
@@ -15,11 +16,13 @@ pub struct SampleOptions {
     pub steps: usize,
     pub ensemble: usize,
     pub seed: u64,
+    /// Cancellation and progress, checked between denoising steps.
+    pub control: Control,
 }
 
 impl Default for SampleOptions {
     fn default() -> Self {
-        SampleOptions { steps: 50, ensemble: 1, seed: 0 }
+        SampleOptions { steps: 50, ensemble: 1, seed: 0, control: Control::default() }
     }
 }
 
@@ -111,13 +114,14 @@ impl<B: Backend> Engine<B> {
                 .collect::<Result<Vec<_>>>()?,
         )?;
         let labels: Vec<i64> = rows.iter().map(|r| r.3).collect();
-        let latent = self.denoise(
+        let latent = self.denoise_with(
             &be.upload(&gather(&rgb_lat)?)?,
             &be.upload(&gather(&prompt_lat)?)?,
             &labels,
             noise,
             opts.steps,
             &mut Trace::default(),
+            &opts.control,
         )?;
         let decoded = self.decode(&latent)?; // [rows, 3, R, R]
         let plane = res * res;
