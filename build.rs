@@ -40,7 +40,7 @@ fn main() {
     for path in names {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
         let text = fs::read_to_string(&path).unwrap();
-        let expanded = expand_includes(&text, &kernels_dir, &mut HashSet::new());
+        let expanded = expand_includes(&text, &kernels_dir, &mut HashSet::new(), &kernel_label(&kernels_dir, &path));
         let entries = kernel_entries(&text);
         files.push(KernelFile { stem, expanded, entries, path });
     }
@@ -57,11 +57,15 @@ fn main() {
 
 /// Inlines `#include "x.cuh"` (relative to `kernels/` or `kernels/common/`), once per file. Other
 /// includes stay: `emu_runtime.h` sits behind `#ifdef PERCEPT_EMU`, which NVRTC never defines.
-fn expand_includes(text: &str, dir: &Path, seen: &mut HashSet<PathBuf>) -> String {
+/// `#line` markers around every inlined header (and blank lines for the lines dropped) keep line
+/// numbers true, so an NVRTC error or a compute-sanitizer report names `kernels/<file>:LINE`;
+/// `label` is the name of the file `text` came from, as those reports should print it.
+fn expand_includes(text: &str, dir: &Path, seen: &mut HashSet<PathBuf>, label: &str) -> String {
     let mut out = String::new();
-    for line in text.lines() {
+    for (n, line) in text.lines().enumerate() {
         let t = line.trim();
         if t == "#pragma once" {
+            out.push('\n');
             continue;
         }
         if let Some(name) = t.strip_prefix("#include \"").and_then(|r| r.strip_suffix('"')) {
@@ -73,7 +77,12 @@ fn expand_includes(text: &str, dir: &Path, seen: &mut HashSet<PathBuf>) -> Strin
                 let path = path.canonicalize().unwrap();
                 if seen.insert(path.clone()) {
                     let inner = fs::read_to_string(&path).unwrap();
-                    out.push_str(&expand_includes(&inner, dir, seen));
+                    let inner_label = kernel_label(dir, &path);
+                    writeln!(out, "#line 1 \"{inner_label}\"").unwrap();
+                    out.push_str(&expand_includes(&inner, dir, seen, &inner_label));
+                    writeln!(out, "#line {} \"{label}\"", n + 2).unwrap();
+                } else {
+                    out.push('\n');
                 }
                 continue;
             }
@@ -82,6 +91,15 @@ fn expand_includes(text: &str, dir: &Path, seen: &mut HashSet<PathBuf>) -> Strin
         out.push('\n');
     }
     out
+}
+
+/// `kernels/...` for a file under the kernels folder (what error reports name), else its path.
+fn kernel_label(kernels_dir: &Path, path: &Path) -> String {
+    let dir = kernels_dir.canonicalize().unwrap_or_else(|_| kernels_dir.to_path_buf());
+    match path.strip_prefix(&dir) {
+        Ok(rel) => format!("kernels/{}", rel.display()),
+        Err(_) => path.display().to_string(),
+    }
 }
 
 fn kernel_entries(text: &str) -> Vec<String> {
@@ -127,7 +145,12 @@ fn planted_copies(kernels_dir: &Path, files: &[KernelFile], out: &Path) -> Vec<K
         }
         let path = dir.join(format!("{}__{bug}.cu", original.stem));
         fs::write(&path, &patched).unwrap();
-        let expanded = expand_includes(&patched, kernels_dir, &mut HashSet::new());
+        let expanded = expand_includes(
+            &patched,
+            kernels_dir,
+            &mut HashSet::new(),
+            &format!("kernels/planted/{}__{bug}.cu", original.stem),
+        );
         let entries = original.entries.iter().map(|e| format!("{e}__{bug}")).collect();
         copies.push(KernelFile { stem: format!("{}__{bug}", original.stem), expanded, entries, path });
     }
