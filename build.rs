@@ -3,6 +3,8 @@
 //!
 //! `PERCEPT_EMU_ASAN=1` at build time builds the emulated kernels with AddressSanitizer (tests only);
 //! `PERCEPT_EMU_UCONTEXT=1` switches fibers with ucontext instead of the x86-64 assembly switch.
+//! `PERCEPT_EMU_FMA=1` builds them with FMA contraction (`-mfma -ffp-contract=fast`), as NVRTC
+//! compiles for a GPU: rounding that a fused multiply-add changes shows on the CPU (tests only).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -28,6 +30,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/emu/runtime.cpp");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_ASAN");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_UCONTEXT");
+    println!("cargo:rerun-if-env-changed=PERCEPT_EMU_FMA");
     println!("cargo:rustc-check-cfg=cfg(percept_emu_asan)");
 
     let mut files = Vec::new();
@@ -232,6 +235,10 @@ fn build_emulator<'a>(root: &Path, out: &Path, files: impl Iterator<Item = &'a K
     }
     if std::env::var("PERCEPT_EMU_UCONTEXT").is_ok_and(|v| v == "1") {
         build.define("PERCEPT_EMU_UCONTEXT", None);
+    }
+    if std::env::var("PERCEPT_EMU_FMA").is_ok_and(|v| v == "1") {
+        // a * b + c contracted to one fused multiply-add wherever the compiler can, as on a GPU.
+        build.flag("-mfma").flag("-ffp-contract=fast");
     }
     if asan {
         build.define("PERCEPT_EMU_ASAN", None).flag("-fsanitize=address").flag("-fno-omit-frame-pointer").debug(true);
