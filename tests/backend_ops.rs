@@ -490,3 +490,19 @@ fn sizes_past_the_kernels_index_width_are_refused_before_allocating() {
     assert!(e.contains("out of device memory"), "{e}");
     assert!(percept::backend::cuda::backend::checked::<i64>("scale", "element count", 3 << 30).is_ok());
 }
+
+/// Faults that poison the CUDA context (the rest of the op test must rerun in a fresh process) are
+/// told from errors that leave it usable.
+#[test]
+fn sticky_device_faults_are_told_from_other_errors() {
+    use percept::backend::cuda::gpu::is_sticky_fault;
+    use percept::error::Error;
+    let driver = |code: &str| Error::Cuda(format!("launch gemm_f32 (grid [1, 1, 1]): DriverError({code}, \"...\")"));
+    for code in ["CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_LAUNCH_FAILED", "CUDA_ERROR_MISALIGNED_ADDRESS"] {
+        assert!(is_sticky_fault(&driver(code)), "{code}");
+    }
+    for code in ["CUDA_ERROR_OUT_OF_MEMORY", "CUDA_ERROR_INVALID_VALUE", "CUDA_ERROR_NOT_FOUND"] {
+        assert!(!is_sticky_fault(&driver(code)), "{code}");
+    }
+    assert!(!is_sticky_fault(&Error::Shape("linear: size = 3000000000 does not fit".into())));
+}
