@@ -815,7 +815,7 @@ fn planted_child_illegal_address() {
         let dev = device();
         // n far beyond the 4-byte buffers: the grid-stride loop walks off the heap.
         let (x, y) = (dev.htod(&[1.0f32]).unwrap(), dev.htod(&[0.0f32]).unwrap());
-        let args = [(&y).into(), (&x).into(), Arg::I32(i32::MAX)];
+        let args = [(&y).into(), (&x).into(), Arg::I64(i32::MAX as i64)];
         let _ = dev.launch("silu_f32", &LaunchConfig::linear(1, 32), &args);
     }
 }
@@ -872,7 +872,7 @@ fn emu_bf16_f16_conversions_round_to_nearest_even() {
     let (bf, hf) = (dev.alloc(2 * n).unwrap(), dev.alloc(2 * n).unwrap());
     let (bf_back, hf_back) = (out_f32(&dev, n), out_f32(&dev, n));
     let dx = dev.htod(&x).unwrap();
-    let args = [(&bf).into(), (&hf).into(), (&bf_back).into(), (&hf_back).into(), (&dx).into(), Arg::I64(n as i64)];
+    let args = [(&bf).into(), (&hf).into(), (&bf_back).into(), (&hf_back).into(), (&dx).into(), Arg::I32(n as i32)];
     dev.launch("probe_convert_f32", &LaunchConfig::linear(blocks_for(n, 256), 256), &args).unwrap();
     let (bf, hf) = (bf.to_vec::<u16>().unwrap(), hf.to_vec::<u16>().unwrap());
     let (bf_back, hf_back) = (bf_back.to_vec::<f32>().unwrap(), hf_back.to_vec::<f32>().unwrap());
