@@ -3,6 +3,8 @@
 //!
 //! `PERCEPT_EMU_ASAN=1` at build time builds the emulated kernels with AddressSanitizer (tests only);
 //! `PERCEPT_EMU_UCONTEXT=1` switches fibers with ucontext instead of the x86-64 assembly switch.
+//! `PERCEPT_EMU_FMA=1` builds them with FMA contraction (`-mfma -ffp-contract=fast`), as NVRTC
+//! compiles for a GPU: rounding that a fused multiply-add changes shows on the CPU (tests only).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -28,6 +30,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/emu/runtime.cpp");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_ASAN");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_UCONTEXT");
+    println!("cargo:rerun-if-env-changed=PERCEPT_EMU_FMA");
     println!("cargo:rustc-check-cfg=cfg(percept_emu_asan)");
 
     let mut files = Vec::new();
@@ -40,7 +43,7 @@ fn main() {
     for path in names {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
         let text = fs::read_to_string(&path).unwrap();
-        let expanded = expand_includes(&text, &kernels_dir, &mut HashSet::new());
+        let expanded = expand_includes(&text, &kernels_dir, &mut HashSet::new(), &kernel_label(&kernels_dir, &path));
         let entries = kernel_entries(&text);
         files.push(KernelFile { stem, expanded, entries, path });
     }
@@ -57,11 +60,15 @@ fn main() {
 
 /// Inlines `#include "x.cuh"` (relative to `kernels/` or `kernels/common/`), once per file. Other
 /// includes stay: `emu_runtime.h` sits behind `#ifdef PERCEPT_EMU`, which NVRTC never defines.
-fn expand_includes(text: &str, dir: &Path, seen: &mut HashSet<PathBuf>) -> String {
+/// `#line` markers around every inlined header (and blank lines for the lines dropped) keep line
+/// numbers true, so an NVRTC error or a compute-sanitizer report names `kernels/<file>:LINE`;
+/// `label` is the name of the file `text` came from, as those reports should print it.
+fn expand_includes(text: &str, dir: &Path, seen: &mut HashSet<PathBuf>, label: &str) -> String {
     let mut out = String::new();
-    for line in text.lines() {
+    for (n, line) in text.lines().enumerate() {
         let t = line.trim();
         if t == "#pragma once" {
+            out.push('\n');
             continue;
         }
         if let Some(name) = t.strip_prefix("#include \"").and_then(|r| r.strip_suffix('"')) {
@@ -73,7 +80,12 @@ fn expand_includes(text: &str, dir: &Path, seen: &mut HashSet<PathBuf>) -> Strin
                 let path = path.canonicalize().unwrap();
                 if seen.insert(path.clone()) {
                     let inner = fs::read_to_string(&path).unwrap();
-                    out.push_str(&expand_includes(&inner, dir, seen));
+                    let inner_label = kernel_label(dir, &path);
+                    writeln!(out, "#line 1 \"{inner_label}\"").unwrap();
+                    out.push_str(&expand_includes(&inner, dir, seen, &inner_label));
+                    writeln!(out, "#line {} \"{label}\"", n + 2).unwrap();
+                } else {
+                    out.push('\n');
                 }
                 continue;
             }
@@ -82,6 +94,15 @@ fn expand_includes(text: &str, dir: &Path, seen: &mut HashSet<PathBuf>) -> Strin
         out.push('\n');
     }
     out
+}
+
+/// `kernels/...` for a file under the kernels folder (what error reports name), else its path.
+fn kernel_label(kernels_dir: &Path, path: &Path) -> String {
+    let dir = kernels_dir.canonicalize().unwrap_or_else(|_| kernels_dir.to_path_buf());
+    match path.strip_prefix(&dir) {
+        Ok(rel) => format!("kernels/{}", rel.display()),
+        Err(_) => path.display().to_string(),
+    }
 }
 
 fn kernel_entries(text: &str) -> Vec<String> {
@@ -127,7 +148,12 @@ fn planted_copies(kernels_dir: &Path, files: &[KernelFile], out: &Path) -> Vec<K
         }
         let path = dir.join(format!("{}__{bug}.cu", original.stem));
         fs::write(&path, &patched).unwrap();
-        let expanded = expand_includes(&patched, kernels_dir, &mut HashSet::new());
+        let expanded = expand_includes(
+            &patched,
+            kernels_dir,
+            &mut HashSet::new(),
+            &format!("kernels/planted/{}__{bug}.cu", original.stem),
+        );
         let entries = original.entries.iter().map(|e| format!("{e}__{bug}")).collect();
         copies.push(KernelFile { stem: format!("{}__{bug}", original.stem), expanded, entries, path });
     }
@@ -209,6 +235,10 @@ fn build_emulator<'a>(root: &Path, out: &Path, files: impl Iterator<Item = &'a K
     }
     if std::env::var("PERCEPT_EMU_UCONTEXT").is_ok_and(|v| v == "1") {
         build.define("PERCEPT_EMU_UCONTEXT", None);
+    }
+    if std::env::var("PERCEPT_EMU_FMA").is_ok_and(|v| v == "1") {
+        // a * b + c contracted to one fused multiply-add wherever the compiler can, as on a GPU.
+        build.flag("-mfma").flag("-ffp-contract=fast");
     }
     if asan {
         build.define("PERCEPT_EMU_ASAN", None).flag("-fsanitize=address").flag("-fno-omit-frame-pointer").debug(true);

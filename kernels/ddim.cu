@@ -28,10 +28,10 @@ static __device__ __forceinline__ float ddim_update(float out, float s, int pred
 // `pred_x0` may be null.
 extern "C" __global__ void ddim_step_f32(float* __restrict__ prev, float* __restrict__ pred_x0,
                                          const float* __restrict__ model_output, const float* __restrict__ sample,
-                                         int n, int pred_type, float sqrt_alpha, float sqrt_one_minus_alpha,
+                                         long long n, int pred_type, float sqrt_alpha, float sqrt_one_minus_alpha,
                                          float c_x0, float c_eps) {
-    int stride = gridDim.x * blockDim.x;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float x0;
         prev[i] = ddim_update(model_output[i], sample[i], pred_type, sqrt_alpha, sqrt_one_minus_alpha, c_x0, c_eps,
                               &x0);
@@ -44,11 +44,11 @@ PERCEPT_KERNEL(ddim_step_f32)
 // device memory, so that one captured graph serves every step: the host writes each step's values
 // there before replaying it. `prev` may be `sample` (the step in place): each element is read
 // before it is written, by the same thread.
-extern "C" __global__ void ddim_step_dev_f32(float* prev, const float* model_output, const float* sample, int n,
+extern "C" __global__ void ddim_step_dev_f32(float* prev, const float* model_output, const float* sample, long long n,
                                              int pred_type, const float* __restrict__ coef) {
     float sa = coef[0], soma = coef[1], cx0 = coef[2], ceps = coef[3];
-    int stride = gridDim.x * blockDim.x;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float x0;
         prev[i] = ddim_update(model_output[i], sample[i], pred_type, sa, soma, cx0, ceps, &x0);
     }

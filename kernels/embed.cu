@@ -105,6 +105,9 @@ PERCEPT_KERNEL(embedding_bf16)
 
 // y [B, 2*half] = [cos(t f), sin(t f)] with f_i = exp(-ln(10000) i / half) in f32, cos and sin of
 // the f32 argument evaluated in f64 as the CPU path does. Grid-stride over B*half.
+// f_i's exponential is taken in f64 and rounded to f32: a GPU's expf may be 2 ulp off, and at
+// t = 999 one ulp of f moves the cosine's argument by ~1e-4; the CPU's expf is correctly rounded
+// for these arguments (tests/kernels.rs checks both), so the frequencies agree bit for bit.
 template <class T>
 static __device__ __forceinline__ void timestep_features(T* __restrict__ y, const float* __restrict__ t, int B,
                                                          int half) {
@@ -113,7 +116,7 @@ static __device__ __forceinline__ void timestep_features(T* __restrict__ y, cons
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
         int i = (int)(e % half);
         long long b = e / half;
-        float f = expf(-9.21034037f * (float)i / (float)half);
+        float f = (float)exp((double)(-9.21034037f * (float)i / (float)half));
         float a = t[b] * f;
         st(y, b * 2 * half + i, (float)cos((double)a));
         st(y, b * 2 * half + half + i, (float)sin((double)a));

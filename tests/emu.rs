@@ -77,7 +77,7 @@ fn emu_ddim_step_f32_matches_reference() {
                 Arg::from(&x0),
                 Arg::from(&d_mo),
                 Arg::from(&d_s),
-                Arg::I32(n as i32),
+                Arg::I64(n as i64),
                 Arg::I32(pred_type),
                 Arg::F32((a_t as f32).sqrt()),
                 Arg::F32((1.0 - a_t as f32).sqrt()),
@@ -96,7 +96,7 @@ fn emu_ddim_step_f32_matches_reference() {
             Arg::Ptr(0),
             Arg::from(&d_mo),
             Arg::from(&d_s),
-            Arg::I32(n as i32),
+            Arg::I64(n as i64),
             Arg::I32(pred_type),
             Arg::F32((a_t as f32).sqrt()),
             Arg::F32((1.0 - a_t as f32).sqrt()),
@@ -136,10 +136,10 @@ fn emu_elementwise_matches_reference() {
                 dev.set_schedule_seed(seed);
                 let y = out_f32(&dev, n);
                 let cfg = LaunchConfig::linear(blocks_for(n, 128).min(5), 128);
-                dev.launch(&format!("{op}_f32"), &cfg, &[(&y).into(), (&dx).into(), Arg::I32(n as i32)]).unwrap();
+                dev.launch(&format!("{op}_f32"), &cfg, &[(&y).into(), (&dx).into(), Arg::I64(n as i64)]).unwrap();
                 check(&format!("{op}_f32 n={n}"), &y.to_vec().unwrap(), &want, F32_TOL);
                 let yb = dev.alloc(2 * n).unwrap();
-                dev.launch(&format!("{op}_bf16"), &cfg, &[(&yb).into(), (&dxb).into(), Arg::I32(n as i32)]).unwrap();
+                dev.launch(&format!("{op}_bf16"), &cfg, &[(&yb).into(), (&dxb).into(), Arg::I64(n as i64)]).unwrap();
                 check(&format!("{op}_bf16 n={n}"), &from_bf16(&yb.to_vec().unwrap()), &want_b, BF16_TOL);
             }
         }
@@ -520,7 +520,7 @@ fn emu_launch_limits_are_enforced() {
     let dev = device();
     let y = out_f32(&dev, 64);
     let x = dev.htod(&vec![1.0f32; 64]).unwrap();
-    let args = [(&y).into(), (&x).into(), Arg::I32(64)];
+    let args = [(&y).into(), (&x).into(), Arg::I64(64)];
     let launch = |grid: [u32; 3], block: [u32; 3], shared: u32| {
         dev.launch("silu_f32", &LaunchConfig { grid, block, shared_bytes: shared }, &args)
     };
@@ -549,8 +549,8 @@ fn emu_launch_limits_are_enforced() {
 
     let cfg = LaunchConfig::linear(1, 32);
     refused(dev.launch("silu_f32", &cfg, &[(&y).into(), (&x).into()]), "missing argument");
-    refused(dev.launch("silu_f32", &cfg, &[(&y).into(), (&x).into(), Arg::F32(64.0)]), "float for int");
-    refused(dev.launch("silu_f32", &cfg, &[(&y).into(), Arg::Ptr(0x1000), Arg::I32(64)]), "not device memory");
+    refused(dev.launch("silu_f32", &cfg, &[(&y).into(), (&x).into(), Arg::F32(64.0)]), "float for a count");
+    refused(dev.launch("silu_f32", &cfg, &[(&y).into(), Arg::Ptr(0x1000), Arg::I64(64)]), "not device memory");
     assert!(dev.launch("no_such_kernel", &cfg, &[]).is_err());
 }
 
@@ -632,7 +632,7 @@ fn off_by_one_store(dev: &EmuDevice) -> percept::Result<()> {
     dev.launch(
         "silu_f32__off_by_one_store",
         &LaunchConfig::linear(1, 128),
-        &[(&y).into(), (&x).into(), Arg::I32(n as i32)],
+        &[(&y).into(), (&x).into(), Arg::I64(n as i64)],
     )
 }
 
@@ -789,7 +789,7 @@ fn emu_ddim_step_f32_matches_fixture_chains() {
                 Arg::from(&x0),
                 Arg::from(&model_output),
                 Arg::from(&sample),
-                Arg::I32(n as i32),
+                Arg::I64(n as i64),
                 Arg::I32(pred_type),
                 Arg::F32(a_t.sqrt()),
                 Arg::F32((1.0 - a_t).sqrt()),
@@ -815,7 +815,7 @@ fn planted_child_illegal_address() {
         let dev = device();
         // n far beyond the 4-byte buffers: the grid-stride loop walks off the heap.
         let (x, y) = (dev.htod(&[1.0f32]).unwrap(), dev.htod(&[0.0f32]).unwrap());
-        let args = [(&y).into(), (&x).into(), Arg::I32(i32::MAX)];
+        let args = [(&y).into(), (&x).into(), Arg::I64(i32::MAX as i64)];
         let _ = dev.launch("silu_f32", &LaunchConfig::linear(1, 32), &args);
     }
 }

@@ -474,6 +474,27 @@ fn kernels_embedding_and_timestep_features_match_cpu() {
     }
 }
 
+/// The timestep features of every DDIM timestep, bit for bit as the CPU computes them: the kernel
+/// takes the frequencies' exponential in f64 (a GPU's expf may be 2 ulp off), which rounds to the
+/// CPU's f32 expf for each of the 128 arguments, so no device or FMA contraction moves them.
+#[test]
+fn kernels_timestep_features_are_exact_for_every_timestep() {
+    let half = 128;
+    for i in 0..half {
+        let x = -(10000f64.ln() as f32) * i as f32 / half as f32;
+        assert_eq!((x as f64).exp() as f32, x.exp(), "frequency {i}: f32 exp vs f64 exp rounded");
+    }
+    let dev = device();
+    let ts: Vec<f32> = (0..1000).map(|t| t as f32).chain([0.5, 37.5, 998.25]).collect();
+    let want = percept::model::dit::timestep_features(&ts);
+    let (y, dts) = (Dt::F32.out(&dev, want.numel()), dev.htod(&ts).unwrap());
+    let args = [p(&y), p(&dts), i(ts.len()), i(half)];
+    dev.launch("timestep_features_f32", &strided(ts.len() * half), &args).unwrap();
+    let got = Dt::F32.down(&y, want.numel());
+    let differ = got.iter().zip(&want.data).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differ, 0, "{differ} of {} features differ from the CPU's", got.len());
+}
+
 // ---------------------------------------------------------------------------------------------
 // moe.cu
 

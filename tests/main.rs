@@ -8,6 +8,7 @@ mod emu;
 mod eval;
 mod fixtures;
 mod gemm;
+mod gpu;
 mod graph;
 mod io;
 mod kernels;

@@ -121,7 +121,8 @@ fn nvrtc_child_without_library() {
     }
     match nvrtc::compile_report(GpuArch::Sm80) {
         Err(percept::Error::NoCuda(msg)) => {
-            assert!(msg.contains("ensure-nvrtc"), "no hint in: {msg}")
+            assert!(msg.contains("ensure-nvrtc"), "no hint in: {msg}");
+            assert!(msg.contains("not in the kernel cache"), "the cache miss is not named: {msg}");
         }
         other => panic!("expected Error::NoCuda, got {other:?}"),
     }
@@ -133,8 +134,39 @@ fn nvrtc_absence_is_a_clear_error() {
         .args(["nvrtc::nvrtc_child_without_library", "--exact", "--ignored", "--nocapture"])
         .env("PERCEPT_NVRTC_CHILD", "1")
         .env_remove("LD_LIBRARY_PATH")
+        // An empty kernel cache: a cached CUBIN needs no NVRTC (that is how a packed cache serves
+        // a GPU machine without it), so only a miss shows the error.
+        .env("XDG_CACHE_HOME", crate::support::temp_dir("nvrtc_absent_cache"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.contains("1 passed"), "{text}");
+}
+
+/// The source NVRTC compiles keeps `#line` markers for every inlined header: each line of it is
+/// the line of the file the markers name, so compile errors and compute-sanitizer reports point
+/// at `kernels/<file>:LINE`.
+#[test]
+fn nvrtc_sources_map_every_line_to_its_kernel_file() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut headers_seen = 0;
+    for m in MODULES {
+        let (mut file, mut line) = (format!("kernels/{}.cu", m.name), 1usize);
+        for text in m.source.lines() {
+            if let Some(rest) = text.strip_prefix("#line ") {
+                let (n, name) = rest.split_once(' ').expect("#line N \"file\"");
+                line = n.parse().unwrap();
+                file = name.trim_matches('"').to_string();
+                headers_seen += file.ends_with(".cuh") as usize;
+                continue;
+            }
+            if !text.trim().is_empty() {
+                let original = std::fs::read_to_string(root.join(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+                let want = original.lines().nth(line - 1).unwrap_or_else(|| panic!("{file} has no line {line}"));
+                assert_eq!(text, want, "module {}: line {line} of {file}", m.name);
+            }
+            line += 1;
+        }
+    }
+    assert!(headers_seen >= MODULES.len(), "every module inlines at least its dialect header");
 }

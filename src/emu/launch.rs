@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
@@ -101,6 +101,9 @@ struct Inner {
     allocations: AtomicU64,
     /// Emulated device memory size, if limited (else host memory is the limit).
     memory_limit: Option<usize>,
+    /// Every capture fails at its end, as on a driver that cannot instantiate the graph (tests of
+    /// the step-by-step fallback).
+    refuse_graphs: AtomicBool,
 }
 
 /// An emulated device. Launches are synchronous; cloning shares the device and its stream,
@@ -131,9 +134,21 @@ impl EmuDevice {
                 optin: Mutex::default(),
                 allocations: AtomicU64::new(0),
                 memory_limit,
+                refuse_graphs: AtomicBool::new(false),
             }),
             stream: Arc::default(),
         }
+    }
+
+    /// From now on every graph capture fails when it ends (the stream is usable again), as a
+    /// driver that cannot capture or instantiate the step would make it: for tests of the
+    /// step-by-step fallback.
+    pub fn refuse_graphs(&self, on: bool) {
+        self.inner.refuse_graphs.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn graphs_refused(&self) -> bool {
+        self.inner.refuse_graphs.load(Ordering::Relaxed)
     }
 
     /// (free, total) bytes when the device has a memory size.

@@ -163,6 +163,13 @@ impl EmuDevice {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| Error::Cuda("end_capture: the stream is not capturing".into()))?;
+        if self.graphs_refused() {
+            return Err(Error::Cuda(
+                "end_capture: graph instantiation refused (EmuDevice::refuse_graphs, standing in for a driver \
+                 that cannot capture the step)"
+                    .into(),
+            ));
+        }
         Ok(EmuGraph { ops })
     }
 

@@ -157,7 +157,11 @@ impl<B: Backend> Engine<B> {
             if let Some(g) = &graph {
                 be.replay(g)?;
             } else if graphs && i > 0 {
-                graph = be.capture(&mut step)?;
+                // A capture the device refuses costs speed, not the run: step by step instead.
+                graph = be.capture(&mut step).unwrap_or_else(|e| {
+                    graph_fallback::report(&e);
+                    None
+                });
                 match &graph {
                     Some(g) => be.replay(g)?,
                     None => {
@@ -223,3 +227,25 @@ impl<B: Backend> Engine<B> {
     }
 }
 pub mod any;
+
+/// Denoising runs that fell back from a captured graph to running each step (`denoise`): said
+/// once per process on stderr, counted for reports (scripts/gpu-check flags the fallback).
+pub mod graph_fallback {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+    /// The message printed (once) when a capture fails.
+    pub const MESSAGE: &str = "capturing the denoising step as a graph failed; continuing step by step";
+
+    pub(crate) fn report(err: &crate::error::Error) {
+        if COUNT.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!("warning: {MESSAGE} ({err})");
+        }
+    }
+
+    /// How many denoising runs of this process fell back.
+    pub fn count() -> usize {
+        COUNT.load(Ordering::Relaxed)
+    }
+}

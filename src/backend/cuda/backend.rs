@@ -102,6 +102,34 @@ fn blocks_for(n: usize) -> u32 {
     (n.div_ceil(THREADS as usize)).clamp(1, 65_535) as u32
 }
 
+/// `v` as the integer type a kernel parameter or launch dimension takes, or a clear error naming
+/// the op: a size that wrapped on the way to a kernel would make it index the wrong memory.
+/// Every size, count and offset handed to a kernel goes through here (grid-stride element counts
+/// are 64-bit; the per-axis sizes are 32-bit, the kernels widening their products to 64 bits).
+pub fn checked<T: TryFrom<usize>>(op: &str, what: &str, v: usize) -> Result<T> {
+    T::try_from(v).map_err(|_| {
+        Error::Shape(format!(
+            "{op}: {what} = {v} does not fit the kernel's {} parameter (tensor too large for this kernel)",
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
+/// A 32-bit `int` kernel parameter (see `checked`).
+fn int(op: &str, v: usize) -> Result<Arg> {
+    checked::<i32>(op, "size", v).map(Arg::I32)
+}
+
+/// A 64-bit element count (`long long n`) for the element-wise kernels.
+fn count(op: &str, v: usize) -> Result<Arg> {
+    checked::<i64>(op, "element count", v).map(Arg::I64)
+}
+
+/// A launch dimension (grid size or shared-memory bytes).
+fn dim(op: &str, v: usize) -> Result<u32> {
+    checked::<u32>(op, "launch dimension", v)
+}
+
 impl<D: Device> Cuda<D> {
     /// f32 activations and weights (true f32: no reduced-precision tensor-core math).
     pub fn new(dev: D) -> Self {
@@ -209,7 +237,7 @@ impl<D: Device> Cuda<D> {
         let n = numel(&t.shape);
         let y = self.empty_as(&t.shape, to)?;
         let kernel = if to == DType::BF16 { "convert_f32_to_bf16" } else { "convert_bf16_to_f32" };
-        self.grid_stride(kernel, n, &[self.ptr(&y), self.ptr(t), Arg::I64(n as i64)])?;
+        self.grid_stride(kernel, n, &[self.ptr(&y), self.ptr(t), count(kernel, n)?])?;
         Ok(y)
     }
 
@@ -264,7 +292,7 @@ impl<D: Device> Cuda<D> {
         }
         let n = numel(&t.shape);
         let w = self.owned_as(&t.shape, self.act)?;
-        self.grid_stride("convert_f32_to_bf16", n, &[self.ptr(&w), self.ptr(&f32), Arg::I64(n as i64)])?;
+        self.grid_stride("convert_f32_to_bf16", n, &[self.ptr(&w), self.ptr(&f32), count("convert_f32_to_bf16", n)?])?;
         Ok(w)
     }
 
@@ -276,14 +304,14 @@ impl<D: Device> Cuda<D> {
         let n_tok = numel(&x.shape) / d.max(1);
         let (e, f, k) = (w.experts, w.hidden, top_k);
         let rows = n_tok * k;
-        let i = |v: usize| Arg::I32(v as i32);
+        let i = |v: usize| int("moe", v);
         let ids = self.pool.take(rows * 4)?;
         let wts = self.pool.take(rows * 4)?;
         let a = |b: &Block<D>| self.addr(b);
         self.dev.launch(
             &self.k("moe_route"),
-            &LaunchConfig { grid: [n_tok as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[a(&ids), a(&wts), self.ptr(x), self.ptr(&w.gate), i(d), i(e), i(k)],
+            &LaunchConfig { grid: [dim("moe", n_tok)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[a(&ids), a(&wts), self.ptr(x), self.ptr(&w.gate), i(d)?, i(e)?, i(k)?],
         )?;
         let offsets = self.pool.take((e + 1) * 4)?;
         let sorted = self.pool.take(rows * 4)?;
@@ -291,13 +319,13 @@ impl<D: Device> Cuda<D> {
         self.dev.launch(
             "moe_count_sort_i32",
             &LaunchConfig { grid: [1, 1, 1], block: [1024, 1, 1], shared_bytes: 0 },
-            &[a(&offsets), a(&sorted), a(&pos), a(&ids), i(rows), i(e)],
+            &[a(&offsets), a(&sorted), a(&pos), a(&ids), i(rows)?, i(e)?],
         )?;
         let xs = self.empty(&[rows, d])?;
         self.dev.launch(
             &self.k("moe_gather"),
-            &LaunchConfig { grid: [rows as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[self.ptr(&xs), self.ptr(x), a(&sorted), i(k), i(d)],
+            &LaunchConfig { grid: [dim("moe", rows)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[self.ptr(&xs), self.ptr(x), a(&sorted), i(k)?, i(d)?],
         )?;
         let fc = |y: &GpuTensor<D>,
                   xin: &GpuTensor<D>,
@@ -309,7 +337,7 @@ impl<D: Device> Cuda<D> {
             let (tile, kernel) =
                 if self.tc128(kin) { (128, "moe_expert_fc_tc128".to_string()) } else { (32, self.k("moe_expert_fc")) };
             let cfg = LaunchConfig {
-                grid: [nout.div_ceil(tile) as u32, (rows.div_ceil(tile) + e) as u32, 1],
+                grid: [dim("moe", nout.div_ceil(tile))?, dim("moe", rows.div_ceil(tile) + e)?, 1],
                 block: [256, 1, 1],
                 shared_bytes: 0,
             };
@@ -322,10 +350,10 @@ impl<D: Device> Cuda<D> {
                     self.ptr(wt),
                     self.ptr(bias),
                     a(&offsets),
-                    i(e),
-                    i(nout),
-                    i(kin),
-                    i(gelu as usize),
+                    i(e)?,
+                    i(nout)?,
+                    i(kin)?,
+                    i(gelu as usize)?,
                 ],
             )
         };
@@ -374,11 +402,11 @@ impl<D: Device> Cuda<D> {
             (32, self.k(op))
         };
         let cfg = LaunchConfig {
-            grid: [(oh * ow).div_ceil(tile) as u32, o.div_ceil(tile) as u32, n as u32],
+            grid: [dim(op, (oh * ow).div_ceil(tile))?, dim(op, o.div_ceil(tile))?, dim(op, n)?],
             block: [256, 1, 1],
             shared_bytes: 0,
         };
-        let i = |v: usize| Arg::I32(v as i32);
+        let i = |v: usize| int("conv2d", v);
         self.dev.launch(
             &kernel,
             &cfg,
@@ -387,17 +415,17 @@ impl<D: Device> Cuda<D> {
                 self.ptr(x),
                 self.ptr(w),
                 b.map_or(Arg::Ptr(0), |b| self.ptr(b)),
-                i(c),
-                i(h),
-                i(wd),
-                i(o),
-                i(kh),
-                i(kw),
-                i(p.stride),
-                i(p.pad[0]),
-                i(p.pad[1]),
-                i(oh),
-                i(ow),
+                i(c)?,
+                i(h)?,
+                i(wd)?,
+                i(o)?,
+                i(kh)?,
+                i(kw)?,
+                i(p.stride)?,
+                i(p.pad[0])?,
+                i(p.pad[1])?,
+                i(oh)?,
+                i(ow)?,
             ],
         )?;
         Ok(y)
@@ -422,7 +450,7 @@ impl<D: Device> Cuda<D> {
                 return Err(shape_err!("stack: {:?} and {:?} differ", parts[0].shape, p.shape));
             }
             let dst = Arg::Ptr(base + (j * each * dtype.size()) as u64);
-            self.grid_stride(&copy, each, &[dst, self.ptr(p), Arg::F32(1.0), Arg::I64(each as i64)])?;
+            self.grid_stride(&copy, each, &[dst, self.ptr(p), Arg::F32(1.0), count(&copy, each)?])?;
         }
         Ok(y)
     }
@@ -433,7 +461,7 @@ impl<D: Device> Cuda<D> {
         self.dev.launch(
             kernel,
             &LaunchConfig::linear(blocks_for(n), THREADS),
-            &[self.ptr(&y), self.ptr(x), Arg::I32(n as i32)],
+            &[self.ptr(&y), self.ptr(x), count(kernel, n)?],
         )?;
         Ok(y)
     }
@@ -473,26 +501,27 @@ impl<D: Device> Backend for Cuda<D> {
             return Err(shape_err!("linear: input {:?} does not fit weight {:?}", x.shape, w.shape));
         }
         let (m, n) = (numel(&x.shape) / k.max(1), w.shape[0]);
+        // Sizes and grid checked before anything is allocated.
+        let (mi, ni, ki) = (int("linear", m)?, int("linear", n)?, int("linear", k)?);
+        let tc = self.tc128(k);
+        let tile = if tc { 128 } else { 32 };
+        let grid = [dim("linear", n.div_ceil(tile))?, dim("linear", m.div_ceil(tile))?, 1];
         let mut shape = x.shape.clone();
         *shape.last_mut().unwrap() = n;
         let y = self.empty(&shape)?;
         let bias = b.map_or(Arg::Ptr(0), |b| self.ptr(b));
-        let gelu = (act == Act::GeluTanh) as i32;
-        let (i, grid) = (|v: usize| Arg::I32(v as i32), [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1]);
-        if self.tc128(k) {
-            let grid = [n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1];
+        let gelu = Arg::I32((act == Act::GeluTanh) as i32);
+        let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, mi, ni, ki, gelu, Arg::I32(1)];
+        if tc {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
-            let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, i(m), i(n), i(k), Arg::I32(gelu), Arg::I32(1)];
             self.dev.launch("gemm_bf16_tc128", &cfg, &args)?;
         } else if self.act == DType::BF16 {
             // Tensor cores: bf16 operands, f32 accumulation, bf16 output.
             let cfg = LaunchConfig { grid, block: [128, 1, 1], shared_bytes: 0 };
-            let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, i(m), i(n), i(k), Arg::I32(gelu), Arg::I32(1)];
             self.dev.launch("gemm_bf16_mma", &cfg, &args)?;
         } else {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
-            let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, i(m), i(n), i(k), Arg::I32(gelu)];
-            self.dev.launch("gemm_f32", &cfg, &args)?;
+            self.dev.launch("gemm_f32", &cfg, &args[..8])?;
         }
         if act == Act::Silu {
             return self.elementwise(&self.k("silu"), &y);
@@ -514,14 +543,14 @@ impl<D: Device> Backend for Cuda<D> {
         }
         let n = numel(&a.shape);
         let y = self.empty(&a.shape)?;
-        self.grid_stride(&self.k("add"), n, &[self.ptr(&y), self.ptr(a), self.ptr(b), Arg::I64(n as i64)])?;
+        self.grid_stride(&self.k("add"), n, &[self.ptr(&y), self.ptr(a), self.ptr(b), count("add", n)?])?;
         Ok(y)
     }
     fn scale(&self, x: &GpuTensor<D>, s: f32) -> Result<GpuTensor<D>> {
         let x = &self.act_of(x)?;
         let n = numel(&x.shape);
         let y = self.empty(&x.shape)?;
-        self.grid_stride(&self.k("scale"), n, &[self.ptr(&y), self.ptr(x), Arg::F32(s), Arg::I64(n as i64)])?;
+        self.grid_stride(&self.k("scale"), n, &[self.ptr(&y), self.ptr(x), Arg::F32(s), count("scale", n)?])?;
         Ok(y)
     }
     fn conv2d(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, p: Conv2d) -> Result<GpuTensor<D>> {
@@ -542,11 +571,11 @@ impl<D: Device> Backend for Cuda<D> {
             return Err(shape_err!("upsample: input {:?} must be NCHW", x.shape));
         };
         let y = self.empty(&[n, c, 2 * h, 2 * w])?;
-        let i = |v: usize| Arg::I32(v as i32);
+        let i = |v: usize| int("upsample", v);
         self.grid_stride(
             &self.k("upsample_nearest2x"),
             4 * n * c * h * w,
-            &[self.ptr(&y), self.ptr(x), i(n * c), i(h), i(w)],
+            &[self.ptr(&y), self.ptr(x), i(n * c)?, i(h)?, i(w)?],
         )?;
         Ok(y)
     }
@@ -566,7 +595,11 @@ impl<D: Device> Backend for Cuda<D> {
         }
         let hw = numel(&x.shape) / (n * c);
         let y = self.empty(&x.shape)?;
-        let cfg = LaunchConfig { grid: [groups as u32, n as u32, 1], block: [256, 1, 1], shared_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid: [dim("group_norm", groups)?, dim("group_norm", n)?, 1],
+            block: [256, 1, 1],
+            shared_bytes: 0,
+        };
         self.dev.launch(
             &self.k("group_norm"),
             &cfg,
@@ -575,9 +608,9 @@ impl<D: Device> Backend for Cuda<D> {
                 self.ptr(x),
                 self.ptr(gamma),
                 self.ptr(beta),
-                Arg::I32(c as i32),
-                Arg::I32(hw as i32),
-                Arg::I32(groups as i32),
+                int("group_norm", c)?,
+                int("group_norm", hw)?,
+                int("group_norm", groups)?,
                 Arg::F32(eps),
                 Arg::I32(silu as i32),
             ],
@@ -604,12 +637,12 @@ impl<D: Device> Backend for Cuda<D> {
             return Err(shape_err!("layer_norm: modulation {:?} does not fit input {:?}", mods.shape, x.shape));
         }
         let y = self.empty_as(&x.shape, x.dtype)?;
-        let shared = (d * 4) as u32;
+        let shared = dim("layer_norm", d * 4)?;
         if shared > 48 * 1024 {
             self.dev.set_max_dynamic_shared(&kernel, shared)?;
         }
         let base = self.dev.address(mods.buf.buffer());
-        let cfg = LaunchConfig { grid: [(b * t) as u32, 1, 1], block: [128, 1, 1], shared_bytes: shared };
+        let cfg = LaunchConfig { grid: [dim("layer_norm", b * t)?, 1, 1], block: [128, 1, 1], shared_bytes: shared };
         self.dev.launch(
             &kernel,
             &cfg,
@@ -618,9 +651,9 @@ impl<D: Device> Backend for Cuda<D> {
                 self.ptr(x),
                 Arg::Ptr(base + (shift * d * mods.dtype.size()) as u64),
                 Arg::Ptr(base + (scale * d * mods.dtype.size()) as u64),
-                Arg::I32(t as i32),
-                Arg::I32(d as i32),
-                Arg::I32(m as i32),
+                int("layer_norm", t)?,
+                int("layer_norm", d)?,
+                int("layer_norm", m)?,
                 Arg::F32(eps),
             ],
         )?;
@@ -639,11 +672,11 @@ impl<D: Device> Backend for Cuda<D> {
             return Err(shape_err!("gated_add: chunk {gate} of width {d} is outside modulation {:?}", mods.shape));
         }
         // In place: `x` is the residual stream, owned by the forward pass.
-        let i = |v: usize| Arg::I32(v as i32);
+        let i = |v: usize| int("gated_add", v);
         self.grid_stride(
             &kernel,
             b * t * d,
-            &[self.ptr(x), self.ptr(y), self.ptr(mods), i(b), i(t), i(d), i(m), i(gate * d)],
+            &[self.ptr(x), self.ptr(y), self.ptr(mods), i(b)?, i(t)?, i(d)?, i(m)?, i(gate * d)?],
         )
     }
     fn attention(&self, qkv: &GpuTensor<D>, heads: usize) -> Result<GpuTensor<D>> {
@@ -656,34 +689,37 @@ impl<D: Device> Backend for Cuda<D> {
         }
         let hd = d3 / 3 / heads;
         let y = self.empty(&[b, l, heads * hd])?;
-        let i = |v: usize| Arg::I32(v as i32);
-        let args = [self.ptr(&y), self.ptr(qkv), i(l), i(heads), i(hd), Arg::F32(1.0 / (hd as f32).sqrt())];
+        let i = |v: usize| int("attention", v);
+        let args = [self.ptr(&y), self.ptr(qkv), i(l)?, i(heads)?, i(hd)?, Arg::F32(1.0 / (hd as f32).sqrt())];
         if self.fast && self.act == DType::BF16 && hd % 8 == 0 && hd <= 128 {
             // Tensor cores: 64 query rows a block; Q, K and V tiles of 64 rows in dynamic shared.
-            let shared = (3 * 64 * (hd.next_multiple_of(16) + 8) * 2) as u32;
+            let shared = dim("attention", 3 * 64 * (hd.next_multiple_of(16) + 8) * 2)?;
             if shared > 48 * 1024 {
                 self.dev.set_max_dynamic_shared("attention_tc_bf16", shared)?;
             }
             let cfg = LaunchConfig {
-                grid: [l.div_ceil(64) as u32, heads as u32, b as u32],
+                grid: [dim("attention", l.div_ceil(64))?, dim("attention", heads)?, dim("attention", b)?],
                 block: [128, 1, 1],
                 shared_bytes: shared,
             };
             self.dev.launch("attention_tc_bf16", &cfg, &args)?;
         } else if hd % 8 == 0 && hd <= 128 {
             let cfg = LaunchConfig {
-                grid: [l.div_ceil(16) as u32, heads as u32, b as u32],
+                grid: [dim("attention", l.div_ceil(16))?, dim("attention", heads)?, dim("attention", b)?],
                 block: [128, 1, 1],
                 shared_bytes: 0,
             };
             self.dev.launch(&self.k("attention"), &cfg, &args)?;
         } else {
-            let shared = (4 * (l + hd)) as u32;
+            let shared = dim("attention", 4 * (l + hd))?;
             if shared > 48 * 1024 {
                 self.dev.set_max_dynamic_shared(&self.k("attention_wide"), shared)?;
             }
-            let cfg =
-                LaunchConfig { grid: [l as u32, heads as u32, b as u32], block: [256, 1, 1], shared_bytes: shared };
+            let cfg = LaunchConfig {
+                grid: [dim("attention", l)?, dim("attention", heads)?, dim("attention", b)?],
+                block: [256, 1, 1],
+                shared_bytes: shared,
+            };
             self.dev.launch(&self.k("attention_wide"), &cfg, &args)?;
         }
         Ok(y)
@@ -693,10 +729,12 @@ impl<D: Device> Backend for Cuda<D> {
         if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= rows) {
             return Err(Error::Input(format!("label {bad} is outside the embedding table's {rows} rows")));
         }
+        let (rows_arg, d_arg) = (int("embedding", rows)?, int("embedding", d)?);
+        let cfg =
+            LaunchConfig { grid: [dim("embedding", ids.len().max(1))?, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
         let idb = self.ids_on_device(ids)?;
         let y = self.empty(&[ids.len(), d])?;
-        let cfg = LaunchConfig { grid: [ids.len().max(1) as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
-        let args = [self.ptr(&y), self.ptr(table), self.addr(&idb), Arg::I32(rows as i32), Arg::I32(d as i32)];
+        let args = [self.ptr(&y), self.ptr(table), self.addr(&idb), rows_arg, d_arg];
         self.dev.launch(&self.k("embedding"), &cfg, &args)?;
         Ok(y)
     }
@@ -728,11 +766,11 @@ impl<D: Device> Backend for Cuda<D> {
         }
         let lb = self.ids_on_device(labels)?;
         let y = self.empty(&[b, t, d])?;
-        let i = |v: usize| Arg::I32(v as i32);
+        let i = |v: usize| int("patch_embed", v);
         let cfg = LaunchConfig {
-            grid: [t as u32, b as u32, 1],
+            grid: [dim("patch_embed", t)?, dim("patch_embed", b)?, 1],
             block: [128, 1, 1],
-            shared_bytes: (4 * c * patch * patch) as u32,
+            shared_bytes: dim("patch_embed", 4 * c * patch * patch)?,
         };
         let args = [
             self.ptr(&y),
@@ -741,13 +779,13 @@ impl<D: Device> Backend for Cuda<D> {
             self.ptr(conv_b),
             self.addr(&lb),
             Arg::I64(first_label),
-            i(n_convs),
+            i(n_convs)?,
             self.ptr(pos),
-            i(c),
-            i(h),
-            i(w),
-            i(d),
-            i(patch),
+            i(c)?,
+            i(h)?,
+            i(w)?,
+            i(d)?,
+            i(patch)?,
         ];
         self.dev.launch(&self.k("patch_embed"), &cfg, &args)?;
         // The residual stream starts here: f32 whatever the activation type.
@@ -769,11 +807,11 @@ impl<D: Device> Backend for Cuda<D> {
             return Err(shape_err!("unpatchify: {:?} is not {gh}x{gw} tokens of {patch}x{patch}x{channels}", x.shape));
         }
         let y = self.empty(&[b, channels, gh * patch, gw * patch])?;
-        let i = |v: usize| Arg::I32(v as i32);
+        let i = |v: usize| int("unpatchify", v);
         self.grid_stride(
             &self.k("unpatchify"),
             b * t * f,
-            &[self.ptr(&y), self.ptr(x), i(b), i(channels), i(patch), i(gh), i(gw)],
+            &[self.ptr(&y), self.ptr(x), i(b)?, i(channels)?, i(patch)?, i(gh)?, i(gw)?],
         )?;
         Ok(y)
     }
@@ -798,11 +836,11 @@ impl<D: Device> Backend for Cuda<D> {
         let x = &self.act_of(x)?;
         let run = self.moe_experts(x, w, top_k)?;
         let out = self.empty(&x.shape)?;
-        let (a, i) = (|b: &Block<D>| self.addr(b), |v: usize| Arg::I32(v as i32));
+        let (a, i) = (|b: &Block<D>| self.addr(b), |v: usize| int("moe", v));
         self.dev.launch(
             &self.k("moe_combine"),
-            &LaunchConfig { grid: [run.tokens as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[self.ptr(&out), self.ptr(&run.y), a(&run.wts), a(&run.ids), a(&run.pos), i(top_k), i(run.d)],
+            &LaunchConfig { grid: [dim("moe", run.tokens)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &[self.ptr(&out), self.ptr(&run.y), a(&run.wts), a(&run.ids), a(&run.pos), i(top_k)?, i(run.d)?],
         )?;
         Ok((out, self.routing_of(&run, top_k, record)?))
     }
@@ -835,15 +873,15 @@ impl<D: Device> Backend for Cuda<D> {
             ));
         }
         let rows = bsz * t;
-        let i = |v: usize| Arg::I32(v as i32);
+        let i = |v: usize| int("linear_gated_add", v);
         let gate_ptr = Arg::Ptr(self.dev.address(mods.buf.buffer()) + (gate * d * 4) as u64);
         let cfg = LaunchConfig {
-            grid: [d.div_ceil(128) as u32, rows.div_ceil(128) as u32, 1],
+            grid: [dim("linear_gated_add", d.div_ceil(128))?, dim("linear_gated_add", rows.div_ceil(128))?, 1],
             block: [256, 1, 1],
             shared_bytes: 0,
         };
         let bias = b.map_or(Arg::Ptr(0), |b| self.ptr(b));
-        let args = [self.ptr(x), self.ptr(a), self.ptr(w), bias, i(rows), i(d), i(k), gate_ptr, i(t), i(m)];
+        let args = [self.ptr(x), self.ptr(a), self.ptr(w), bias, i(rows)?, i(d)?, i(k)?, gate_ptr, i(t)?, i(m)?];
         self.dev.launch("gemm_bf16_tc128_gated_add", &cfg, &args)
     }
     fn moe_gated_add(
@@ -874,22 +912,22 @@ impl<D: Device> Backend for Cuda<D> {
         }
         let m_in = &self.act_of(m_in)?;
         let run = self.moe_experts(m_in, w, top_k)?;
-        let (a, i) = (|b: &Block<D>| self.addr(b), |v: usize| Arg::I32(v as i32));
+        let (a, i) = (|b: &Block<D>| self.addr(b), |v: usize| int("moe_gated_add", v));
         self.dev.launch(
             &self.k("moe_combine_gated_add"),
-            &LaunchConfig { grid: [run.tokens as u32, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
+            &LaunchConfig { grid: [dim("moe_gated_add", run.tokens)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
             &[
                 self.ptr(x),
                 self.ptr(&run.y),
                 a(&run.wts),
                 a(&run.ids),
                 a(&run.pos),
-                i(top_k),
-                i(d),
+                i(top_k)?,
+                i(d)?,
                 self.ptr(mods),
-                i(t),
-                i(m),
-                i(gate * d),
+                i(t)?,
+                i(m)?,
+                i(gate * d)?,
             ],
         )?;
         self.routing_of(&run, top_k, record)
@@ -902,14 +940,18 @@ impl<D: Device> Backend for Cuda<D> {
         let hw = h * w;
         let y = self.empty(&[n, hw, c])?;
         let cfg = LaunchConfig {
-            grid: [hw.div_ceil(32) as u32, c.div_ceil(32) as u32, n as u32],
+            grid: [
+                dim("nchw_to_tokens", hw.div_ceil(32))?,
+                dim("nchw_to_tokens", c.div_ceil(32))?,
+                dim("nchw_to_tokens", n)?,
+            ],
             block: [32, 8, 1],
             shared_bytes: 0,
         };
         self.dev.launch(
             &self.k("nchw_to_tokens"),
             &cfg,
-            &[self.ptr(&y), self.ptr(x), Arg::I32(c as i32), Arg::I32(hw as i32)],
+            &[self.ptr(&y), self.ptr(x), int("nchw_to_tokens", c)?, int("nchw_to_tokens", hw)?],
         )?;
         Ok(y)
     }
@@ -923,14 +965,18 @@ impl<D: Device> Backend for Cuda<D> {
         }
         let y = self.empty(&[n, c, h, w])?;
         let cfg = LaunchConfig {
-            grid: [c.div_ceil(32) as u32, l.div_ceil(32) as u32, n as u32],
+            grid: [
+                dim("tokens_to_nchw", c.div_ceil(32))?,
+                dim("tokens_to_nchw", l.div_ceil(32))?,
+                dim("tokens_to_nchw", n)?,
+            ],
             block: [32, 8, 1],
             shared_bytes: 0,
         };
         self.dev.launch(
             &self.k("tokens_to_nchw"),
             &cfg,
-            &[self.ptr(&y), self.ptr(x), Arg::I32(l as i32), Arg::I32(c as i32)],
+            &[self.ptr(&y), self.ptr(x), int("tokens_to_nchw", l)?, int("tokens_to_nchw", c)?],
         )?;
         Ok(y)
     }
@@ -955,7 +1001,7 @@ impl<D: Device> Backend for Cuda<D> {
             let mut shape = first.shape.clone();
             shape[1] = ca + cb + cc;
             let y = self.empty(&shape)?;
-            let i = |v: usize| Arg::I32(v as i32);
+            let i = |v: usize| int("cat_channels", v);
             self.grid_stride(
                 &self.k("cat_channels"),
                 n * (ca + cb + cc) * hw,
@@ -964,11 +1010,11 @@ impl<D: Device> Backend for Cuda<D> {
                     self.ptr(&acc),
                     self.ptr(b),
                     c.map_or(Arg::Ptr(0), |c| self.ptr(c)),
-                    i(n),
-                    i(ca),
-                    i(cb),
-                    i(cc),
-                    i(hw),
+                    i(n)?,
+                    i(ca)?,
+                    i(cb)?,
+                    i(cc)?,
+                    i(hw)?,
                 ],
             )?;
             acc = y;
@@ -986,11 +1032,11 @@ impl<D: Device> Backend for Cuda<D> {
         let mut shape = x.shape.clone();
         shape[1] = len;
         let y = self.empty(&shape)?;
-        let i = |v: usize| Arg::I32(v as i32);
+        let i = |v: usize| int("slice_channels", v);
         self.grid_stride(
             &self.k("slice_channels"),
             n * len * hw,
-            &[self.ptr(&y), self.ptr(x), i(n), i(c), i(start), i(len), i(hw)],
+            &[self.ptr(&y), self.ptr(x), i(n)?, i(c)?, i(start)?, i(len)?, i(hw)?],
         )?;
         Ok(y)
     }
@@ -1025,7 +1071,7 @@ impl<D: Device> Backend for Cuda<D> {
                 Arg::Ptr(0),
                 self.ptr(pred),
                 self.ptr(sample),
-                Arg::I32(n as i32),
+                count("ddim_step", n)?,
                 Arg::I32(kind),
                 Arg::F32(c.sqrt_alpha),
                 Arg::F32(c.sqrt_one_minus_alpha),
@@ -1054,8 +1100,8 @@ impl<D: Device> Backend for Cuda<D> {
         }
         let (b, half) = (t.shape[0], FREQ_DIM / 2);
         let y = self.empty(&[b, FREQ_DIM])?;
-        let i = |v: usize| Arg::I32(v as i32);
-        self.grid_stride(&self.k("timestep_features"), b * half, &[self.ptr(&y), self.ptr(t), i(b), i(half)])?;
+        let i = |v: usize| int("timestep_features", v);
+        self.grid_stride(&self.k("timestep_features"), b * half, &[self.ptr(&y), self.ptr(t), i(b)?, i(half)?])?;
         Ok(y)
     }
     fn ddim_step_in_place(
@@ -1087,7 +1133,14 @@ impl<D: Device> Backend for Cuda<D> {
         self.grid_stride(
             "ddim_step_dev_f32",
             n,
-            &[self.ptr(sample), self.ptr(pred), self.ptr(sample), Arg::I32(n as i32), Arg::I32(kind), self.ptr(coefs)],
+            &[
+                self.ptr(sample),
+                self.ptr(pred),
+                self.ptr(sample),
+                count("ddim_step", n)?,
+                Arg::I32(kind),
+                self.ptr(coefs),
+            ],
         )
     }
     fn capture(&self, step: &mut dyn FnMut() -> Result<()>) -> Result<Option<CudaGraph<D>>> {

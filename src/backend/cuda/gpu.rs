@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys};
@@ -38,6 +39,8 @@ unsafe impl Sync for Inner {}
 struct Stream {
     raw: sys::CUstream,
     ctx: sys::CUcontext,
+    /// Between begin_capture and end_capture (no synchronising then, even in sync mode).
+    capturing: AtomicBool,
 }
 
 // SAFETY: as for Inner.
@@ -58,6 +61,9 @@ impl Drop for Stream {
 pub struct GpuDevice {
     inner: Arc<Inner>,
     stream: Arc<Stream>,
+    /// `PERCEPT_CUDA_SYNC=1`: wait for every launch, so a fault is reported by the kernel that
+    /// caused it (with its launch shape), not by whatever call happens to synchronise next.
+    sync_launches: bool,
 }
 
 /// A CUDA event with timing, destroyed when dropped.
@@ -127,7 +133,8 @@ impl GpuDevice {
     /// Open GPU `ordinal`: checks the driver and NVRTC are present, never panics.
     pub fn open(ordinal: usize) -> Result<Self> {
         super::driver_available()?;
-        nvrtc::nvrtc_available()?;
+        // NVRTC is not needed here: kernels come from the disk cache (a packed one on a machine
+        // without NVRTC, see scripts/gpu-pack) and only a cache miss compiles, saying so.
         cu("cuInit", result::init())?;
         let count = cu("cuDeviceGetCount", result::device::get_count())?;
         if count <= ordinal as i32 {
@@ -171,7 +178,8 @@ impl GpuDevice {
                 functions: Mutex::default(),
                 modules: Mutex::default(),
             }),
-            stream: Arc::new(Stream { raw: stream, ctx }),
+            stream: Arc::new(Stream { raw: stream, ctx, capturing: AtomicBool::new(false) }),
+            sync_launches: std::env::var("PERCEPT_CUDA_SYNC").is_ok_and(|v| v == "1"),
         })
     }
 
@@ -309,6 +317,27 @@ impl GpuDevice {
     }
 }
 
+/// True when `err` is a fault that poisons the CUDA context (an illegal address, a kernel trap,
+/// a launch failure): every later call in the process fails too, so whatever remains must run in
+/// a fresh process to be checked at all.
+pub fn is_sticky_fault(err: &Error) -> bool {
+    const STICKY: [&str; 11] = [
+        "CUDA_ERROR_ILLEGAL_ADDRESS",
+        "CUDA_ERROR_LAUNCH_FAILED",
+        "CUDA_ERROR_MISALIGNED_ADDRESS",
+        "CUDA_ERROR_ILLEGAL_INSTRUCTION",
+        "CUDA_ERROR_INVALID_PC",
+        "CUDA_ERROR_INVALID_ADDRESS_SPACE",
+        "CUDA_ERROR_HARDWARE_STACK_ERROR",
+        "CUDA_ERROR_ASSERT",
+        "CUDA_ERROR_LAUNCH_TIMEOUT",
+        "CUDA_ERROR_ECC_UNCORRECTABLE",
+        "CUDA_ERROR_CONTEXT_IS_DESTROYED",
+    ];
+    let msg = err.to_string();
+    STICKY.iter().any(|code| msg.contains(code))
+}
+
 impl Device for GpuDevice {
     type Buffer = GpuBuffer;
     type Event = GpuEvent;
@@ -321,6 +350,11 @@ impl Device for GpuDevice {
         let len = bytes.max(4);
         // SAFETY: plain allocation in the current context.
         let ptr = unsafe { result::malloc_sync(len) }.map_err(|e| {
+            // Only the driver's own out-of-memory code is reported as such: any other failure
+            // here (a sticky fault from an earlier kernel, a lost context) says what it is.
+            if e.0 != sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                return Error::Cuda(format!("cuMemAlloc of {len} bytes: {e:?}"));
+            }
             let (free, total) = result::mem_get_info().unwrap_or((0, 0));
             Error::Cuda(format!(
                 "out of GPU memory allocating {len} bytes ({e:?}; {} MiB free of {} MiB): use a smaller batch or --backend cpu",
@@ -379,20 +413,26 @@ impl Device for GpuDevice {
             })
             .collect();
         let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        let shape = || format!("grid {:?}, block {:?}, {} bytes dynamic shared", cfg.grid, cfg.block, cfg.shared_bytes);
         // SAFETY: little-endian: a 4-byte argument reads the low half of its u64 slot.
         unsafe {
-            cu(
-                &format!("launch {kernel}"),
-                result::launch_kernel(
-                    f,
-                    (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
-                    (cfg.block[0], cfg.block[1], cfg.block[2]),
-                    cfg.shared_bytes,
-                    self.stream.raw,
-                    &mut params,
-                ),
+            result::launch_kernel(
+                f,
+                (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
+                (cfg.block[0], cfg.block[1], cfg.block[2]),
+                cfg.shared_bytes,
+                self.stream.raw,
+                &mut params,
             )
         }
+        .map_err(|e| Error::Cuda(format!("launch {kernel} ({}): {e:?}", shape())))?;
+        if self.sync_launches && !self.stream.capturing.load(Ordering::Relaxed) {
+            // SAFETY: our own stream.
+            unsafe { result::stream::synchronize(self.stream.raw) }.map_err(|e| {
+                Error::Cuda(format!("kernel {kernel} ({}) failed (PERCEPT_CUDA_SYNC=1): {e:?}", shape()))
+            })?;
+        }
+        Ok(())
     }
     fn set_max_dynamic_shared(&self, kernel: &str, bytes: u32) -> Result<()> {
         self.current()?;
@@ -415,7 +455,11 @@ impl Device for GpuDevice {
     fn fork(&self) -> Result<Self> {
         self.current()?;
         let raw = cu("cuStreamCreate", result::stream::create(result::stream::StreamKind::NonBlocking))?;
-        Ok(GpuDevice { inner: self.inner.clone(), stream: Arc::new(Stream { raw, ctx: self.inner.ctx }) })
+        Ok(GpuDevice {
+            inner: self.inner.clone(),
+            stream: Arc::new(Stream { raw, ctx: self.inner.ctx, capturing: AtomicBool::new(false) }),
+            sync_launches: self.sync_launches,
+        })
     }
     fn record_event(&self) -> Result<GpuEvent> {
         self.current()?;
@@ -448,7 +492,7 @@ impl Device for GpuDevice {
         // Thread-local mode: an allocation, free or synchronisation on this thread during the
         // capture is an error, as the emulator makes it.
         // SAFETY: our own stream.
-        unsafe {
+        let begun = unsafe {
             cu(
                 "cuStreamBeginCapture",
                 result::stream::begin_capture(
@@ -456,10 +500,13 @@ impl Device for GpuDevice {
                     sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
                 ),
             )
-        }
+        };
+        self.stream.capturing.store(begun.is_ok(), Ordering::Relaxed);
+        begun
     }
     fn end_capture(&self) -> Result<GpuGraph> {
         self.current()?;
+        self.stream.capturing.store(false, Ordering::Relaxed);
         // SAFETY: the stream is capturing (else the driver reports it).
         let graph = unsafe { cu("cuStreamEndCapture", result::stream::end_capture(self.stream.raw))? };
         // SAFETY: a complete graph from the capture.

@@ -1,6 +1,6 @@
 //! Compiling the kernel modules with NVRTC to CUBIN for one architecture, with ptxas's resource
-//! report (`--ptxas-options=-v`), cached on disk by (source hash, architecture, options, NVRTC
-//! version) under `$XDG_CACHE_HOME/percept/nvrtc` (or `~/.cache/percept/nvrtc`).
+//! report (`--ptxas-options=-v`), cached on disk by (source hash, architecture, options) under
+//! `$XDG_CACHE_HOME/percept/nvrtc` (or `~/.cache/percept/nvrtc`).
 
 use std::ffi::{c_char, CString};
 use std::path::PathBuf;
@@ -125,14 +125,21 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
     Ok((major, minor))
 }
 
-/// Compiles `module` for `arch`, or loads it from the disk cache.
+/// The disk cache's key for `module` on `arch`: its source, the architecture and the options.
+/// Not NVRTC's version: a CUBIN compiled by any NVRTC runs on its architecture, and a cache packed
+/// on another machine (scripts/gpu-pack) must serve a device that has no NVRTC to ask.
+pub fn cache_key(module: &KernelModule, arch: GpuArch) -> u64 {
+    fnv1a(format!("{:016x}|{}|{}", module.hash, arch.name(), options(arch).join(" ")).as_bytes())
+}
+
+/// The cache files' stem for `module` on `arch` (`.cubin` and `.log` beside it).
+pub fn cache_stem(module: &KernelModule, arch: GpuArch) -> String {
+    format!("{}-{}-{:016x}", module.name, arch.name(), cache_key(module, arch))
+}
+
+/// Compiles `module` for `arch`, or loads it from the disk cache (NVRTC is only needed on a miss).
 pub fn compile(module: &'static KernelModule, arch: GpuArch) -> Result<Compiled> {
-    let version = nvrtc_version()?;
-    let opts = options(arch);
-    let key = fnv1a(
-        format!("{:016x}|{}|{}|{}.{}", module.hash, arch.name(), opts.join(" "), version.0, version.1).as_bytes(),
-    );
-    let cache = cache_dir().map(|d| d.join(format!("{}-{}-{key:016x}", module.name, arch.name())));
+    let cache = cache_dir().map(|d| d.join(cache_stem(module, arch)));
     if let Some(base) = &cache {
         if let (Ok(cubin), Ok(log)) =
             (std::fs::read(base.with_extension("cubin")), std::fs::read_to_string(base.with_extension("log")))
@@ -140,7 +147,12 @@ pub fn compile(module: &'static KernelModule, arch: GpuArch) -> Result<Compiled>
             return Ok(Compiled { module: module.name, arch, cubin, log, cached: true });
         }
     }
-    let (cubin, log) = compile_uncached(module, &opts, arch)?;
+    let (major, minor) = nvrtc_version().map_err(|e| {
+        Error::NoCuda(format!("kernels/{}.cu for {} is not in the kernel cache, and {e}", module.name, arch.name()))
+    })?;
+    let (cubin, body) = compile_uncached(module, &options(arch), arch)?;
+    // The log says which NVRTC built the CUBIN (no longer part of the key).
+    let log = format!("NVRTC {major}.{minor}\n{body}");
     if let Some(base) = &cache {
         // A cache that cannot be written only costs time.
         if let Some(dir) = base.parent() {
