@@ -6,8 +6,10 @@ pub mod convert;
 pub mod demo;
 pub mod doctor;
 pub mod eval;
+pub mod manifest;
 pub mod panels;
 pub mod predict;
+pub mod shard;
 pub mod verify;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
