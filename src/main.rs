@@ -35,6 +35,7 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Segment { images_and_masks, model, sample } => {
             run_task(TaskKind::Segment, &images_and_masks, &model, &sample)
         }
+        Command::Status { out } => percept::cli::status::run(&out),
         Command::Inspect { file } => percept::cli::convert::inspect(&file),
         Command::Convert { input, output, dtype } => percept::cli::convert::convert(&input, &output, dtype.as_deref()),
         Command::ToyData { out, seed } => {

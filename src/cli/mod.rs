@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod panels;
 pub mod predict;
 pub mod shard;
+pub mod status;
 pub mod verify;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -125,6 +126,11 @@ pub enum Command {
         model: ModelArgs,
         #[command(flatten)]
         sample: SampleArgs,
+    },
+    /// Done, failed and missing inputs of a (sharded) run into OUT, from its run records.
+    Status {
+        /// The output folder of the run(s).
+        out: PathBuf,
     },
     /// Metrics on a dataset with ground truth (Hypersim depth, FlyingChairs flow, Pix2Gestalt).
     Eval(eval::EvalArgs),
