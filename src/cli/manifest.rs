@@ -242,3 +242,55 @@ mod tests {
         assert!(l.latest.is_empty() && l.planned.is_empty());
     }
 }
+
+/// A cheap fingerprint of the files a model comes from: name, size and a CRC of the first and
+/// last MiB of each (a safetensors header with its config and offsets sits at the start), so
+/// outputs of another model file are told apart without reading gigabytes. Specs that are not
+/// files (`synthetic:generalist`) are their own fingerprint.
+pub fn fingerprint(files: &[&Path], spec: &str) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut parts = vec![spec.to_string()];
+    for path in files {
+        let part = (|| -> std::io::Result<String> {
+            let mut f = File::open(path)?;
+            let len = f.metadata()?.len();
+            let mut crc = crc32fast::Hasher::new();
+            let mut buf = vec![0u8; (len.min(1 << 20)) as usize];
+            f.read_exact(&mut buf)?;
+            crc.update(&buf);
+            if len > 1 << 20 {
+                f.seek(SeekFrom::Start(len.saturating_sub(1 << 20).max(1 << 20)))?;
+                buf.clear();
+                f.read_to_end(&mut buf)?;
+                crc.update(&buf);
+            }
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok(format!("{name}:{len}:{:08x}", crc.finalize()))
+        })();
+        parts.push(part.unwrap_or_else(|e| format!("{}: {e}", path.display())));
+    }
+    parts.join("|")
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_changes_with_the_file_and_not_with_its_folder() {
+        let dir = std::env::temp_dir().join(format!("percept-fp-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let (a, b) = (dir.join("m.safetensors"), dir.join("b").join("m.safetensors"));
+        let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&a, &big).unwrap();
+        std::fs::write(&b, &big).unwrap();
+        let fa = fingerprint(&[&a], "m");
+        assert_eq!(fa, fingerprint(&[&b], "m"), "a copy elsewhere is the same model");
+        let mut changed = big.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        std::fs::write(&b, &changed).unwrap();
+        assert_ne!(fa, fingerprint(&[&b], "m"), "a changed tail must change the fingerprint");
+        assert_eq!(fingerprint(&[], "synthetic:generalist"), "synthetic:generalist");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod manifest;
 pub mod panels;
 pub mod predict;
+pub mod runner;
 pub mod shard;
 pub mod status;
 pub mod verify;
