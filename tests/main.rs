@@ -1,5 +1,6 @@
 //! All integration tests in one binary (one link step).
 mod backend_ops;
+mod checkpoint_matrix;
 mod cli;
 mod data;
 mod ddim;
