@@ -146,3 +146,49 @@ fn checkpoint_over_4gib_loads_with_zip64() {
         assert_eq!(hex(&bytes[bytes.len() - 16..]), w["tail_hex"].as_str().unwrap(), "{name}: last bytes");
     }
 }
+
+/// A safetensors file from a header and a data section.
+fn safetensors_bytes(header: &str, data_len: usize) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend(std::iter::repeat_n(0u8, data_len));
+    b
+}
+
+/// The safetensors library's rule: sorted by offset, the tensors tile the data section exactly.
+/// Overlapping, gapped, reversed ranges and unclaimed trailing bytes are refused, naming the file
+/// and the tensor; any header order and zero-size tensors are fine.
+#[test]
+fn safetensors_offsets_must_tile_the_data_section() {
+    use percept::weights::safetensors::SafetensorsFile;
+    let dir = crate::support::temp_dir("st_offsets");
+    let t = |name: &str, a: usize, b: usize| {
+        format!(r#""{name}":{{"dtype":"F32","shape":[{}],"data_offsets":[{a},{b}]}}"#, (b.max(a) - a.min(b)) / 4)
+    };
+    let cases: [(&str, String, usize, &[&str]); 6] = [
+        ("good", format!("{{{},{},{}}}", t("b", 8, 16), t("empty", 8, 8), t("a", 0, 8)), 16, &[]),
+        ("overlap", format!("{{{},{}}}", t("a", 0, 8), t("b", 4, 12)), 12, &["\"b\"", "overlaps tensor \"a\""]),
+        ("gap", format!("{{{},{}}}", t("a", 0, 8), t("b", 12, 20)), 20, &["\"b\"", "gap of 4 bytes"]),
+        ("late_start", t("a", 4, 12).replace("\"a\"", "{\"a\"") + "}", 12, &["\"a\"", "gap of 4 bytes", "start"]),
+        ("reversed", format!("{{{}}}", t("a", 8, 0)), 8, &["\"a\"", "data_offsets"]),
+        ("trailing", format!("{{{}}}", t("a", 0, 8)), 12, &["4 unclaimed bytes"]),
+    ];
+    for (name, header, data, words) in cases {
+        let path = dir.join(format!("{name}.safetensors"));
+        std::fs::write(&path, safetensors_bytes(&header, data)).unwrap();
+        match SafetensorsFile::open(&path) {
+            Ok(f) if words.is_empty() => {
+                let names: Vec<&str> = f.tensors.iter().map(|(n, _)| n.as_str()).collect();
+                assert_eq!(names, ["a", "empty", "b"], "data order");
+            }
+            Ok(_) => panic!("{name}: accepted"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(!words.is_empty(), "{name}: refused: {msg}");
+                for w in words.iter().chain([&&*format!("{name}.safetensors")]) {
+                    assert!(msg.contains(w), "{name}: \"{w}\" not in: {msg}");
+                }
+            }
+        }
+    }
+}

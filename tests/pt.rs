@@ -363,14 +363,17 @@ fn pt_refuses_tensor_from_unknown_global() {
         .str("w")
         .tensor_of(
             |p| {
-                p.storage("ShortStorage", "0", 2);
+                p.storage("ComplexFloatStorage", "0", 2);
             },
             0,
             &[2],
             &[1],
         )
         .end_dict();
-    assert_mentions(&refusal(pkl, &[("0", vec![0; 4])]), &["tensor \"w\"", "torch.ShortStorage is not supported"]);
+    assert_mentions(
+        &refusal(pkl, &[("0", vec![0; 16])]),
+        &["tensor \"w\"", "torch.ComplexFloatStorage is not supported"],
+    );
 
     // The whole checkpoint is a pickled module.
     let pkl = Pkl::default().op(&[0x80, 2]).global("mymodels", "DiT").op(b")").op(&[0x81]).op(b".").0.clone();

@@ -40,6 +40,8 @@ DTYPES = {
     torch.float64: "f64",
     torch.int64: "i64",
     torch.int32: "i32",
+    torch.int16: "i16",
+    torch.int8: "i8",
     torch.uint8: "u8",
     torch.bool: "bool",
 }
@@ -132,7 +134,7 @@ for dtype, tag in ((torch.float16, "f16"), (torch.bfloat16, "bf16"), (torch.floa
         torch.save(tiny_net(3).to(dtype).state_dict(), path)
 
 
-@case("dtype_mixed.pt", "f16, bf16, f32, f64, int64, int32, uint8 and bool side by side")
+@case("dtype_mixed.pt", "f16, bf16, f32, f64, int64, int32, int16, int8, uint8 and bool side by side")
 def _(path):
     sd = OrderedDict()
     for i, dt in enumerate(DTYPES):
@@ -140,6 +142,8 @@ def _(path):
             sd[f"w_{DTYPES[dt]}"] = values(6, 10 + i, dt).reshape(2, 3)
     sd["steps_i64"] = torch.tensor([1, -2, 3 << 40], dtype=torch.int64)
     sd["ids_i32"] = torch.tensor([[7, -8], [9, 2**31 - 1]], dtype=torch.int32)
+    sd["short_i16"] = torch.tensor([-32768, 5, 32767], dtype=torch.int16)
+    sd["char_i8"] = torch.tensor([-128, -1, 0, 127], dtype=torch.int8)
     sd["bytes_u8"] = torch.tensor([0, 1, 254, 255], dtype=torch.uint8)
     sd["mask_bool"] = torch.tensor([True, False, True])
     sd["scalar"] = torch.tensor(3.25)
@@ -348,6 +352,15 @@ def _(path):
 @case("nested.pt", "nested dicts of tensors give dotted names")
 def _(path):
     torch.save({"encoder": {"w": values(4, 20), "inner": {"b": values(2, 21)}}, "head": values(3, 22)}, path)
+
+
+@case(
+    "uint16.pt",
+    "a uint16 tensor (torch saves it with _rebuild_tensor_v3): refused, naming the dtype",
+    refused=["torch.uint16", "\"counts\""],
+)
+def _(path):
+    torch.save({"w": values(4, 25), "counts": torch.arange(5).to(torch.uint16)}, path)
 
 
 @case(
