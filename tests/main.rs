@@ -7,6 +7,7 @@ mod ddim;
 mod demo;
 mod emu;
 mod eval;
+mod faults;
 mod fixtures;
 mod gemm;
 mod graph;

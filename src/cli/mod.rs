@@ -6,6 +6,8 @@ pub mod convert;
 pub mod demo;
 pub mod doctor;
 pub mod eval;
+pub mod interrupt;
+pub mod outdir;
 pub mod panels;
 pub mod predict;
 pub mod verify;
