@@ -14,6 +14,12 @@ import sys
 import torch
 
 
+def byte_sum(raw):
+    """Sum of the bytes, in chunks (a sum in int64 of 4 GiB at once would need 32 GiB)."""
+    step = 1 << 26
+    return sum(int(raw[i : i + step].sum(dtype=torch.int64)) for i in range(0, raw.numel(), step))
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -37,7 +43,7 @@ def main():
             {
                 "name": name,
                 "nbytes": raw.numel(),
-                "byte_sum": int(raw.sum(dtype=torch.int64)),
+                "byte_sum": byte_sum(raw),
                 "tail_hex": raw[-16:].numpy().tobytes().hex(),
             }
         )
