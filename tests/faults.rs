@@ -318,3 +318,28 @@ fn faults_write_error_names_its_cause_once() {
     assert_eq!(msg.matches("os error").count(), 1, "{msg}");
     assert!(msg.contains("blocker"), "{msg}");
 }
+
+/// `eval` stops on SIGTERM too, and writes no metrics.json over part of the data.
+#[test]
+fn faults_eval_sigterm_writes_no_partial_metrics() {
+    let dir = temp_dir("faults_eval_signal");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("toy_data/Hypersim_small");
+    let mut child = percept_cmd(
+        &["eval", "--task", "depth", "--data", data.to_str().unwrap(), "--out", "e", "--steps", "30", "--batch", "1"],
+        &dir,
+    )
+    .arg("--backend")
+    .arg("cpu")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(wait_for_file(&dir.join("e"), "_panel.png", &mut child, Duration::from_secs(120)), "no panel appeared");
+    signal(&child, libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    let msg = text(&o);
+    assert_eq!(o.status.code(), Some(143), "{msg}");
+    assert!(msg.contains("stopped by SIGTERM") && msg.contains("metrics.json not written"), "{msg}");
+    assert!(!dir.join("e/metrics.json").exists());
+    assert!(leftovers(&dir.join("e")).is_empty(), "left behind: {:?}", leftovers(&dir.join("e")));
+}
