@@ -5,13 +5,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Reading or writing a file failed. The OS error is part of the message and deliberately
+    /// not also a `source`: a chain printer (`{:#}`) would say it twice.
+    #[error("{path}: {}", describe_io(.err))]
+    Io { path: PathBuf, err: std::io::Error },
     /// A weights file is unreadable or does not match the model's config.
     #[error("weights: {0}")]
     Weights(String),
@@ -44,8 +41,28 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        Error::Io { path: path.into(), err }
+    }
+
+    /// Whether this is a write that failed for lack of space (disk full or quota exceeded): a
+    /// run stops there rather than fail every later write the same way.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { err, .. } if is_disk_full(err))
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+/// The OS error, with the disk-full case said in words.
+fn describe_io(e: &std::io::Error) -> String {
+    if is_disk_full(e) {
+        format!("the disk is full ({e})")
+    } else {
+        e.to_string()
     }
 }
 

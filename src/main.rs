@@ -16,7 +16,8 @@ fn main() {
     log::debug!("allocator keeps freed memory for reuse: {reused}");
     match run(cli.command) {
         Ok(true) => {}
-        Ok(false) => std::process::exit(1),
+        // 128 + the signal after SIGTERM/Ctrl-C stopped the run (cli::interrupt).
+        Ok(false) => std::process::exit(percept::cli::interrupt::exit_status(1)),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(2);

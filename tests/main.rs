@@ -1,11 +1,13 @@
 //! All integration tests in one binary (one link step).
 mod backend_ops;
+mod checkpoint_matrix;
 mod cli;
 mod data;
 mod ddim;
 mod demo;
 mod emu;
 mod eval;
+mod faults;
 mod fixtures;
 mod gemm;
 mod graph;

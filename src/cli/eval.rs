@@ -245,14 +245,20 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
     if samples.is_empty() {
         bail!("no {} samples with all their files in {}", args.task.name(), args.data.display());
     }
+    super::outdir::prepare(&out)?;
+    let cancel = super::interrupt::install();
     let engine = engine(&args.model)?;
     let res = engine.config().resolution;
-    let opts = SampleOptions { steps: args.steps, ensemble: args.ensemble, seed: args.seed, ..Default::default() };
+    let control = crate::pipeline::control::Control { cancel: Some(cancel.clone()), ..Default::default() };
+    let opts = SampleOptions { steps: args.steps, ensemble: args.ensemble, seed: args.seed, control };
     let start = Instant::now();
     let mut scored: Vec<Scored> = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut done = 0;
     for chunk in samples.chunks(args.batch.max(1)) {
+        if cancel.is_cancelled() {
+            break;
+        }
         let mut requests = Vec::new();
         let mut truths = Vec::new();
         for s in chunk {
@@ -265,6 +271,7 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
             }
         }
         match engine.predict(&requests, &opts) {
+            Err(crate::error::Error::Cancelled) => break,
             Ok(preds) => {
                 for ((name, truth), pred) in truths.iter().zip(&preds) {
                     match score(name, pred, truth, res, &out) {
@@ -282,6 +289,15 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
     eprintln!();
     for (name, why) in &failed {
         eprintln!("failed: {name}: {why}");
+    }
+    if let Some(sig) = super::interrupt::received() {
+        // Means over part of the data would pass for the real numbers: no metrics.json.
+        eprintln!(
+            "stopped by {sig} at a denoising-step boundary after {done} of {} samples; metrics.json not written \
+             (run the command again for the full evaluation)",
+            samples.len()
+        );
+        return Ok(false);
     }
     let mean = mean_scores(&scored);
     print_table(&scored, &mean);

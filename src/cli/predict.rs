@@ -17,6 +17,7 @@ use crate::io::npy::write_npy_f32;
 use crate::io::resize::{resize_area, resize_bilinear, resize_nearest};
 use crate::pipeline::any::cuda_engine;
 use crate::pipeline::any::AnyEngine;
+use crate::pipeline::control::Control;
 use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions, TaskKind};
 use crate::pipeline::Engine;
 use crate::postprocess::color::{colorize_depth, flow_to_color};
@@ -157,12 +158,23 @@ pub fn run(
     if !done.is_empty() {
         eprintln!("skipping {} input(s) whose outputs already exist in {}", done.len(), out.display());
     }
+    super::outdir::prepare_for(out, todo.iter().flat_map(|j| outputs_for(task, &j.stem, out, sample.ensemble)))?;
+    let cancel = super::interrupt::install();
+    let sample = &SampleOptions {
+        control: Control { cancel: Some(cancel.clone()), ..sample.control.clone() },
+        ..sample.clone()
+    };
     let engine = engine(model)?;
     let res = engine.config().resolution;
     let total = todo.len();
     let start = Instant::now();
     let mut written = 0usize;
+    let mut finished = 0usize;
+    let mut disk_full: Option<String> = None;
     for (bi, chunk) in todo.chunks(batch.max(1)).enumerate() {
+        if cancel.is_cancelled() || disk_full.is_some() {
+            break;
+        }
         let mut requests = Vec::new();
         let mut sizes = Vec::new();
         let mut ok_jobs = Vec::new();
@@ -176,12 +188,22 @@ pub fn run(
                 Err(e) => failed.push(format!("{e:#}")),
             }
         }
-        let preds = engine.predict(&requests, sample)?;
+        finished += chunk.len() - ok_jobs.len();
+        let preds = match engine.predict(&requests, sample) {
+            Err(crate::error::Error::Cancelled) => break,
+            other => other?,
+        };
         for ((job, pred), (w, h)) in ok_jobs.iter().zip(&preds).zip(&sizes) {
             match write_outputs(task, pred, &job.stem, out, res, *w, *h, sample.ensemble) {
                 Ok(()) => written += 1,
+                // Every later write would fail the same way: stop, keep the inputs for a rerun.
+                Err(e) if is_disk_full(&e) => {
+                    disk_full = Some(format!("{e:#}"));
+                    break;
+                }
                 Err(e) => failed.push(format!("{}: {e:#}", job.inputs[0].display())),
             }
+            finished += 1;
         }
         let done_n = ((bi + 1) * batch).min(total);
         let el = start.elapsed().as_secs_f64();
@@ -193,6 +215,15 @@ pub fn run(
     for f in &failed {
         eprintln!("failed: {f}");
     }
+    let signal = super::interrupt::received().map(|sig| format!("stopped by {sig} at a denoising-step boundary"));
+    let stopped = disk_full.as_ref().map(|e| format!("stopped: {e}")).or(signal);
+    if let Some(why) = &stopped {
+        eprintln!(
+            "{why}; {} input(s) not done. Run the same command again to resume: inputs whose outputs exist are \
+             skipped, and the rest give what an uninterrupted run gives.",
+            total - finished
+        );
+    }
     println!(
         "{written} written, {} skipped (already done), {} failed; outputs in {} ({:.1} s)",
         done.len(),
@@ -200,7 +231,12 @@ pub fn run(
         out.display(),
         start.elapsed().as_secs_f64()
     );
-    Ok(failed.is_empty())
+    Ok(failed.is_empty() && stopped.is_none())
+}
+
+/// Whether a write failed for lack of space.
+fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<crate::error::Error>().is_some_and(|e| e.is_disk_full()))
 }
 
 fn is_mask_path(p: &Path) -> bool {
