@@ -64,5 +64,5 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
 }
 
 fn run_task(task: TaskKind, inputs: &[PathBuf], model: &ModelArgs, sample: &SampleArgs) -> anyhow::Result<bool> {
-    percept::cli::predict::run(task, inputs, model, &sample.options(), &sample.out, sample.batch)
+    percept::cli::predict::run(task, inputs, model, &sample.options(), &sample.out, sample.batch, &sample.scale())
 }

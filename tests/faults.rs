@@ -60,9 +60,9 @@ fn files(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Temporary or probe files left in `dir`.
+/// Temporary or probe files left in `dir` (the run records' folder `.percept` is meant to stay).
 fn leftovers(dir: &Path) -> Vec<String> {
-    files(dir).into_iter().filter(|f| f.starts_with('.')).collect()
+    files(dir).into_iter().filter(|f| f.starts_with('.') && f != ".percept").collect()
 }
 
 /// Every output file in `dir` equals the one of the same name in `reference`, byte for byte;

@@ -88,9 +88,33 @@ pub struct SampleArgs {
     /// Inputs per batch.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Take part I of N of the sorted inputs (every input whose position is I modulo N)
+    /// [default: from Slurm's array variables, or JOB_COMPLETION_INDEX with --shard-count; 0/1
+    /// turns that off].
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// The shard count of a Kubernetes Indexed Job (its completions), whose JOB_COMPLETION_INDEX
+    /// gives the shard index.
+    #[arg(long, value_name = "N")]
+    pub shard_count: Option<usize>,
+    /// Recompute inputs whose outputs were made with another model or other options.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// How a run takes its part of a job (see `cli::shard`, `cli::manifest`).
+#[derive(Clone, Debug, Default)]
+pub struct ScaleOptions {
+    pub shard: Option<String>,
+    pub shard_count: Option<usize>,
+    pub overwrite: bool,
 }
 
 impl SampleArgs {
+    pub fn scale(&self) -> ScaleOptions {
+        ScaleOptions { shard: self.shard.clone(), shard_count: self.shard_count, overwrite: self.overwrite }
+    }
+
     pub fn options(&self) -> crate::pipeline::tasks::SampleOptions {
         crate::pipeline::tasks::SampleOptions {
             steps: self.steps,

@@ -5,7 +5,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::{BackendArg, ModelArgs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::manifest::{Ledger, Manifest, Record, RunKey, Status};
+use super::runner::{BatchError, Outcome};
+use super::shard::Shard;
+use super::{BackendArg, ModelArgs, ScaleOptions};
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::backend::Cuda;
 use crate::backend::cuda::gpu::GpuDevice;
@@ -110,6 +116,7 @@ pub fn run(
     sample: &SampleOptions,
     out: &Path,
     batch: usize,
+    scale: &ScaleOptions,
 ) -> Result<bool> {
     if args.is_empty() {
         bail!("no inputs given");
@@ -152,13 +159,23 @@ pub fn run(
             pairing.pairs.into_iter().zip(stems).map(|((a, b), s)| Job { inputs: vec![a, b], stem: s }).collect()
         }
     };
-    // Resume: skip inputs whose outputs are all there.
-    let (done, todo): (Vec<Job>, Vec<Job>) =
-        jobs.into_iter().partition(|j| outputs_for(task, &j.stem, out, sample.ensemble).iter().all(|p| p.exists()));
-    if !done.is_empty() {
-        eprintln!("skipping {} input(s) whose outputs already exist in {}", done.len(), out.display());
-    }
-    super::outdir::prepare_for(out, todo.iter().flat_map(|j| outputs_for(task, &j.stem, out, sample.ensemble)))?;
+    // The position of an input in the sorted list decides its shard (and nothing else does).
+    let mut jobs = jobs;
+    jobs.sort_by(|a, b| a.inputs.cmp(&b.inputs));
+    let job_total = jobs.len();
+    let shard = match super::shard::choose(scale.shard.as_deref(), scale.shard_count, &|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?
+    {
+        Some((s, from)) => {
+            let jobs_here = s.select((0..job_total).collect()).len();
+            eprintln!("shard {s} ({}): {jobs_here} of {job_total} inputs", from.describe());
+            s
+        }
+        None => Shard::ALL,
+    };
+    let jobs = shard.select(jobs);
+    let outputs_of = |j: &Job| outputs_for(task, &j.stem, out, sample.ensemble);
+    super::outdir::prepare_for(out, jobs.iter().flat_map(outputs_of))?;
     let cancel = super::interrupt::install();
     let sample = &SampleOptions {
         control: Control { cancel: Some(cancel.clone()), ..sample.control.clone() },
@@ -166,66 +183,108 @@ pub fn run(
     };
     let engine = engine(model)?;
     let res = engine.config().resolution;
+
+    // Resume: what this model with these options already made is done; outputs of another model
+    // or other options are recomputed only with --overwrite.
+    let run_key = RunKey { model: model_fingerprint(model), options: output_options(task, sample, &engine) };
+    let ledger = Ledger::read(out).with_context(|| format!("reading the run records in {}", out.display()))?;
+    let key = |j: &Job| j.stem.display().to_string();
+    let (mut done, mut todo, mut conflicts) = (Vec::new(), Vec::new(), Vec::new());
+    for job in jobs {
+        let k = key(&job);
+        let present = outputs_of(&job).iter().all(|p| p.exists());
+        if ledger.done(&k, &run_key) {
+            done.push(job);
+        } else if present && !scale.overwrite && ledger.done_differently(&k, &run_key).is_some() {
+            conflicts.push(job);
+        } else if present && !scale.overwrite && !ledger.latest.contains_key(&k) {
+            done.push(job); // outputs from a run without records, or killed between write and record
+        } else {
+            todo.push(job);
+        }
+    }
+    if !done.is_empty() {
+        eprintln!("skipping {} input(s) whose outputs already exist in {}", done.len(), out.display());
+    }
+    for job in &conflicts {
+        failed.push(format!(
+            "{}: its outputs in {} were made with another model or other options; pass --overwrite to recompute them",
+            job.inputs[0].display(),
+            out.display()
+        ));
+    }
+    let keys: Vec<String> = done.iter().chain(&todo).chain(&conflicts).map(key).collect();
+    let manifest = Mutex::new(
+        Manifest::create(out, &shard.file_tag(), &shard.to_string(), job_total, &keys)
+            .with_context(|| format!("writing the run record under {}", out.join(super::manifest::DIR).display()))?,
+    );
+
     let total = todo.len();
     let start = Instant::now();
-    let mut written = 0usize;
-    let mut finished = 0usize;
-    let mut disk_full: Option<String> = None;
-    for (bi, chunk) in todo.chunks(batch.max(1)).enumerate() {
-        if cancel.is_cancelled() || disk_full.is_some() {
-            break;
-        }
-        let mut requests = Vec::new();
-        let mut sizes = Vec::new();
-        let mut ok_jobs = Vec::new();
-        for job in chunk {
-            match load_job(task, job, res) {
-                Ok((req, size)) => {
-                    requests.push(req);
-                    sizes.push(size);
-                    ok_jobs.push(job);
-                }
-                Err(e) => failed.push(format!("{e:#}")),
+    let finished_n = AtomicUsize::new(0);
+    let workers = vec![&engine];
+    let summary = super::runner::run(
+        workers,
+        |e| e.backend_name(),
+        &todo,
+        batch,
+        |engine, batch| run_batch(engine, task, batch, sample, out, res),
+        |job, outcome, device, secs| {
+            let n = finished_n.fetch_add(1, Ordering::SeqCst) + 1;
+            let (status, reason) = match outcome {
+                Outcome::Done => (Status::Done, None),
+                Outcome::Failed(why) => (Status::Failed, Some(why.clone())),
+            };
+            let record = Record {
+                key: key(job),
+                inputs: job.inputs.iter().map(|p| p.display().to_string()).collect(),
+                outputs: match status {
+                    Status::Done => outputs_of(job).iter().map(|p| p.display().to_string()).collect(),
+                    Status::Failed => vec![],
+                },
+                status,
+                reason,
+                seconds: secs,
+                device: device.to_string(),
+                shard: shard.to_string(),
+                run: run_key.clone(),
+            };
+            let mut m = manifest.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = m.record(&record) {
+                log::warn!("could not append to the run record {}: {e}", m.path().display());
             }
-        }
-        finished += chunk.len() - ok_jobs.len();
-        let preds = match engine.predict(&requests, sample) {
-            Err(crate::error::Error::Cancelled) => break,
-            other => other?,
-        };
-        for ((job, pred), (w, h)) in ok_jobs.iter().zip(&preds).zip(&sizes) {
-            match write_outputs(task, pred, &job.stem, out, res, *w, *h, sample.ensemble) {
-                Ok(()) => written += 1,
-                // Every later write would fail the same way: stop, keep the inputs for a rerun.
-                Err(e) if is_disk_full(&e) => {
-                    disk_full = Some(format!("{e:#}"));
-                    break;
-                }
-                Err(e) => failed.push(format!("{}: {e:#}", job.inputs[0].display())),
-            }
-            finished += 1;
-        }
-        let done_n = ((bi + 1) * batch).min(total);
-        let el = start.elapsed().as_secs_f64();
-        eprint!("\r[{done_n}/{total}] {:.1} s elapsed, {:.2} s per input   ", el, el / done_n.max(1) as f64);
-    }
-    if total > 0 {
+            let el = start.elapsed().as_secs_f64();
+            eprint!("\r[{n}/{total}] {:.1} s elapsed, {:.2} s per input   ", el, el / n as f64);
+        },
+    );
+    if finished_n.load(Ordering::SeqCst) > 0 {
         eprintln!();
     }
+    failed.extend(summary.failed.iter().cloned());
     for f in &failed {
         eprintln!("failed: {f}");
     }
-    let signal = super::interrupt::received().map(|sig| format!("stopped by {sig} at a denoising-step boundary"));
-    let stopped = disk_full.as_ref().map(|e| format!("stopped: {e}")).or(signal);
+    let stopped = match &summary.stopped {
+        Some(Some(why)) => Some(format!("stopped: {why}")),
+        Some(None) => Some(match super::interrupt::received() {
+            Some(sig) => format!("stopped by {sig} at a denoising-step boundary"),
+            None => "cancelled".to_string(),
+        }),
+        None => None,
+    };
     if let Some(why) = &stopped {
         eprintln!(
             "{why}; {} input(s) not done. Run the same command again to resume: inputs whose outputs exist are \
              skipped, and the rest give what an uninterrupted run gives.",
-            total - finished
+            summary.not_done
         );
     }
+    for line in summary.throughput_lines() {
+        eprintln!("{line}");
+    }
     println!(
-        "{written} written, {} skipped (already done), {} failed; outputs in {} ({:.1} s)",
+        "{} written, {} skipped (already done), {} failed; outputs in {} ({:.1} s)",
+        summary.done,
         done.len(),
         failed.len(),
         out.display(),
@@ -234,9 +293,82 @@ pub fn run(
     Ok(failed.is_empty() && stopped.is_none())
 }
 
-/// Whether a write failed for lack of space.
-fn is_disk_full(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<crate::error::Error>().is_some_and(|e| e.is_disk_full()))
+/// One batch on one engine: load, predict, write. A load failure fails that input alone; a
+/// prediction error on the inputs fails the batch (the runner retries it input by input); a
+/// failed write or a device error stops the run.
+fn run_batch(
+    engine: &AnyEngine,
+    task: TaskKind,
+    batch: &[&Job],
+    sample: &SampleOptions,
+    out: &Path,
+    res: usize,
+) -> Result<Vec<Outcome>, BatchError> {
+    let mut outcomes = vec![Outcome::Done; batch.len()];
+    let mut requests = Vec::new();
+    let mut loaded = Vec::new();
+    for (i, job) in batch.iter().enumerate() {
+        match load_job(task, job, res) {
+            Ok((req, size)) => {
+                requests.push(req);
+                loaded.push((i, size));
+            }
+            Err(e) => outcomes[i] = Outcome::Failed(format!("{e:#}")),
+        }
+    }
+    let preds = engine.predict(&requests, sample).map_err(|e| match e {
+        crate::error::Error::Cancelled => BatchError::Cancelled,
+        e @ (crate::error::Error::Input(_) | crate::error::Error::Shape(_)) => {
+            BatchError::Inputs(format!("{}: {e}", batch[0].inputs[0].display()))
+        }
+        e => BatchError::Fatal(e.to_string()),
+    })?;
+    for ((i, (w, h)), pred) in loaded.into_iter().zip(&preds) {
+        let job = batch[i];
+        // A write that fails (a full disk, a folder gone or read-only) would fail for the next
+        // input too: stop the run, keep everything written so far.
+        write_outputs(task, pred, &job.stem, out, res, w, h, sample.ensemble)
+            .map_err(|e| BatchError::Fatal(format!("{}: {e:#}", job.inputs[0].display())))?;
+    }
+    Ok(outcomes)
+}
+
+/// A fingerprint of the model the run uses (see `manifest::fingerprint`).
+fn model_fingerprint(model: &ModelArgs) -> String {
+    let spec = model.model.clone().or_else(|| std::env::var("PERCEPT_MODEL").ok().filter(|s| !s.is_empty()));
+    let spec = spec.unwrap_or_else(|| {
+        model_file::demo_model_candidates()
+            .into_iter()
+            .find(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    });
+    let sd2 = model.sd2.clone().or_else(|| std::env::var_os("PERCEPT_SD2").map(PathBuf::from));
+    let mut files: Vec<PathBuf> = Vec::new();
+    if Path::new(&spec).is_file() {
+        files.push(PathBuf::from(&spec));
+    }
+    if let Some(dir) = &sd2 {
+        files.push(dir.join("vae").join("diffusion_pytorch_model.safetensors"));
+    }
+    let name = Path::new(&spec).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(spec.clone());
+    super::manifest::fingerprint(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>(), &name)
+}
+
+/// The options that change a run's outputs, as its run records keep them.
+fn output_options(task: TaskKind, sample: &SampleOptions, engine: &AnyEngine) -> serde_json::Value {
+    let backend = match engine {
+        AnyEngine::Cpu(_) => "cpu f32",
+        AnyEngine::Emu(_) => "cuda-emu bf16",
+        AnyEngine::Gpu(_) => "cuda bf16",
+    };
+    serde_json::json!({
+        "task": format!("{task:?}").to_lowercase(),
+        "steps": sample.steps,
+        "ensemble": sample.ensemble,
+        "seed": sample.seed,
+        "backend": backend,
+    })
 }
 
 fn is_mask_path(p: &Path) -> bool {

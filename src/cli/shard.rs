@@ -23,6 +23,17 @@ pub enum ShardSource {
     Kubernetes,
 }
 
+impl ShardSource {
+    /// For the line a run prints.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ShardSource::Flag => "from --shard",
+            ShardSource::Slurm => "from the Slurm array task",
+            ShardSource::Kubernetes => "from JOB_COMPLETION_INDEX",
+        }
+    }
+}
+
 impl fmt::Display for Shard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.index, self.count)
