@@ -18,5 +18,6 @@ mod ops;
 mod postprocess;
 mod probe;
 mod pt;
+mod scale;
 mod support;
 mod toydata;

@@ -100,7 +100,8 @@ impl Manifest {
 pub struct Ledger {
     /// Per key, the last record read (files in name order, lines in order).
     pub latest: BTreeMap<String, Record>,
-    /// Keys some run planned to do.
+    /// Keys the job holds now: the latest plan of each record file (a rerun's plan replaces its
+    /// earlier ones, so inputs removed since are no longer counted).
     pub planned: BTreeMap<String, String>,
     /// The job's input count as the plans state it (the largest seen).
     pub job_inputs: usize,
@@ -127,10 +128,13 @@ impl Ledger {
         files.sort();
         for f in files {
             let text = std::fs::read_to_string(&f)?;
-            for line in text.lines() {
-                // A torn or foreign line is skipped: the input it was about is simply not done.
-                let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-                ledger.add(&v);
+            // A torn or foreign line is skipped: the input it was about is simply not done.
+            let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+            let last_plan = lines.iter().rposition(|v| v["kind"] == "plan");
+            for (i, v) in lines.iter().enumerate() {
+                if v["kind"] != "plan" || Some(i) == last_plan {
+                    ledger.add(v);
+                }
             }
         }
         ledger.shards.sort();

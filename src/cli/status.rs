@@ -27,7 +27,9 @@ pub fn job_status(out: &Path) -> Result<JobStatus> {
     let mut done = 0;
     let mut failed = Vec::new();
     let mut variants: Vec<&super::manifest::RunKey> = Vec::new();
-    for r in ledger.latest.values() {
+    // Only the inputs the job holds now (records of inputs since removed are history).
+    let current = |k: &String| ledger.planned.is_empty() || ledger.planned.contains_key(k);
+    for r in ledger.latest.values().filter(|r| current(&r.key)) {
         match r.status {
             Status::Done if r.outputs.iter().all(|o| Path::new(o).exists()) => {
                 done += 1;
@@ -50,7 +52,7 @@ pub fn job_status(out: &Path) -> Result<JobStatus> {
         })
         .cloned()
         .collect();
-    let known = ledger.planned.len().max(ledger.latest.len());
+    let known = if ledger.planned.is_empty() { ledger.latest.len() } else { ledger.planned.len() };
     Ok(JobStatus {
         job_inputs: ledger.job_inputs,
         done,
