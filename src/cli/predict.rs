@@ -158,8 +158,8 @@ pub fn run(
     if !done.is_empty() {
         eprintln!("skipping {} input(s) whose outputs already exist in {}", done.len(), out.display());
     }
-    super::outdir::prepare_for(out, todo.iter().flat_map(|j| outputs_for(task, &j.stem, out, sample.ensemble)))?;
     let cancel = super::interrupt::install();
+    super::outdir::prepare_for(out, todo.iter().flat_map(|j| outputs_for(task, &j.stem, out, sample.ensemble)))?;
     let sample = &SampleOptions {
         control: Control { cancel: Some(cancel.clone()), ..sample.control.clone() },
         ..sample.clone()
