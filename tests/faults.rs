@@ -60,6 +60,11 @@ fn files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Outputs (not hidden temporary or probe files) in `dir`.
+fn outputs(dir: &Path) -> usize {
+    files(dir).iter().filter(|f| !f.starts_with('.')).count()
+}
+
 /// Temporary or probe files left in `dir` (the run records' folder `.percept` is meant to stay).
 fn leftovers(dir: &Path) -> Vec<String> {
     files(dir).into_iter().filter(|f| f.starts_with('.') && f != ".percept").collect()
@@ -133,14 +138,14 @@ fn faults_sigterm_and_ctrl_c_stop_cleanly_and_resume_exactly() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let before = files(&out).len();
+        let before = outputs(&out);
         assert!(
             wait_for_file(&out, "_depth.npy", &mut child, Duration::from_secs(120)) || before > 0,
             "no output appeared"
         );
         // Wait for one more output beyond what was there, so the run is mid-way.
         let t = Instant::now();
-        while files(&out).len() <= before && t.elapsed() < Duration::from_secs(120) {
+        while outputs(&out) <= before && t.elapsed() < Duration::from_secs(120) {
             std::thread::sleep(Duration::from_millis(10));
         }
         signal(&child, sig);

@@ -245,8 +245,8 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
     if samples.is_empty() {
         bail!("no {} samples with all their files in {}", args.task.name(), args.data.display());
     }
-    super::outdir::prepare(&out)?;
     let cancel = super::interrupt::install();
+    let created = super::outdir::prepare(&out)?;
     let engine = engine(&args.model)?;
     let res = engine.config().resolution;
     let control = crate::pipeline::control::Control { cancel: Some(cancel.clone()), ..Default::default() };
@@ -309,6 +309,9 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
     );
     if scored.is_empty() {
         eprintln!("no sample succeeded; nothing written");
+        if created {
+            let _ = std::fs::remove_dir(&out); // only if still empty
+        }
         return Ok(false);
     }
     let report = metrics_json(args, &scored, &mean, &failed, skipped);

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-/// Creates `dir` (and its parents) and probe-writes it.
-pub fn prepare(dir: &Path) -> Result<()> {
+/// Creates `dir` (and its parents) and probe-writes it. Returns whether `dir` itself was created
+/// (a command that ends up writing nothing can remove it again).
+pub fn prepare(dir: &Path) -> Result<bool> {
+    let existed = dir.is_dir();
     if let Err(e) = std::fs::create_dir_all(dir) {
         let blocker = dir.ancestors().skip(1).find(|a| a.is_file());
         let why = match blocker {
@@ -30,7 +32,7 @@ pub fn prepare(dir: &Path) -> Result<()> {
     if let Err(e) = written {
         bail!("output folder {} is not writable: {}", dir.display(), crate::error::Error::io(&probe, e));
     }
-    Ok(())
+    Ok(!existed)
 }
 
 /// [`prepare`] for `out` and every distinct folder the given output files go to.

@@ -175,8 +175,8 @@ pub fn run(
     };
     let jobs = shard.select(jobs);
     let outputs_of = |j: &Job| outputs_for(task, &j.stem, out, sample.ensemble);
-    super::outdir::prepare_for(out, jobs.iter().flat_map(outputs_of))?;
     let cancel = super::interrupt::install();
+    super::outdir::prepare_for(out, jobs.iter().flat_map(outputs_of))?;
     let sample = &SampleOptions {
         control: Control { cancel: Some(cancel.clone()), ..sample.control.clone() },
         ..sample.clone()
