@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod switches;
 
 use crate::error::Result;
 use crate::tensor::Tensor;

@@ -93,7 +93,7 @@ pub fn run(
         BackendArg::CudaEmu => {
             let dev = crate::emu::EmuDevice::new(crate::emu::Arch::Sm90);
             println!("bench: the CUDA backend on the CPU emulator: checks the harness, its times mean nothing");
-            let src = model_file::resolve(model, None)?;
+            let src = model_file::resolve(super::model_spec(model).as_deref(), None)?;
             let s = super::bench_device::run(dev.clone(), &src, "emu", reps, None, &want, &mut rows)?;
             Summary {
                 device: crate::backend::cuda::device::Device::describe(&dev),

@@ -65,6 +65,26 @@ pub struct ModelArgs {
     pub backend: BackendArg,
 }
 
+impl ModelArgs {
+    /// `--model`, else `PERCEPT_MODEL` (the CLI maps the environment; the library reads none).
+    pub fn model_spec(&self) -> Option<String> {
+        model_spec(self.model.as_deref())
+    }
+    /// `--sd2`, else `PERCEPT_SD2`.
+    pub fn sd2_dir(&self) -> Option<PathBuf> {
+        self.sd2.clone().or_else(|| env_nonempty("PERCEPT_SD2").map(PathBuf::from))
+    }
+}
+
+/// A `--model` value, else `PERCEPT_MODEL`; `None`: the embedded demo model.
+pub fn model_spec(arg: Option<&str>) -> Option<String> {
+    arg.map(str::to_string).or_else(|| env_nonempty("PERCEPT_MODEL"))
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
+}
+
 /// Sampling flags shared by the task commands.
 #[derive(Args, Debug, Clone)]
 pub struct SampleArgs {

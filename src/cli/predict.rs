@@ -38,7 +38,7 @@ pub fn engine(model: &ModelArgs) -> Result<AnyEngine> {
         BackendArg::Cuda => Some(GpuDevice::open(0)?),
         _ => None,
     };
-    let src = model_file::resolve(model.model.as_deref(), model.sd2.as_deref())?;
+    let src = model_file::resolve(model.model_spec().as_deref(), model.sd2_dir().as_deref())?;
     // On a GPU the weights are stored in bf16 (f32 accumulation); `percept verify --precision
     // f32` checks the f32 path. The emulator runs what the GPU would.
     let engine = match model.backend {

@@ -114,7 +114,7 @@ impl<D: Device> Cuda<D> {
     }
 
     fn with_storage(dev: D, act: DType) -> Self {
-        let fast = std::env::var("PERCEPT_FAST_KERNELS").is_ok_and(|v| v == "1");
+        let fast = crate::backend::switches::DevSwitches::from_env().fast_kernels;
         Cuda { pool: Pool::new(dev.clone()), dev, cpu: Cpu, act, ids: Arc::default(), fast }
     }
 
