@@ -71,6 +71,26 @@ pub struct ModelArgs {
     pub backend: BackendArg,
 }
 
+impl ModelArgs {
+    /// `--model`, else `PERCEPT_MODEL` (the CLI maps the environment; the library reads none).
+    pub fn model_spec(&self) -> Option<String> {
+        model_spec(self.model.as_deref())
+    }
+    /// `--sd2`, else `PERCEPT_SD2`.
+    pub fn sd2_dir(&self) -> Option<PathBuf> {
+        self.sd2.clone().or_else(|| env_nonempty("PERCEPT_SD2").map(PathBuf::from))
+    }
+}
+
+/// A `--model` value, else `PERCEPT_MODEL`; `None`: the embedded demo model.
+pub fn model_spec(arg: Option<&str>) -> Option<String> {
+    arg.map(str::to_string).or_else(|| env_nonempty("PERCEPT_MODEL"))
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
+}
+
 /// Sampling flags shared by the task commands.
 #[derive(Args, Debug, Clone)]
 pub struct SampleArgs {
@@ -100,6 +120,10 @@ pub struct SampleArgs {
     /// Recompute inputs whose outputs were made with another model or other options.
     #[arg(long)]
     pub overwrite: bool,
+    /// One worker per device, fed from one queue: GPU numbers (0,1,...) or all; with --backend
+    /// cpu (or cuda-emu), as many workers as listed, sharing the cores.
+    #[arg(long, value_name = "LIST|all")]
+    pub devices: Option<String>,
 }
 
 /// How a run takes its part of a job (see `cli::shard`, `cli::manifest`).
@@ -108,11 +132,17 @@ pub struct ScaleOptions {
     pub shard: Option<String>,
     pub shard_count: Option<usize>,
     pub overwrite: bool,
+    pub devices: Option<String>,
 }
 
 impl SampleArgs {
     pub fn scale(&self) -> ScaleOptions {
-        ScaleOptions { shard: self.shard.clone(), shard_count: self.shard_count, overwrite: self.overwrite }
+        ScaleOptions {
+            shard: self.shard.clone(),
+            shard_count: self.shard_count,
+            overwrite: self.overwrite,
+            devices: self.devices.clone(),
+        }
     }
 
     pub fn options(&self) -> crate::pipeline::tasks::SampleOptions {

@@ -12,23 +12,17 @@ use super::manifest::{Ledger, Manifest, Record, RunKey, Status};
 use super::runner::{BatchError, Outcome};
 use super::shard::Shard;
 use super::{BackendArg, ModelArgs, ScaleOptions};
-use crate::backend::cpu::Cpu;
-use crate::backend::cuda::backend::Cuda;
+use crate::api::{
+    AmodalResult, DepthResult, Device, FlowResult, ImageView, Model, Options, Precision, Session, SessionOptions,
+};
 use crate::backend::cuda::gpu::GpuDevice;
-use crate::emu::{Arch, EmuDevice};
+use crate::error::ErrorKind;
 use crate::io::flo::{write_flo, Flow};
 use crate::io::image::{load_mask, load_rgb, save_png_gray16, save_png_gray8, save_png_rgb8, Image};
 use crate::io::inputs::{expand_inputs, output_stems, pair_flow_frames, pair_segment};
 use crate::io::npy::write_npy_f32;
-use crate::io::resize::{resize_area, resize_bilinear, resize_nearest};
-use crate::pipeline::any::cuda_engine;
-use crate::pipeline::any::AnyEngine;
-use crate::pipeline::control::Control;
-use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions, TaskKind};
-use crate::pipeline::Engine;
+use crate::pipeline::tasks::{SampleOptions, TaskKind};
 use crate::postprocess::color::{colorize_depth, flow_to_color};
-use crate::postprocess::metrics::amodal_mask;
-use crate::tensor::Tensor;
 use crate::weights::model_file;
 
 /// One unit of work: the input files, its output stem, and the size to write outputs at.
@@ -37,56 +31,133 @@ struct Job {
     stem: PathBuf,
 }
 
-/// Build the engine on the requested backend, saying which one runs.
-pub fn engine(model: &ModelArgs) -> Result<AnyEngine> {
+/// The device a `--backend` names. The emulator runs what the GPU would (bf16 storage).
+pub fn session_options(backend: BackendArg) -> SessionOptions {
+    match backend {
+        BackendArg::Auto => SessionOptions::new(Device::Auto),
+        BackendArg::Cpu => SessionOptions::new(Device::Cpu { threads: None }),
+        BackendArg::Cuda => SessionOptions::new(Device::Cuda { ordinal: 0 }),
+        BackendArg::CudaEmu => SessionOptions::new(Device::CudaEmu).with_precision(Precision::Bf16),
+    }
+}
+
+/// Load the model and open a session on the requested backend, saying which one runs.
+pub fn session(model: &ModelArgs) -> Result<Session> {
+    let m = open_model(model)?;
+    let session = Session::with_options(&m, session_options(model.backend))?;
+    say_model(&m, &session.device_name());
+    Ok(session)
+}
+
+/// The model of `--model`/`--sd2` (or the environment, or the demo model). A GPU that was asked
+/// for and is not there fails before the model is read or generated.
+fn open_model(model: &ModelArgs) -> Result<Model> {
     let t = Instant::now();
-    // A GPU that was asked for and is not there fails before the model is read or generated.
-    let mut gpu = match model.backend {
-        BackendArg::Cuda => Some(GpuDevice::open(0)?),
-        _ => None,
-    };
-    let src = model_file::resolve(model.model.as_deref(), model.sd2.as_deref())?;
-    // On a GPU the weights are stored in bf16 (f32 accumulation); `percept verify --precision
-    // f32` checks the f32 path. The emulator runs what the GPU would.
-    let engine = match model.backend {
-        BackendArg::Cpu => AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?),
-        BackendArg::CudaEmu => AnyEngine::Emu(cuda_engine(Cuda::bf16(EmuDevice::new(Arch::Sm90)), &src)?),
-        BackendArg::Cuda => match gpu.take() {
-            Some(dev) => AnyEngine::Gpu(cuda_engine(Cuda::bf16(dev), &src)?),
-            None => AnyEngine::Gpu(cuda_engine(Cuda::bf16(GpuDevice::open(0)?), &src)?),
-        },
-        BackendArg::Auto => match GpuDevice::open(0) {
-            Ok(dev) => match cuda_engine(Cuda::bf16(dev), &src) {
-                Ok(e) => AnyEngine::Gpu(e),
-                Err(e) => {
-                    eprintln!("not using the GPU: {e}");
-                    AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?)
-                }
-            },
-            Err(e) => {
-                log::info!("no usable GPU: {e}");
-                AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?)
-            }
-        },
-    };
-    log::info!("loaded {} in {:.1} s", src.description, t.elapsed().as_secs_f64());
-    let cfg = engine.config();
+    if model.backend == BackendArg::Cuda {
+        GpuDevice::open(0)?;
+    }
+    let m = Model::open_spec(model.model_spec().as_deref(), model.sd2_dir().as_deref())?;
+    log::info!("loaded {} in {:.1} s", m.description(), t.elapsed().as_secs_f64());
+    Ok(m)
+}
+
+fn say_model(m: &Model, device: &str) {
+    let cfg = m.config();
     eprintln!(
-        "model: {} ({} px, DiT depth {} hidden {}, {} experts) on {}",
-        src.description,
+        "model: {} ({} px, DiT depth {} hidden {}, {} experts) on {device}",
+        m.description(),
         cfg.resolution,
         cfg.dit.depth,
         cfg.dit.hidden_size,
         cfg.dit.num_experts,
-        engine.backend_name()
     );
-    Ok(engine)
 }
 
-/// Image [3, H, W] in [0, 1] resized to the model's resolution, mapped to [-1, 1].
-pub fn to_model(img: &Image, res: usize) -> Result<Tensor> {
-    let data = resize_area(&img.data, img.width, img.height, res, res)?;
-    Ok(Tensor::new(vec![3, res, res], data.into_iter().map(|v| v * 2.0 - 1.0).collect())?)
+/// One session per worker of `--devices` (one session without it): GPUs by ordinal (`all`: every
+/// GPU), or with `--backend cpu` / `cuda-emu` as many workers as listed, the CPU's cores split
+/// between them. Sessions share the model's weights.
+fn worker_sessions(model: &ModelArgs, devices: Option<&str>) -> Result<Vec<Session>> {
+    let m = open_model(model)?;
+    let opts = session_options(model.backend);
+    let Some(list) = devices else {
+        let s = Session::with_options(&m, opts)?;
+        say_model(&m, &s.device_name());
+        return Ok(vec![s]);
+    };
+    let gpu = match model.backend {
+        BackendArg::Cuda => true,
+        BackendArg::Auto => GpuDevice::count().is_ok_and(|n| n > 0),
+        BackendArg::Cpu | BackendArg::CudaEmu => false,
+    };
+    let ids: Vec<usize> = if list.trim() == "all" {
+        if gpu {
+            (0..GpuDevice::count()?).collect()
+        } else {
+            vec![0]
+        }
+    } else {
+        list.split(',')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| anyhow::anyhow!("--devices \"{list}\": expected a list of device numbers (0,1,...) or all"))?
+    };
+    if ids.is_empty() {
+        bail!("--devices \"{list}\" names no device");
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut sessions = Vec::new();
+    for &id in &ids {
+        let mut o = opts.clone();
+        o.device = if gpu {
+            Device::Cuda { ordinal: id }
+        } else if model.backend == BackendArg::CudaEmu {
+            Device::CudaEmu
+        } else {
+            Device::Cpu { threads: Some((cores / ids.len()).max(1)) }
+        };
+        sessions.push(Session::with_options(&m, o).with_context(|| format!("device {id} of --devices {list}"))?);
+    }
+    let names: Vec<String> = sessions.iter().map(Session::device_name).collect();
+    say_model(&m, &format!("{} worker(s): {}", sessions.len(), names.join(", ")));
+    Ok(sessions)
+}
+
+/// The API's options for the sampling flags (`batch` inputs per model batch).
+pub fn api_options(sample: &SampleOptions, batch: usize) -> Options {
+    Options {
+        num_inference_steps: sample.steps,
+        ensemble_size: sample.ensemble,
+        seed: sample.seed,
+        batch_size: batch.max(1),
+        output_uncertainty: true,
+        progress: sample.control.progress.clone(),
+        ..Default::default()
+    }
+}
+
+/// A loaded image (planes in [0, 1]) as a view the API reads: interleaved f32, exactly the
+/// same values.
+pub struct Interleaved {
+    width: usize,
+    height: usize,
+    channels: usize,
+    data: Vec<f32>,
+}
+
+impl Interleaved {
+    pub fn new(img: &Image) -> Interleaved {
+        let n = img.width * img.height;
+        let c = img.channels;
+        let data = (0..n).flat_map(|p| (0..c).map(move |ch| (ch, p))).map(|(ch, p)| img.data[ch * n + p]).collect();
+        Interleaved { width: img.width, height: img.height, channels: c, data }
+    }
+    pub fn view(&self) -> crate::error::Result<ImageView<'_>> {
+        Ok(if self.channels == 1 {
+            ImageView::gray_f32(&self.data, self.width, self.height)?
+        } else {
+            ImageView::rgb_f32(&self.data, self.width, self.height)?
+        })
+    }
 }
 
 fn outputs_for(task: TaskKind, stem: &Path, out: &Path, ensemble: usize) -> Vec<PathBuf> {
@@ -177,16 +248,15 @@ pub fn run(
     let outputs_of = |j: &Job| outputs_for(task, &j.stem, out, sample.ensemble);
     let cancel = super::interrupt::install();
     super::outdir::prepare_for(out, jobs.iter().flat_map(outputs_of))?;
-    let sample = &SampleOptions {
-        control: Control { cancel: Some(cancel.clone()), ..sample.control.clone() },
-        ..sample.clone()
-    };
-    let engine = engine(model)?;
-    let res = engine.config().resolution;
+    let mut sessions = worker_sessions(model, scale.devices.as_deref())?;
+    for s in &mut sessions {
+        s.set_cancel_token(cancel.clone());
+    }
+    let opts = api_options(sample, batch);
 
     // Resume: what this model with these options already made is done; outputs of another model
     // or other options are recomputed only with --overwrite.
-    let run_key = RunKey { model: model_fingerprint(model), options: output_options(task, sample, &engine) };
+    let run_key = RunKey { model: model_fingerprint(model), options: output_options(task, sample, &sessions[0]) };
     let ledger = Ledger::read(out).with_context(|| format!("reading the run records in {}", out.display()))?;
     let key = |j: &Job| j.stem.display().to_string();
     let (mut done, mut todo, mut conflicts) = (Vec::new(), Vec::new(), Vec::new());
@@ -222,13 +292,14 @@ pub fn run(
     let total = todo.len();
     let start = Instant::now();
     let finished_n = AtomicUsize::new(0);
-    let workers = vec![&engine];
+    let workers: Vec<(usize, Session)> = sessions.into_iter().enumerate().collect();
+    let several = workers.len() > 1;
     let summary = super::runner::run(
         workers,
-        |e| e.backend_name(),
+        |(i, s)| if several { format!("[{i}] {}", s.device_name()) } else { s.device_name() },
         &todo,
         batch,
-        |engine, batch| run_batch(engine, task, batch, sample, out, res),
+        |(_, session), batch| run_batch(session, task, batch, &opts, sample.ensemble, out),
         |job, outcome, device, secs| {
             let n = finished_n.fetch_add(1, Ordering::SeqCst) + 1;
             let (status, reason) = match outcome {
@@ -293,41 +364,39 @@ pub fn run(
     Ok(failed.is_empty() && stopped.is_none())
 }
 
-/// One batch on one engine: load, predict, write. A load failure fails that input alone; a
+/// One batch on one session: load, predict, write. A load failure fails that input alone; a
 /// prediction error on the inputs fails the batch (the runner retries it input by input); a
 /// failed write or a device error stops the run.
 fn run_batch(
-    engine: &AnyEngine,
+    session: &mut Session,
     task: TaskKind,
     batch: &[&Job],
-    sample: &SampleOptions,
+    opts: &Options,
+    ensemble: usize,
     out: &Path,
-    res: usize,
 ) -> Result<Vec<Outcome>, BatchError> {
     let mut outcomes = vec![Outcome::Done; batch.len()];
-    let mut requests = Vec::new();
     let mut loaded = Vec::new();
+    let mut at = Vec::new();
     for (i, job) in batch.iter().enumerate() {
-        match load_job(task, job, res) {
-            Ok((req, size)) => {
-                requests.push(req);
-                loaded.push((i, size));
+        match load_job(task, job) {
+            Ok(images) => {
+                loaded.push(images);
+                at.push(i);
             }
             Err(e) => outcomes[i] = Outcome::Failed(format!("{e:#}")),
         }
     }
-    let preds = engine.predict(&requests, sample).map_err(|e| match e {
-        crate::error::Error::Cancelled => BatchError::Cancelled,
-        e @ (crate::error::Error::Input(_) | crate::error::Error::Shape(_)) => {
-            BatchError::Inputs(format!("{}: {e}", batch[0].inputs[0].display()))
-        }
-        e => BatchError::Fatal(e.to_string()),
+    let results = predict(session, task, &loaded, opts).map_err(|e| match e.kind() {
+        ErrorKind::Cancelled => BatchError::Cancelled,
+        ErrorKind::InvalidArgument => BatchError::Inputs(format!("{}: {e}", batch[at[0]].inputs[0].display())),
+        _ => BatchError::Fatal(e.to_string()),
     })?;
-    for ((i, (w, h)), pred) in loaded.into_iter().zip(&preds) {
+    for (i, result) in at.into_iter().zip(&results) {
         let job = batch[i];
         // A write that fails (a full disk, a folder gone or read-only) would fail for the next
         // input too: stop the run, keep everything written so far.
-        write_outputs(task, pred, &job.stem, out, res, w, h, sample.ensemble)
+        write_outputs(result, &job.stem, out, ensemble)
             .map_err(|e| BatchError::Fatal(format!("{}: {e:#}", job.inputs[0].display())))?;
     }
     Ok(outcomes)
@@ -335,39 +404,35 @@ fn run_batch(
 
 /// A fingerprint of the model the run uses (see `manifest::fingerprint`).
 fn model_fingerprint(model: &ModelArgs) -> String {
-    let spec = model.model.clone().or_else(|| std::env::var("PERCEPT_MODEL").ok().filter(|s| !s.is_empty()));
-    let spec = spec.unwrap_or_else(|| {
+    let spec = model.model_spec().unwrap_or_else(|| {
         model_file::demo_model_candidates()
             .into_iter()
             .find(|p| p.exists())
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     });
-    let sd2 = model.sd2.clone().or_else(|| std::env::var_os("PERCEPT_SD2").map(PathBuf::from));
     let mut files: Vec<PathBuf> = Vec::new();
     if Path::new(&spec).is_file() {
         files.push(PathBuf::from(&spec));
     }
-    if let Some(dir) = &sd2 {
+    if let Some(dir) = model.sd2_dir() {
         files.push(dir.join("vae").join("diffusion_pytorch_model.safetensors"));
     }
     let name = Path::new(&spec).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(spec.clone());
     super::manifest::fingerprint(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>(), &name)
 }
 
-/// The options that change a run's outputs, as its run records keep them.
-fn output_options(task: TaskKind, sample: &SampleOptions, engine: &AnyEngine) -> serde_json::Value {
-    let backend = match engine {
-        AnyEngine::Cpu(_) => "cpu f32",
-        AnyEngine::Emu(_) => "cuda-emu bf16",
-        AnyEngine::Gpu(_) => "cuda bf16",
-    };
+/// The options that change a run's outputs, as its run records keep them (the device kind:
+/// the CPU computes in f32, a GPU and the emulator in bf16 by default).
+fn output_options(task: TaskKind, sample: &SampleOptions, session: &Session) -> serde_json::Value {
+    let name = session.device_name();
+    let kind = name.split(" (").next().unwrap_or(&name).to_string();
     serde_json::json!({
         "task": format!("{task:?}").to_lowercase(),
         "steps": sample.steps,
         "ensemble": sample.ensemble,
         "seed": sample.seed,
-        "backend": backend,
+        "device": kind,
     })
 }
 
@@ -376,98 +441,87 @@ fn is_mask_path(p: &Path) -> bool {
     s.contains("mask")
 }
 
-/// Load a job's images at the model's resolution; also returns the (upright) input size.
-fn load_job(task: TaskKind, job: &Job, res: usize) -> Result<(Request, (usize, usize))> {
+/// Load a job's images: the image, and the second frame or the mask (CHW planes in [0, 1]).
+fn load_job(task: TaskKind, job: &Job) -> Result<Vec<Interleaved>> {
     let first = load_rgb(&job.inputs[0]).with_context(|| format!("{}", job.inputs[0].display()))?;
-    let size = (first.width, first.height);
-    let rgb = to_model(&first, res)?;
-    let prompt = match task {
-        TaskKind::Depth => depth_prompt(res),
+    let mut images = vec![Interleaved::new(&first)];
+    match task {
+        TaskKind::Depth => {}
         TaskKind::Flow => {
             let second = load_rgb(&job.inputs[1]).with_context(|| format!("{}", job.inputs[1].display()))?;
-            to_model(&second, res)?
+            images.push(Interleaved::new(&second));
         }
         TaskKind::Segment => {
             let mask = load_mask(&job.inputs[1]).with_context(|| format!("{}", job.inputs[1].display()))?;
-            segment_prompt(&mask, res)?
+            images.push(Interleaved::new(&mask));
         }
-    };
-    Ok((Request { task, rgb, prompt }, size))
+    }
+    Ok(images)
 }
 
-/// The segment prompt: a visible-object mask (one plane in [0, 1]) at the model's resolution
-/// (nearest resize) as 3 channels of -1/1.
-pub fn segment_prompt(mask: &Image, res: usize) -> Result<Tensor> {
-    let m = resize_nearest(&mask.data, mask.width, mask.height, res, res)?;
-    let plane: Vec<f32> = m.iter().map(|&v| if v > 0.5 { 1.0 } else { -1.0 }).collect();
-    Ok(Tensor::new(vec![3, res, res], [plane.clone(), plane.clone(), plane].concat())?)
+/// A task's result at its input's size.
+pub enum TaskResult {
+    Depth(DepthResult),
+    Flow(FlowResult),
+    Segment(AmodalResult),
 }
 
-/// A prediction brought to an input's size, as the task commands write it.
-pub enum AtInputSize {
-    /// Relative depth in [0, 1] and, for an ensemble, its spread.
-    Depth { depth: Vec<f32>, uncertainty: Option<Vec<f32>> },
-    /// Pixels at the input's resolution.
-    Flow(Flow),
-    /// The amodal image [3, h, w] in [0, 1] and its object mask (0/1, found at the model's
-    /// resolution and resized nearest).
-    Segment { image: Vec<f32>, mask: Vec<f32> },
-}
-
-/// Resize a prediction at the model's resolution `res` to `w` x `h`: bilinear for values,
-/// nearest for the mask; flow is rescaled to pixels at the new size.
-pub fn to_input_size(pred: &Prediction, res: usize, w: usize, h: usize) -> Result<AtInputSize> {
-    let back = |plane: &[f32]| resize_bilinear(plane, res, res, w, h);
-    Ok(match pred {
-        Prediction::Depth { depth, uncertainty } => AtInputSize::Depth {
-            depth: back(depth)?.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(),
-            uncertainty: uncertainty.as_deref().map(back).transpose()?,
-        },
-        Prediction::Flow { u, v } => {
-            let (sx, sy) = (w as f32 / res as f32, h as f32 / res as f32);
-            let u: Vec<f32> = back(u)?.into_iter().map(|x| x * sx).collect();
-            let v: Vec<f32> = back(v)?.into_iter().map(|x| x * sy).collect();
-            AtInputSize::Flow(Flow { width: w, height: h, u, v })
+/// One batch of loaded jobs through the session.
+fn predict(
+    session: &mut Session,
+    task: TaskKind,
+    loaded: &[Vec<Interleaved>],
+    opts: &Options,
+) -> crate::error::Result<Vec<TaskResult>> {
+    if loaded.is_empty() {
+        return Ok(vec![]);
+    }
+    let views = loaded
+        .iter()
+        .map(|imgs| imgs.iter().map(Interleaved::view).collect::<crate::error::Result<Vec<_>>>())
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    let pairs = || views.iter().map(|v| (v[0], v[1])).collect::<Vec<_>>();
+    Ok(match task {
+        TaskKind::Depth => {
+            let images: Vec<ImageView> = views.iter().map(|v| v[0]).collect();
+            session.depth_batch(&images, opts)?.into_iter().map(TaskResult::Depth).collect()
         }
-        Prediction::Segment { image } => {
-            let img01: Vec<f32> = image.iter().map(|v| (v + 1.0) / 2.0).collect();
-            let mask_f: Vec<f32> = amodal_mask(&img01).iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-            AtInputSize::Segment {
-                image: resize_bilinear(&img01, res, res, w, h)?,
-                mask: resize_nearest(&mask_f, res, res, w, h)?,
-            }
-        }
+        TaskKind::Flow => session.flow_batch(&pairs(), opts)?.into_iter().map(TaskResult::Flow).collect(),
+        TaskKind::Segment => session.amodal_batch(&pairs(), opts)?.into_iter().map(TaskResult::Segment).collect(),
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_outputs(
-    task: TaskKind,
-    pred: &Prediction,
-    stem: &Path,
-    out: &Path,
-    res: usize,
-    w: usize,
-    h: usize,
-    k: usize,
-) -> Result<()> {
-    let paths = outputs_for(task, stem, out, k);
-    match to_input_size(pred, res, w, h)? {
-        AtInputSize::Depth { depth, uncertainty } => {
-            save_png_rgb8(&paths[0], w, h, &colorize_depth(&depth))?;
-            save_png_gray16(&paths[1], w, h, &depth)?;
-            write_npy_f32(&paths[2], &[h, w], &depth)?;
-            if let (Some(u), Some(p)) = (uncertainty, paths.get(3)) {
-                save_png_gray16(p, w, h, &u)?;
+/// Interleaved pixels (`channels` per pixel) as CHW planes, as the file writers take them.
+pub fn planar(data: &[f32], channels: usize) -> Vec<f32> {
+    let n = data.len() / channels.max(1);
+    (0..channels).flat_map(|c| (0..n).map(move |p| data[p * channels + c])).collect()
+}
+
+fn write_outputs(result: &TaskResult, stem: &Path, out: &Path, k: usize) -> Result<()> {
+    match result {
+        TaskResult::Depth(r) => {
+            let paths = outputs_for(TaskKind::Depth, stem, out, k);
+            let (w, h) = (r.width, r.height);
+            save_png_rgb8(&paths[0], w, h, &colorize_depth(&r.depth))?;
+            save_png_gray16(&paths[1], w, h, &r.depth)?;
+            write_npy_f32(&paths[2], &[h, w], &r.depth)?;
+            if let (Some(u), Some(p)) = (&r.uncertainty, paths.get(3)) {
+                save_png_gray16(p, w, h, u)?;
             }
         }
-        AtInputSize::Flow(flow) => {
-            save_png_rgb8(&paths[1], w, h, &flow_to_color(&flow.u, &flow.v)?)?;
+        TaskResult::Flow(r) => {
+            let paths = outputs_for(TaskKind::Flow, stem, out, k);
+            let uv = planar(&r.flow, 2);
+            let n = r.width * r.height;
+            let flow = Flow { width: r.width, height: r.height, u: uv[..n].to_vec(), v: uv[n..].to_vec() };
+            save_png_rgb8(&paths[1], r.width, r.height, &flow_to_color(&flow.u, &flow.v)?)?;
             write_flo(&paths[0], &flow)?;
         }
-        AtInputSize::Segment { image, mask } => {
-            save_png_rgb8(&paths[0], w, h, &image)?;
-            save_png_gray8(&paths[1], w, h, &mask)?;
+        TaskResult::Segment(r) => {
+            let paths = outputs_for(TaskKind::Segment, stem, out, k);
+            let mask: Vec<f32> = r.mask.iter().map(|&m| m as f32).collect();
+            save_png_rgb8(&paths[0], r.width, r.height, &planar(&r.rgb, 3))?;
+            save_png_gray8(&paths[1], r.width, r.height, &mask)?;
         }
     }
     Ok(())

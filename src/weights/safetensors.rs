@@ -94,6 +94,22 @@ impl SafetensorsFile {
         Self::from_map(path, Arc::new(map))
     }
 
+    /// A safetensors file already in memory, named `name` in messages. The bytes are copied
+    /// once into an anonymous read-only map, so the tensors borrow them as they borrow a file's.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        let path = Path::new(name);
+        if bytes.len() < 8 {
+            return Err(Error::Weights(format!(
+                "{name}: not a valid safetensors file: only {} bytes long",
+                bytes.len()
+            )));
+        }
+        let mut map = memmap2::MmapMut::map_anon(bytes.len()).map_err(|e| Error::io(path, e))?;
+        map.copy_from_slice(bytes);
+        let map = map.make_read_only().map_err(|e| Error::io(path, e))?;
+        Self::from_map(path, Arc::new(map))
+    }
+
     fn from_map(path: &Path, map: Arc<memmap2::Mmap>) -> Result<Self> {
         let bad = |what: String| Error::Weights(format!("{}: not a valid safetensors file: {what}", path.display()));
         if map.len() < 8 {
