@@ -3,15 +3,16 @@
 
 use std::path::PathBuf;
 
+///
+/// `#[non_exhaustive]`: match on [`Error::kind`] (stable, coarse) where a binding or a caller
+/// needs to branch, and print the error for the details.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Reading or writing a file failed. The OS error is part of the message and deliberately
+    /// not also a `source`: a chain printer (`{:#}`) would say it twice.
+    #[error("{path}: {}", describe_io(.err))]
+    Io { path: PathBuf, err: std::io::Error },
     /// A weights file is unreadable or does not match the model's config.
     #[error("weights: {0}")]
     Weights(String),
@@ -39,17 +40,82 @@ pub enum Error {
     /// The run was stopped between denoising steps (cancel token, progress callback, signal).
     #[error("cancelled")]
     Cancelled,
+    /// The device (or the host, for a CPU run) has no room for what the call needs: the model's
+    /// weights, or the activations of a batch (try a smaller `batch_size` or another device).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+}
+
+/// What kind of failure an [`Error`] is: coarse, stable categories for callers and bindings
+/// (the C ABI's status codes and Python's exception classes map one to one onto these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An argument or input (image, mask, option, latent) is unusable.
+    InvalidArgument,
+    /// Reading or writing a file failed.
+    Io,
+    /// A weights file or checkpoint is unreadable or does not fit the model.
+    Weights,
+    /// A config is missing a field or has an impossible value.
+    Config,
+    /// The requested device is not available here (no driver, no GPU, no NVRTC).
+    NoDevice,
+    /// A device call or kernel compile failed.
+    Device,
+    /// Not enough memory for the weights or the batch.
+    OutOfMemory,
+    /// The call was stopped by its cancel token or progress callback.
+    Cancelled,
+    /// A bug in percept (a shape that should have fitted, a malformed fixture).
+    Internal,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        Error::Io { path: path.into(), err }
+    }
+
+    /// Whether this is a write that failed for lack of space (disk full or quota exceeded): a
+    /// run stops there rather than fail every later write the same way.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { err, .. } if is_disk_full(err))
+    }
+
+    /// The error's category (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Weights(_) | Error::Checkpoint(_) => ErrorKind::Weights,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Input(_) => ErrorKind::InvalidArgument,
+            Error::Shape(_) | Error::Fixture(_) => ErrorKind::Internal,
+            Error::NoCuda(_) => ErrorKind::NoDevice,
+            Error::Cuda(_) => ErrorKind::Device,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::OutOfMemory(_) => ErrorKind::OutOfMemory,
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+/// The OS error, with the disk-full case said in words.
+fn describe_io(e: &std::io::Error) -> String {
+    if is_disk_full(e) {
+        format!("the disk is full ({e})")
+    } else {
+        e.to_string()
     }
 }
 
 /// `bail!`-style helpers that keep call sites short.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! shape_err {
     ($($arg:tt)*) => { $crate::error::Error::Shape(format!($($arg)*)) };

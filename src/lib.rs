@@ -1,21 +1,62 @@
-//! percept: inference engine for the generalist DiT-MoE perception diffusion model.
+//! percept: inference engine for the generalist DiT-MoE perception diffusion model (depth,
+//! optical flow, amodal segmentation).
 //!
-//! Modules follow the data flow: weights -> model -> scheduler -> pipeline -> cli, on top of
-//! `tensor`, `backend`, `error` and `io`.
+//! Load a [`Model`] once, make a [`Session`] per thread on a [`Device`], and call
+//! [`Session::depth`], [`Session::flow`] or [`Session::amodal`] on borrowed [`ImageView`]s:
+//!
+//! ```
+//! use percept::{DepthOptions, Device, ImageView, Model, Session};
+//! let model = Model::demo()?;                                   // weights loaded once
+//! let mut session = Session::new(&model, Device::Cpu { threads: Some(1) })?;
+//! let pixels = vec![128u8; 64 * 48 * 3];
+//! let image = ImageView::rgb8(&pixels, 64, 48)?;
+//! let opts = DepthOptions { num_inference_steps: 2, seed: 1, ..Default::default() };
+//! let depth = session.depth(&image, &opts)?;                    // 64 x 48, in [0, 1]
+//! assert_eq!(depth.depth.len(), 64 * 48);
+//! # Ok::<(), percept::Error>(())
+//! ```
+//!
+//! Errors are [`Error`]s; [`Error::kind`] gives a stable [`ErrorKind`]. No call panics on bad
+//! input, and the library reads no environment variable for a user choice (model, device);
+//! developer switches are listed in `backend::switches`.
+//!
+//! The modules below the API follow the data flow: weights -> model -> scheduler -> pipeline ->
+//! api (and the `percept` command line on top, behind the default `cli` feature). They are
+//! public for percept's own tests, benches and bindings, not a stable interface.
+pub mod api;
+#[doc(hidden)]
 pub mod backend;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
+#[doc(hidden)]
 pub mod data;
 pub mod error;
+#[doc(hidden)]
 pub mod io;
+#[doc(hidden)]
 pub mod model;
+#[doc(hidden)]
 pub mod pipeline;
+#[doc(hidden)]
 pub mod postprocess;
+#[doc(hidden)]
 pub mod scheduler;
+#[doc(hidden)]
 pub mod tensor;
+#[doc(hidden)]
 pub mod toydata;
+#[doc(hidden)]
 pub mod verify;
+#[doc(hidden)]
 pub mod weights;
 
-pub use error::{Error, Result};
+pub use api::{
+    AmodalOptions, AmodalResult, CancelToken, DepthOptions, DepthResult, Device, FlowOptions, FlowResult, ImageView,
+    Latent, Model, Options, PixelFormat, Precision, Progress, ProgressFn, Session, SessionOptions,
+};
+pub use error::{Error, ErrorKind, Result};
+#[doc(hidden)]
 pub use tensor::{DType, Tensor};
+#[doc(hidden)]
 pub mod emu;

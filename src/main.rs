@@ -16,7 +16,8 @@ fn main() {
     log::debug!("allocator keeps freed memory for reuse: {reused}");
     match run(cli.command) {
         Ok(true) => {}
-        Ok(false) => std::process::exit(1),
+        // 128 + the signal after SIGTERM/Ctrl-C stopped the run (cli::interrupt).
+        Ok(false) => std::process::exit(percept::cli::interrupt::exit_status(1)),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(2);
@@ -35,6 +36,7 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Segment { images_and_masks, model, sample } => {
             run_task(TaskKind::Segment, &images_and_masks, &model, &sample)
         }
+        Command::Status { out } => percept::cli::status::run(&out),
         Command::Inspect { file } => percept::cli::convert::inspect(&file),
         Command::Convert { input, output, dtype } => percept::cli::convert::convert(&input, &output, dtype.as_deref()),
         Command::ToyData { out, seed } => {
@@ -62,5 +64,5 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
 }
 
 fn run_task(task: TaskKind, inputs: &[PathBuf], model: &ModelArgs, sample: &SampleArgs) -> anyhow::Result<bool> {
-    percept::cli::predict::run(task, inputs, model, &sample.options(), &sample.out, sample.batch)
+    percept::cli::predict::run(task, inputs, model, &sample.options(), &sample.out, sample.batch, &sample.scale())
 }

@@ -13,6 +13,8 @@ pub enum DType {
     F64,
     I64,
     I32,
+    I16,
+    I8,
     U8,
     Bool,
 }
@@ -21,9 +23,9 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
-            DType::F16 | DType::BF16 => 2,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
             DType::F64 | DType::I64 => 8,
-            DType::U8 | DType::Bool => 1,
+            DType::U8 | DType::I8 | DType::Bool => 1,
         }
     }
     pub fn name(self) -> &'static str {
@@ -34,6 +36,8 @@ impl DType {
             DType::F64 => "f64",
             DType::I64 => "i64",
             DType::I32 => "i32",
+            DType::I16 => "i16",
+            DType::I8 => "i8",
             DType::U8 => "u8",
             DType::Bool => "bool",
         }

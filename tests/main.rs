@@ -1,11 +1,14 @@
 //! All integration tests in one binary (one link step).
+mod api;
 mod backend_ops;
+mod checkpoint_matrix;
 mod cli;
 mod data;
 mod ddim;
 mod demo;
 mod emu;
 mod eval;
+mod faults;
 mod fixtures;
 mod gemm;
 mod gpu;
@@ -17,5 +20,6 @@ mod ops;
 mod postprocess;
 mod probe;
 mod pt;
+mod scale;
 mod support;
 mod toydata;

@@ -6,8 +6,14 @@ pub mod convert;
 pub mod demo;
 pub mod doctor;
 pub mod eval;
+pub mod interrupt;
+pub mod manifest;
+pub mod outdir;
 pub mod panels;
 pub mod predict;
+pub mod runner;
+pub mod shard;
+pub mod status;
 pub mod verify;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -65,6 +71,26 @@ pub struct ModelArgs {
     pub backend: BackendArg,
 }
 
+impl ModelArgs {
+    /// `--model`, else `PERCEPT_MODEL` (the CLI maps the environment; the library reads none).
+    pub fn model_spec(&self) -> Option<String> {
+        model_spec(self.model.as_deref())
+    }
+    /// `--sd2`, else `PERCEPT_SD2`.
+    pub fn sd2_dir(&self) -> Option<PathBuf> {
+        self.sd2.clone().or_else(|| env_nonempty("PERCEPT_SD2").map(PathBuf::from))
+    }
+}
+
+/// A `--model` value, else `PERCEPT_MODEL`; `None`: the embedded demo model.
+pub fn model_spec(arg: Option<&str>) -> Option<String> {
+    arg.map(str::to_string).or_else(|| env_nonempty("PERCEPT_MODEL"))
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
+}
+
 /// Sampling flags shared by the task commands.
 #[derive(Args, Debug, Clone)]
 pub struct SampleArgs {
@@ -82,9 +108,43 @@ pub struct SampleArgs {
     /// Inputs per batch.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Take part I of N of the sorted inputs (every input whose position is I modulo N)
+    /// [default: from Slurm's array variables, or JOB_COMPLETION_INDEX with --shard-count; 0/1
+    /// turns that off].
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// The shard count of a Kubernetes Indexed Job (its completions), whose JOB_COMPLETION_INDEX
+    /// gives the shard index.
+    #[arg(long, value_name = "N")]
+    pub shard_count: Option<usize>,
+    /// Recompute inputs whose outputs were made with another model or other options.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// One worker per device, fed from one queue: GPU numbers (0,1,...) or all; with --backend
+    /// cpu (or cuda-emu), as many workers as listed, sharing the cores.
+    #[arg(long, value_name = "LIST|all")]
+    pub devices: Option<String>,
+}
+
+/// How a run takes its part of a job (see `cli::shard`, `cli::manifest`).
+#[derive(Clone, Debug, Default)]
+pub struct ScaleOptions {
+    pub shard: Option<String>,
+    pub shard_count: Option<usize>,
+    pub overwrite: bool,
+    pub devices: Option<String>,
 }
 
 impl SampleArgs {
+    pub fn scale(&self) -> ScaleOptions {
+        ScaleOptions {
+            shard: self.shard.clone(),
+            shard_count: self.shard_count,
+            overwrite: self.overwrite,
+            devices: self.devices.clone(),
+        }
+    }
+
     pub fn options(&self) -> crate::pipeline::tasks::SampleOptions {
         crate::pipeline::tasks::SampleOptions {
             steps: self.steps,
@@ -123,6 +183,11 @@ pub enum Command {
         model: ModelArgs,
         #[command(flatten)]
         sample: SampleArgs,
+    },
+    /// Done, failed and missing inputs of a (sharded) run into OUT, from its run records.
+    Status {
+        /// The output folder of the run(s).
+        out: PathBuf,
     },
     /// Metrics on a dataset with ground truth (Hypersim depth, FlyingChairs flow, Pix2Gestalt).
     Eval(eval::EvalArgs),

@@ -5,23 +5,24 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::{BackendArg, ModelArgs};
-use crate::backend::cpu::Cpu;
-use crate::backend::cuda::backend::Cuda;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::manifest::{Ledger, Manifest, Record, RunKey, Status};
+use super::runner::{BatchError, Outcome};
+use super::shard::Shard;
+use super::{BackendArg, ModelArgs, ScaleOptions};
+use crate::api::{
+    AmodalResult, DepthResult, Device, FlowResult, ImageView, Model, Options, Precision, Session, SessionOptions,
+};
 use crate::backend::cuda::gpu::GpuDevice;
-use crate::emu::{Arch, EmuDevice};
+use crate::error::ErrorKind;
 use crate::io::flo::{write_flo, Flow};
 use crate::io::image::{load_mask, load_rgb, save_png_gray16, save_png_gray8, save_png_rgb8, Image};
 use crate::io::inputs::{expand_inputs, output_stems, pair_flow_frames, pair_segment};
 use crate::io::npy::write_npy_f32;
-use crate::io::resize::{resize_area, resize_bilinear, resize_nearest};
-use crate::pipeline::any::cuda_engine;
-use crate::pipeline::any::AnyEngine;
-use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions, TaskKind};
-use crate::pipeline::Engine;
+use crate::pipeline::tasks::{SampleOptions, TaskKind};
 use crate::postprocess::color::{colorize_depth, flow_to_color};
-use crate::postprocess::metrics::amodal_mask;
-use crate::tensor::Tensor;
 use crate::weights::model_file;
 
 /// One unit of work: the input files, its output stem, and the size to write outputs at.
@@ -30,56 +31,133 @@ struct Job {
     stem: PathBuf,
 }
 
-/// Build the engine on the requested backend, saying which one runs.
-pub fn engine(model: &ModelArgs) -> Result<AnyEngine> {
+/// The device a `--backend` names. The emulator runs what the GPU would (bf16 storage).
+pub fn session_options(backend: BackendArg) -> SessionOptions {
+    match backend {
+        BackendArg::Auto => SessionOptions::new(Device::Auto),
+        BackendArg::Cpu => SessionOptions::new(Device::Cpu { threads: None }),
+        BackendArg::Cuda => SessionOptions::new(Device::Cuda { ordinal: 0 }),
+        BackendArg::CudaEmu => SessionOptions::new(Device::CudaEmu).with_precision(Precision::Bf16),
+    }
+}
+
+/// Load the model and open a session on the requested backend, saying which one runs.
+pub fn session(model: &ModelArgs) -> Result<Session> {
+    let m = open_model(model)?;
+    let session = Session::with_options(&m, session_options(model.backend))?;
+    say_model(&m, &session.device_name());
+    Ok(session)
+}
+
+/// The model of `--model`/`--sd2` (or the environment, or the demo model). A GPU that was asked
+/// for and is not there fails before the model is read or generated.
+fn open_model(model: &ModelArgs) -> Result<Model> {
     let t = Instant::now();
-    // A GPU that was asked for and is not there fails before the model is read or generated.
-    let mut gpu = match model.backend {
-        BackendArg::Cuda => Some(GpuDevice::open(0)?),
-        _ => None,
-    };
-    let src = model_file::resolve(model.model.as_deref(), model.sd2.as_deref())?;
-    // On a GPU the weights are stored in bf16 (f32 accumulation); `percept verify --precision
-    // f32` checks the f32 path. The emulator runs what the GPU would.
-    let engine = match model.backend {
-        BackendArg::Cpu => AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?),
-        BackendArg::CudaEmu => AnyEngine::Emu(cuda_engine(Cuda::bf16(EmuDevice::new(Arch::Sm90)), &src)?),
-        BackendArg::Cuda => match gpu.take() {
-            Some(dev) => AnyEngine::Gpu(cuda_engine(Cuda::bf16(dev), &src)?),
-            None => AnyEngine::Gpu(cuda_engine(Cuda::bf16(GpuDevice::open(0)?), &src)?),
-        },
-        BackendArg::Auto => match GpuDevice::open(0) {
-            Ok(dev) => match cuda_engine(Cuda::bf16(dev), &src) {
-                Ok(e) => AnyEngine::Gpu(e),
-                Err(e) => {
-                    eprintln!("not using the GPU: {e}");
-                    AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?)
-                }
-            },
-            Err(e) => {
-                log::info!("no usable GPU: {e}");
-                AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?)
-            }
-        },
-    };
-    log::info!("loaded {} in {:.1} s", src.description, t.elapsed().as_secs_f64());
-    let cfg = engine.config();
+    if model.backend == BackendArg::Cuda {
+        GpuDevice::open(0)?;
+    }
+    let m = Model::open_spec(model.model_spec().as_deref(), model.sd2_dir().as_deref())?;
+    log::info!("loaded {} in {:.1} s", m.description(), t.elapsed().as_secs_f64());
+    Ok(m)
+}
+
+fn say_model(m: &Model, device: &str) {
+    let cfg = m.config();
     eprintln!(
-        "model: {} ({} px, DiT depth {} hidden {}, {} experts) on {}",
-        src.description,
+        "model: {} ({} px, DiT depth {} hidden {}, {} experts) on {device}",
+        m.description(),
         cfg.resolution,
         cfg.dit.depth,
         cfg.dit.hidden_size,
         cfg.dit.num_experts,
-        engine.backend_name()
     );
-    Ok(engine)
 }
 
-/// Image [3, H, W] in [0, 1] resized to the model's resolution, mapped to [-1, 1].
-pub fn to_model(img: &Image, res: usize) -> Result<Tensor> {
-    let data = resize_area(&img.data, img.width, img.height, res, res)?;
-    Ok(Tensor::new(vec![3, res, res], data.into_iter().map(|v| v * 2.0 - 1.0).collect())?)
+/// One session per worker of `--devices` (one session without it): GPUs by ordinal (`all`: every
+/// GPU), or with `--backend cpu` / `cuda-emu` as many workers as listed, the CPU's cores split
+/// between them. Sessions share the model's weights.
+fn worker_sessions(model: &ModelArgs, devices: Option<&str>) -> Result<Vec<Session>> {
+    let m = open_model(model)?;
+    let opts = session_options(model.backend);
+    let Some(list) = devices else {
+        let s = Session::with_options(&m, opts)?;
+        say_model(&m, &s.device_name());
+        return Ok(vec![s]);
+    };
+    let gpu = match model.backend {
+        BackendArg::Cuda => true,
+        BackendArg::Auto => GpuDevice::count().is_ok_and(|n| n > 0),
+        BackendArg::Cpu | BackendArg::CudaEmu => false,
+    };
+    let ids: Vec<usize> = if list.trim() == "all" {
+        if gpu {
+            (0..GpuDevice::count()?).collect()
+        } else {
+            vec![0]
+        }
+    } else {
+        list.split(',')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| anyhow::anyhow!("--devices \"{list}\": expected a list of device numbers (0,1,...) or all"))?
+    };
+    if ids.is_empty() {
+        bail!("--devices \"{list}\" names no device");
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut sessions = Vec::new();
+    for &id in &ids {
+        let mut o = opts.clone();
+        o.device = if gpu {
+            Device::Cuda { ordinal: id }
+        } else if model.backend == BackendArg::CudaEmu {
+            Device::CudaEmu
+        } else {
+            Device::Cpu { threads: Some((cores / ids.len()).max(1)) }
+        };
+        sessions.push(Session::with_options(&m, o).with_context(|| format!("device {id} of --devices {list}"))?);
+    }
+    let names: Vec<String> = sessions.iter().map(Session::device_name).collect();
+    say_model(&m, &format!("{} worker(s): {}", sessions.len(), names.join(", ")));
+    Ok(sessions)
+}
+
+/// The API's options for the sampling flags (`batch` inputs per model batch).
+pub fn api_options(sample: &SampleOptions, batch: usize) -> Options {
+    Options {
+        num_inference_steps: sample.steps,
+        ensemble_size: sample.ensemble,
+        seed: sample.seed,
+        batch_size: batch.max(1),
+        output_uncertainty: true,
+        progress: sample.control.progress.clone(),
+        ..Default::default()
+    }
+}
+
+/// A loaded image (planes in [0, 1]) as a view the API reads: interleaved f32, exactly the
+/// same values.
+pub struct Interleaved {
+    width: usize,
+    height: usize,
+    channels: usize,
+    data: Vec<f32>,
+}
+
+impl Interleaved {
+    pub fn new(img: &Image) -> Interleaved {
+        let n = img.width * img.height;
+        let c = img.channels;
+        let data = (0..n).flat_map(|p| (0..c).map(move |ch| (ch, p))).map(|(ch, p)| img.data[ch * n + p]).collect();
+        Interleaved { width: img.width, height: img.height, channels: c, data }
+    }
+    pub fn view(&self) -> crate::error::Result<ImageView<'_>> {
+        Ok(if self.channels == 1 {
+            ImageView::gray_f32(&self.data, self.width, self.height)?
+        } else {
+            ImageView::rgb_f32(&self.data, self.width, self.height)?
+        })
+    }
 }
 
 fn outputs_for(task: TaskKind, stem: &Path, out: &Path, ensemble: usize) -> Vec<PathBuf> {
@@ -109,6 +187,7 @@ pub fn run(
     sample: &SampleOptions,
     out: &Path,
     batch: usize,
+    scale: &ScaleOptions,
 ) -> Result<bool> {
     if args.is_empty() {
         bail!("no inputs given");
@@ -151,56 +230,210 @@ pub fn run(
             pairing.pairs.into_iter().zip(stems).map(|((a, b), s)| Job { inputs: vec![a, b], stem: s }).collect()
         }
     };
-    // Resume: skip inputs whose outputs are all there.
-    let (done, todo): (Vec<Job>, Vec<Job>) =
-        jobs.into_iter().partition(|j| outputs_for(task, &j.stem, out, sample.ensemble).iter().all(|p| p.exists()));
+    // The position of an input in the sorted list decides its shard (and nothing else does).
+    let mut jobs = jobs;
+    jobs.sort_by(|a, b| a.inputs.cmp(&b.inputs));
+    let job_total = jobs.len();
+    let shard = match super::shard::choose(scale.shard.as_deref(), scale.shard_count, &|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?
+    {
+        Some((s, from)) => {
+            let jobs_here = s.select((0..job_total).collect()).len();
+            eprintln!("shard {s} ({}): {jobs_here} of {job_total} inputs", from.describe());
+            s
+        }
+        None => Shard::ALL,
+    };
+    let jobs = shard.select(jobs);
+    let outputs_of = |j: &Job| outputs_for(task, &j.stem, out, sample.ensemble);
+    let cancel = super::interrupt::install();
+    super::outdir::prepare_for(out, jobs.iter().flat_map(outputs_of))?;
+    let mut sessions = worker_sessions(model, scale.devices.as_deref())?;
+    for s in &mut sessions {
+        s.set_cancel_token(cancel.clone());
+    }
+    let opts = api_options(sample, batch);
+
+    // Resume: what this model with these options already made is done; outputs of another model
+    // or other options are recomputed only with --overwrite.
+    let run_key = RunKey { model: model_fingerprint(model), options: output_options(task, sample, &sessions[0]) };
+    let ledger = Ledger::read(out).with_context(|| format!("reading the run records in {}", out.display()))?;
+    let key = |j: &Job| j.stem.display().to_string();
+    let (mut done, mut todo, mut conflicts) = (Vec::new(), Vec::new(), Vec::new());
+    for job in jobs {
+        let k = key(&job);
+        let present = outputs_of(&job).iter().all(|p| p.exists());
+        if ledger.done(&k, &run_key) {
+            done.push(job);
+        } else if present && !scale.overwrite && ledger.done_differently(&k, &run_key).is_some() {
+            conflicts.push(job);
+        } else if present && !scale.overwrite && !ledger.latest.contains_key(&k) {
+            done.push(job); // outputs from a run without records, or killed between write and record
+        } else {
+            todo.push(job);
+        }
+    }
     if !done.is_empty() {
         eprintln!("skipping {} input(s) whose outputs already exist in {}", done.len(), out.display());
     }
-    let engine = engine(model)?;
-    let res = engine.config().resolution;
+    for job in &conflicts {
+        failed.push(format!(
+            "{}: its outputs in {} were made with another model or other options; pass --overwrite to recompute them",
+            job.inputs[0].display(),
+            out.display()
+        ));
+    }
+    let keys: Vec<String> = done.iter().chain(&todo).chain(&conflicts).map(key).collect();
+    let manifest = Mutex::new(
+        Manifest::create(out, &shard.file_tag(), &shard.to_string(), job_total, &keys)
+            .with_context(|| format!("writing the run record under {}", out.join(super::manifest::DIR).display()))?,
+    );
+
     let total = todo.len();
     let start = Instant::now();
-    let mut written = 0usize;
-    for (bi, chunk) in todo.chunks(batch.max(1)).enumerate() {
-        let mut requests = Vec::new();
-        let mut sizes = Vec::new();
-        let mut ok_jobs = Vec::new();
-        for job in chunk {
-            match load_job(task, job, res) {
-                Ok((req, size)) => {
-                    requests.push(req);
-                    sizes.push(size);
-                    ok_jobs.push(job);
-                }
-                Err(e) => failed.push(format!("{e:#}")),
+    let finished_n = AtomicUsize::new(0);
+    let workers: Vec<(usize, Session)> = sessions.into_iter().enumerate().collect();
+    let several = workers.len() > 1;
+    let summary = super::runner::run(
+        workers,
+        |(i, s)| if several { format!("[{i}] {}", s.device_name()) } else { s.device_name() },
+        &todo,
+        batch,
+        |(_, session), batch| run_batch(session, task, batch, &opts, sample.ensemble, out),
+        |job, outcome, device, secs| {
+            let n = finished_n.fetch_add(1, Ordering::SeqCst) + 1;
+            let (status, reason) = match outcome {
+                Outcome::Done => (Status::Done, None),
+                Outcome::Failed(why) => (Status::Failed, Some(why.clone())),
+            };
+            let record = Record {
+                key: key(job),
+                inputs: job.inputs.iter().map(|p| p.display().to_string()).collect(),
+                outputs: match status {
+                    Status::Done => outputs_of(job).iter().map(|p| p.display().to_string()).collect(),
+                    Status::Failed => vec![],
+                },
+                status,
+                reason,
+                seconds: secs,
+                device: device.to_string(),
+                shard: shard.to_string(),
+                run: run_key.clone(),
+            };
+            let mut m = manifest.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = m.record(&record) {
+                log::warn!("could not append to the run record {}: {e}", m.path().display());
             }
-        }
-        let preds = engine.predict(&requests, sample)?;
-        for ((job, pred), (w, h)) in ok_jobs.iter().zip(&preds).zip(&sizes) {
-            match write_outputs(task, pred, &job.stem, out, res, *w, *h, sample.ensemble) {
-                Ok(()) => written += 1,
-                Err(e) => failed.push(format!("{}: {e:#}", job.inputs[0].display())),
-            }
-        }
-        let done_n = ((bi + 1) * batch).min(total);
-        let el = start.elapsed().as_secs_f64();
-        eprint!("\r[{done_n}/{total}] {:.1} s elapsed, {:.2} s per input   ", el, el / done_n.max(1) as f64);
-    }
-    if total > 0 {
+            let el = start.elapsed().as_secs_f64();
+            eprint!("\r[{n}/{total}] {:.1} s elapsed, {:.2} s per input   ", el, el / n as f64);
+        },
+    );
+    if finished_n.load(Ordering::SeqCst) > 0 {
         eprintln!();
     }
+    failed.extend(summary.failed.iter().cloned());
     for f in &failed {
         eprintln!("failed: {f}");
     }
+    let stopped = match &summary.stopped {
+        Some(Some(why)) => Some(format!("stopped: {why}")),
+        Some(None) => Some(match super::interrupt::received() {
+            Some(sig) => format!("stopped by {sig} at a denoising-step boundary"),
+            None => "cancelled".to_string(),
+        }),
+        None => None,
+    };
+    if let Some(why) = &stopped {
+        eprintln!(
+            "{why}; {} input(s) not done. Run the same command again to resume: inputs whose outputs exist are \
+             skipped, and the rest give what an uninterrupted run gives.",
+            summary.not_done
+        );
+    }
+    for line in summary.throughput_lines() {
+        eprintln!("{line}");
+    }
     println!(
-        "{written} written, {} skipped (already done), {} failed; outputs in {} ({:.1} s)",
+        "{} written, {} skipped (already done), {} failed; outputs in {} ({:.1} s)",
+        summary.done,
         done.len(),
         failed.len(),
         out.display(),
         start.elapsed().as_secs_f64()
     );
-    Ok(failed.is_empty())
+    Ok(failed.is_empty() && stopped.is_none())
+}
+
+/// One batch on one session: load, predict, write. A load failure fails that input alone; a
+/// prediction error on the inputs fails the batch (the runner retries it input by input); a
+/// failed write or a device error stops the run.
+fn run_batch(
+    session: &mut Session,
+    task: TaskKind,
+    batch: &[&Job],
+    opts: &Options,
+    ensemble: usize,
+    out: &Path,
+) -> Result<Vec<Outcome>, BatchError> {
+    let mut outcomes = vec![Outcome::Done; batch.len()];
+    let mut loaded = Vec::new();
+    let mut at = Vec::new();
+    for (i, job) in batch.iter().enumerate() {
+        match load_job(task, job) {
+            Ok(images) => {
+                loaded.push(images);
+                at.push(i);
+            }
+            Err(e) => outcomes[i] = Outcome::Failed(format!("{e:#}")),
+        }
+    }
+    let results = predict(session, task, &loaded, opts).map_err(|e| match e.kind() {
+        ErrorKind::Cancelled => BatchError::Cancelled,
+        ErrorKind::InvalidArgument => BatchError::Inputs(format!("{}: {e}", batch[at[0]].inputs[0].display())),
+        _ => BatchError::Fatal(e.to_string()),
+    })?;
+    for (i, result) in at.into_iter().zip(&results) {
+        let job = batch[i];
+        // A write that fails (a full disk, a folder gone or read-only) would fail for the next
+        // input too: stop the run, keep everything written so far.
+        write_outputs(result, &job.stem, out, ensemble)
+            .map_err(|e| BatchError::Fatal(format!("{}: {e:#}", job.inputs[0].display())))?;
+    }
+    Ok(outcomes)
+}
+
+/// A fingerprint of the model the run uses (see `manifest::fingerprint`).
+fn model_fingerprint(model: &ModelArgs) -> String {
+    let spec = model.model_spec().unwrap_or_else(|| {
+        model_file::demo_model_candidates()
+            .into_iter()
+            .find(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    });
+    let mut files: Vec<PathBuf> = Vec::new();
+    if Path::new(&spec).is_file() {
+        files.push(PathBuf::from(&spec));
+    }
+    if let Some(dir) = model.sd2_dir() {
+        files.push(dir.join("vae").join("diffusion_pytorch_model.safetensors"));
+    }
+    let name = Path::new(&spec).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(spec.clone());
+    super::manifest::fingerprint(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>(), &name)
+}
+
+/// The options that change a run's outputs, as its run records keep them (the device kind:
+/// the CPU computes in f32, a GPU and the emulator in bf16 by default).
+fn output_options(task: TaskKind, sample: &SampleOptions, session: &Session) -> serde_json::Value {
+    let name = session.device_name();
+    let kind = name.split(" (").next().unwrap_or(&name).to_string();
+    serde_json::json!({
+        "task": format!("{task:?}").to_lowercase(),
+        "steps": sample.steps,
+        "ensemble": sample.ensemble,
+        "seed": sample.seed,
+        "device": kind,
+    })
 }
 
 fn is_mask_path(p: &Path) -> bool {
@@ -208,98 +441,87 @@ fn is_mask_path(p: &Path) -> bool {
     s.contains("mask")
 }
 
-/// Load a job's images at the model's resolution; also returns the (upright) input size.
-fn load_job(task: TaskKind, job: &Job, res: usize) -> Result<(Request, (usize, usize))> {
+/// Load a job's images: the image, and the second frame or the mask (CHW planes in [0, 1]).
+fn load_job(task: TaskKind, job: &Job) -> Result<Vec<Interleaved>> {
     let first = load_rgb(&job.inputs[0]).with_context(|| format!("{}", job.inputs[0].display()))?;
-    let size = (first.width, first.height);
-    let rgb = to_model(&first, res)?;
-    let prompt = match task {
-        TaskKind::Depth => depth_prompt(res),
+    let mut images = vec![Interleaved::new(&first)];
+    match task {
+        TaskKind::Depth => {}
         TaskKind::Flow => {
             let second = load_rgb(&job.inputs[1]).with_context(|| format!("{}", job.inputs[1].display()))?;
-            to_model(&second, res)?
+            images.push(Interleaved::new(&second));
         }
         TaskKind::Segment => {
             let mask = load_mask(&job.inputs[1]).with_context(|| format!("{}", job.inputs[1].display()))?;
-            segment_prompt(&mask, res)?
+            images.push(Interleaved::new(&mask));
         }
-    };
-    Ok((Request { task, rgb, prompt }, size))
+    }
+    Ok(images)
 }
 
-/// The segment prompt: a visible-object mask (one plane in [0, 1]) at the model's resolution
-/// (nearest resize) as 3 channels of -1/1.
-pub fn segment_prompt(mask: &Image, res: usize) -> Result<Tensor> {
-    let m = resize_nearest(&mask.data, mask.width, mask.height, res, res)?;
-    let plane: Vec<f32> = m.iter().map(|&v| if v > 0.5 { 1.0 } else { -1.0 }).collect();
-    Ok(Tensor::new(vec![3, res, res], [plane.clone(), plane.clone(), plane].concat())?)
+/// A task's result at its input's size.
+pub enum TaskResult {
+    Depth(DepthResult),
+    Flow(FlowResult),
+    Segment(AmodalResult),
 }
 
-/// A prediction brought to an input's size, as the task commands write it.
-pub enum AtInputSize {
-    /// Relative depth in [0, 1] and, for an ensemble, its spread.
-    Depth { depth: Vec<f32>, uncertainty: Option<Vec<f32>> },
-    /// Pixels at the input's resolution.
-    Flow(Flow),
-    /// The amodal image [3, h, w] in [0, 1] and its object mask (0/1, found at the model's
-    /// resolution and resized nearest).
-    Segment { image: Vec<f32>, mask: Vec<f32> },
-}
-
-/// Resize a prediction at the model's resolution `res` to `w` x `h`: bilinear for values,
-/// nearest for the mask; flow is rescaled to pixels at the new size.
-pub fn to_input_size(pred: &Prediction, res: usize, w: usize, h: usize) -> Result<AtInputSize> {
-    let back = |plane: &[f32]| resize_bilinear(plane, res, res, w, h);
-    Ok(match pred {
-        Prediction::Depth { depth, uncertainty } => AtInputSize::Depth {
-            depth: back(depth)?.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(),
-            uncertainty: uncertainty.as_deref().map(back).transpose()?,
-        },
-        Prediction::Flow { u, v } => {
-            let (sx, sy) = (w as f32 / res as f32, h as f32 / res as f32);
-            let u: Vec<f32> = back(u)?.into_iter().map(|x| x * sx).collect();
-            let v: Vec<f32> = back(v)?.into_iter().map(|x| x * sy).collect();
-            AtInputSize::Flow(Flow { width: w, height: h, u, v })
+/// One batch of loaded jobs through the session.
+fn predict(
+    session: &mut Session,
+    task: TaskKind,
+    loaded: &[Vec<Interleaved>],
+    opts: &Options,
+) -> crate::error::Result<Vec<TaskResult>> {
+    if loaded.is_empty() {
+        return Ok(vec![]);
+    }
+    let views = loaded
+        .iter()
+        .map(|imgs| imgs.iter().map(Interleaved::view).collect::<crate::error::Result<Vec<_>>>())
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    let pairs = || views.iter().map(|v| (v[0], v[1])).collect::<Vec<_>>();
+    Ok(match task {
+        TaskKind::Depth => {
+            let images: Vec<ImageView> = views.iter().map(|v| v[0]).collect();
+            session.depth_batch(&images, opts)?.into_iter().map(TaskResult::Depth).collect()
         }
-        Prediction::Segment { image } => {
-            let img01: Vec<f32> = image.iter().map(|v| (v + 1.0) / 2.0).collect();
-            let mask_f: Vec<f32> = amodal_mask(&img01).iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-            AtInputSize::Segment {
-                image: resize_bilinear(&img01, res, res, w, h)?,
-                mask: resize_nearest(&mask_f, res, res, w, h)?,
-            }
-        }
+        TaskKind::Flow => session.flow_batch(&pairs(), opts)?.into_iter().map(TaskResult::Flow).collect(),
+        TaskKind::Segment => session.amodal_batch(&pairs(), opts)?.into_iter().map(TaskResult::Segment).collect(),
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_outputs(
-    task: TaskKind,
-    pred: &Prediction,
-    stem: &Path,
-    out: &Path,
-    res: usize,
-    w: usize,
-    h: usize,
-    k: usize,
-) -> Result<()> {
-    let paths = outputs_for(task, stem, out, k);
-    match to_input_size(pred, res, w, h)? {
-        AtInputSize::Depth { depth, uncertainty } => {
-            save_png_rgb8(&paths[0], w, h, &colorize_depth(&depth))?;
-            save_png_gray16(&paths[1], w, h, &depth)?;
-            write_npy_f32(&paths[2], &[h, w], &depth)?;
-            if let (Some(u), Some(p)) = (uncertainty, paths.get(3)) {
-                save_png_gray16(p, w, h, &u)?;
+/// Interleaved pixels (`channels` per pixel) as CHW planes, as the file writers take them.
+pub fn planar(data: &[f32], channels: usize) -> Vec<f32> {
+    let n = data.len() / channels.max(1);
+    (0..channels).flat_map(|c| (0..n).map(move |p| data[p * channels + c])).collect()
+}
+
+fn write_outputs(result: &TaskResult, stem: &Path, out: &Path, k: usize) -> Result<()> {
+    match result {
+        TaskResult::Depth(r) => {
+            let paths = outputs_for(TaskKind::Depth, stem, out, k);
+            let (w, h) = (r.width, r.height);
+            save_png_rgb8(&paths[0], w, h, &colorize_depth(&r.depth))?;
+            save_png_gray16(&paths[1], w, h, &r.depth)?;
+            write_npy_f32(&paths[2], &[h, w], &r.depth)?;
+            if let (Some(u), Some(p)) = (&r.uncertainty, paths.get(3)) {
+                save_png_gray16(p, w, h, u)?;
             }
         }
-        AtInputSize::Flow(flow) => {
-            save_png_rgb8(&paths[1], w, h, &flow_to_color(&flow.u, &flow.v)?)?;
+        TaskResult::Flow(r) => {
+            let paths = outputs_for(TaskKind::Flow, stem, out, k);
+            let uv = planar(&r.flow, 2);
+            let n = r.width * r.height;
+            let flow = Flow { width: r.width, height: r.height, u: uv[..n].to_vec(), v: uv[n..].to_vec() };
+            save_png_rgb8(&paths[1], r.width, r.height, &flow_to_color(&flow.u, &flow.v)?)?;
             write_flo(&paths[0], &flow)?;
         }
-        AtInputSize::Segment { image, mask } => {
-            save_png_rgb8(&paths[0], w, h, &image)?;
-            save_png_gray8(&paths[1], w, h, &mask)?;
+        TaskResult::Segment(r) => {
+            let paths = outputs_for(TaskKind::Segment, stem, out, k);
+            let mask: Vec<f32> = r.mask.iter().map(|&m| m as f32).collect();
+            save_png_rgb8(&paths[0], r.width, r.height, &planar(&r.rgb, 3))?;
+            save_png_gray8(&paths[1], r.width, r.height, &mask)?;
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! Atomic file writes: write to a temporary name beside the target, fsync, rename. A crash or an
-//! error leaves either the old file or nothing, never a half-written output.
+//! Atomic file writes: write to a temporary name beside the target, fsync, rename, fsync the
+//! folder. A crash, SIGKILL or an error (a full disk) leaves either the old file or nothing under
+//! the final name, never a half-written output; on an error the temporary file is removed.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -23,13 +24,27 @@ pub fn write_with(path: &Path, f: impl FnOnce(&mut dyn Write) -> std::io::Result
         f(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        sync_dir(path);
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// Makes the rename itself durable (a crash right after it could otherwise forget it). Best
+/// effort: some file systems cannot sync a directory, and the file's own bytes are already safe.
+fn sync_dir(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Write bytes atomically.

@@ -3,7 +3,7 @@
 
 use super::control::Control;
 use super::noise::NoiseRng;
-use super::{Engine, Task, Trace};
+use super::{Engine, Task};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::postprocess::ensemble::{ensemble_depth, EnsembleOptions};
@@ -67,8 +67,22 @@ pub fn depth_prompt(res: usize) -> Tensor {
 impl<B: Backend> Engine<B> {
     /// Run several requests, K members each, as one batch. Returns one prediction per request.
     pub fn predict(&self, requests: &[Request], opts: &SampleOptions) -> Result<Vec<Prediction>> {
+        Ok(self.predict_full(requests, opts, None, &mut super::DenoiseCache::new(1))?.0)
+    }
+
+    /// `predict`, starting from `init` instead of the seed's noise when given (`[rows, c, h, w]`
+    /// for one request, rows = parts x members, used for every request), and also returning the
+    /// final latents `[requests x rows, c, h, w]` in request order. The denoising runs in
+    /// `cache`'s state for its shape (see `Engine::denoise_cached`).
+    pub fn predict_full(
+        &self,
+        requests: &[Request],
+        opts: &SampleOptions,
+        init: Option<&Tensor>,
+        cache: &mut super::DenoiseCache<B>,
+    ) -> Result<(Vec<Prediction>, Tensor)> {
         if requests.is_empty() {
-            return Ok(vec![]);
+            return Ok((vec![], Tensor::zeros(&[0])));
         }
         if opts.ensemble == 0 {
             return Err(Error::Input("--ensemble must be at least 1".into()));
@@ -107,23 +121,44 @@ impl<B: Backend> Engine<B> {
         let gather = |src: &Tensor| -> Result<Tensor> {
             Tensor::stack(&rows.iter().map(|&(i, ..)| src.index0(i)).collect::<Vec<_>>())
         };
-        let noise = Tensor::stack(
-            &rows
-                .iter()
-                .map(|&(_, p, m, _)| Tensor::new(lat_shape.clone(), member_noise(opts.seed, m, p, lat_n)))
-                .collect::<Result<Vec<_>>>()?,
-        )?;
+        let noise = match init {
+            None => Tensor::stack(
+                &rows
+                    .iter()
+                    .map(|&(_, p, m, _)| Tensor::new(lat_shape.clone(), member_noise(opts.seed, m, p, lat_n)))
+                    .collect::<Result<Vec<_>>>()?,
+            )?,
+            Some(init) => {
+                let per_request = rows.len() / requests.len();
+                let mut want = vec![per_request];
+                want.extend(&lat_shape);
+                if init.shape != want {
+                    return Err(Error::Input(format!(
+                        "latents {:?} do not fit this model and task: expected {want:?} (rows = parts x ensemble members)",
+                        init.shape
+                    )));
+                }
+                let mut data = Vec::with_capacity(rows.len() * lat_n);
+                for _ in requests {
+                    data.extend_from_slice(&init.data);
+                }
+                let mut shape = vec![rows.len()];
+                shape.extend(&lat_shape);
+                Tensor::new(shape, data)?
+            }
+        };
         let labels: Vec<i64> = rows.iter().map(|r| r.3).collect();
-        let latent = self.denoise_with(
-            &be.upload(&gather(&rgb_lat)?)?,
-            &be.upload(&gather(&prompt_lat)?)?,
+        let latent = self.denoise_cached(
+            cache,
+            &gather(&rgb_lat)?,
+            &gather(&prompt_lat)?,
             &labels,
-            noise,
+            &noise,
             opts.steps,
-            &mut Trace::default(),
             &opts.control,
         )?;
-        let decoded = self.decode(&latent)?; // [rows, 3, R, R]
+        let decoded = self.decode(latent)?; // [rows, 3, R, R]
+        let latent = be.download(latent)?;
         let plane = res * res;
         // Mean of the three decoded channels, per row.
         let channel_mean = |row: usize| -> Vec<f32> {
@@ -165,6 +200,6 @@ impl<B: Backend> Engine<B> {
                 }
             }
         }
-        Ok(out)
+        Ok((out, latent))
     }
 }

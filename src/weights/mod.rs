@@ -88,6 +88,8 @@ impl RawTensor {
             DType::F64 => chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
             DType::I64 => chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
             DType::I32 => chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            DType::I16 => chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect(),
+            DType::I8 => b.iter().map(|&x| x as i8 as f32).collect(),
             DType::U8 | DType::Bool => b.iter().map(|&x| x as f32).collect(),
         })
     }
@@ -98,6 +100,8 @@ impl RawTensor {
         match self.dtype {
             DType::I64 => Ok(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
             DType::I32 => Ok(b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect()),
+            DType::I16 => Ok(b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect()),
+            DType::I8 => Ok(b.iter().map(|&x| x as i8 as i64).collect()),
             d => Err(Error::Weights(format!("expected an integer tensor, found {d}"))),
         }
     }

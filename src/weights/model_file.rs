@@ -1,5 +1,6 @@
-//! Finding and opening a model: `--model FILE|synthetic:generalist`, `--sd2 DIR`, the
-//! environment variables, or the embedded demo model (CONVENTIONS.md "Models").
+//! Finding and opening a model: a file or `synthetic:generalist`, an SD-2 folder, or the
+//! embedded demo model (CONVENTIONS.md "Models"). No environment reads here: the CLI maps
+//! `PERCEPT_MODEL`/`PERCEPT_SD2` to arguments (`cli::model_spec`).
 
 use std::path::{Path, PathBuf};
 
@@ -40,30 +41,30 @@ pub fn demo_model_candidates() -> Vec<PathBuf> {
     v
 }
 
-/// Resolve `--model`/`--sd2` with the environment and the demo default.
+/// Open `model` (a file or `synthetic:generalist`; `None`: the embedded demo model) with an
+/// optional SD-2 folder. Reads no environment variables: the CLI maps `PERCEPT_MODEL` and
+/// `PERCEPT_SD2` to these arguments.
 pub fn resolve(model: Option<&str>, sd2: Option<&Path>) -> Result<ModelSource> {
-    let env_model = std::env::var("PERCEPT_MODEL").ok().filter(|s| !s.is_empty());
-    let env_sd2 = std::env::var("PERCEPT_SD2").ok().filter(|s| !s.is_empty()).map(PathBuf::from);
-    let sd2 = sd2.map(Path::to_path_buf).or(env_sd2);
-    let spec = match model.map(str::to_string).or(env_model) {
-        Some(s) => s,
-        None => demo_model_candidates()
-            .into_iter()
-            .find(|p| p.exists())
-            .map(|p| p.display().to_string())
-            .ok_or_else(|| {
-                Error::Weights(format!(
-                    "no model given and the embedded demo model was not found (looked at {}); pass --model FILE or set PERCEPT_MODEL",
-                    demo_model_candidates().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-                ))
-            })?,
+    let spec = match model {
+        Some(s) => s.to_string(),
+        None => demo_model_path()?.display().to_string(),
     };
-    open(&spec, sd2.as_deref())
+    open(&spec, sd2)
+}
+
+/// The embedded demo model's file (see `demo_model_candidates`).
+pub fn demo_model_path() -> Result<PathBuf> {
+    demo_model_candidates().into_iter().find(|p| p.exists()).ok_or_else(|| {
+        Error::Weights(format!(
+            "no model given and the embedded demo model was not found (looked at {}); pass a model file",
+            demo_model_candidates().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    })
 }
 
 /// Open a model spec (a file or `synthetic:generalist`), with an optional SD-2 folder.
 pub fn open(spec: &str, sd2: Option<&Path>) -> Result<ModelSource> {
-    let mut src = if spec == SYNTHETIC_GENERALIST {
+    let src = if spec == SYNTHETIC_GENERALIST {
         synthetic_generalist()?
     } else if let Some(rest) = spec.strip_prefix("synthetic:") {
         return Err(Error::Weights(format!(
@@ -72,6 +73,12 @@ pub fn open(spec: &str, sd2: Option<&Path>) -> Result<ModelSource> {
     } else {
         open_file(Path::new(spec))?
     };
+    complete(src, sd2)
+}
+
+/// Take the VAE and scheduler from an SD-2 folder when one is given, then check that the model
+/// has a VAE.
+pub fn complete(mut src: ModelSource, sd2: Option<&Path>) -> Result<ModelSource> {
     if let Some(dir) = sd2 {
         let (vae_cfg, vae, sched) = open_sd2(dir)?;
         src.config.vae = Some(vae_cfg);
@@ -90,6 +97,17 @@ pub fn open(spec: &str, sd2: Option<&Path>) -> Result<ModelSource> {
     Ok(src)
 }
 
+/// A percept `.safetensors` model held in memory (`name` is used in messages). Its config
+/// comes from the `percept.config` metadata, else from the DiT's tensor shapes.
+pub fn open_bytes(name: &str, bytes: &[u8]) -> Result<ModelSource> {
+    let st = SafetensorsFile::from_bytes(name, bytes)?;
+    let meta = st.metadata.get("percept.config").cloned();
+    let mut dit = Weights::new(name, st.tensors);
+    let vae = dit.take_prefix("vae.");
+    let config = file_config(Path::new(name), meta.as_deref(), &dit, !vae.is_empty(), false)?;
+    complete(ModelSource { scheduler: config.scheduler.clone(), config, dit, vae, description: name.to_string() }, None)
+}
+
 /// The SD-2 VAE's shape with synthetic weights.
 pub fn synthetic_sd2_vae() -> Result<(VaeConfig, Weights)> {
     let vae_table: Value = serde_json::from_str(synthetic::SD2_VAE_TABLE).expect("embedded table is JSON");
@@ -104,7 +122,8 @@ pub fn synthetic_generalist_dit() -> Result<(DitConfig, Weights)> {
     Ok((DitConfig::from_json(&dit_table["config"])?, dit))
 }
 
-fn synthetic_generalist() -> Result<ModelSource> {
+/// The published model's shape (DiT and SD-2 VAE) with synthetic weights.
+pub fn synthetic_generalist() -> Result<ModelSource> {
     let (dit_cfg, dit) = synthetic_generalist_dit()?;
     let (vae_cfg, vae) = synthetic_sd2_vae()?;
     Ok(ModelSource {
@@ -118,14 +137,20 @@ fn synthetic_generalist() -> Result<ModelSource> {
 
 /// The config of a weights file: its `percept.config` metadata, else a `config.json` beside it,
 /// else inferred from the DiT's tensor shapes.
-fn file_config(path: &Path, metadata: Option<&str>, dit: &Weights, has_vae: bool) -> Result<ModelConfig> {
+fn file_config(
+    path: &Path,
+    metadata: Option<&str>,
+    dit: &Weights,
+    has_vae: bool,
+    look_beside: bool,
+) -> Result<ModelConfig> {
     if let Some(m) = metadata {
         let v: Value = serde_json::from_str(m)
             .map_err(|e| Error::Config(format!("{}: metadata percept.config is not JSON ({e})", path.display())))?;
         return ModelConfig::from_json(&v);
     }
     let beside = path.with_file_name("config.json");
-    if beside.exists() {
+    if look_beside && beside.exists() {
         let text = std::fs::read_to_string(&beside).map_err(|e| Error::io(&beside, e))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Config(format!("{}: not valid JSON ({e})", beside.display())))?;
@@ -147,7 +172,7 @@ pub fn open_file(path: &Path) -> Result<ModelSource> {
     let (tensors, metadata) = load_tensors(path)?;
     let mut dit = Weights::new(path.display().to_string(), tensors);
     let vae = dit.take_prefix("vae.");
-    let config = file_config(path, metadata.as_deref(), &dit, !vae.is_empty())?;
+    let config = file_config(path, metadata.as_deref(), &dit, !vae.is_empty(), true)?;
     Ok(ModelSource { scheduler: config.scheduler.clone(), config, dit, vae, description: path.display().to_string() })
 }
 

@@ -23,6 +23,8 @@ fn dtype_from_str(s: &str) -> Option<DType> {
         "F64" => DType::F64,
         "I64" => DType::I64,
         "I32" => DType::I32,
+        "I16" => DType::I16,
+        "I8" => DType::I8,
         "U8" => DType::U8,
         "BOOL" => DType::Bool,
         _ => return None,
@@ -37,9 +39,51 @@ pub fn dtype_to_str(d: DType) -> &'static str {
         DType::F64 => "F64",
         DType::I64 => "I64",
         DType::I32 => "I32",
+        DType::I16 => "I16",
+        DType::I8 => "I8",
         DType::U8 => "U8",
         DType::Bool => "BOOL",
     }
+}
+
+/// The reference library's rule: sorted by offset, the tensors' byte ranges cover the data section
+/// exactly, each starting where the previous one ends. An overlap would let two tensors alias
+/// the same bytes, a gap or trailing bytes hide data no tensor owns; both mean a damaged or
+/// hand-made file, which the official loader refuses and so do we.
+fn check_tiling(sorted: &[(String, RawTensor)], data_start: usize, data_len: usize) -> Result<(), String> {
+    let mut expected = 0usize;
+    let mut previous: Option<&str> = None;
+    for (name, t) in sorted {
+        let Bytes::Mapped { offset, len, .. } = &t.bytes else { continue };
+        let (start, end) = (offset - data_start, offset - data_start + len);
+        let after = || match previous {
+            Some(p) => format!("tensor \"{p}\" (which ends at byte {expected})"),
+            None => "the start of the data section".to_string(),
+        };
+        let fault = if start < expected {
+            format!("overlaps {}", after())
+        } else if start > expected {
+            format!("leaves a gap of {} bytes after {}", start - expected, after())
+        } else {
+            String::new()
+        };
+        if !fault.is_empty() {
+            return Err(format!(
+                "tensor \"{name}\" has data_offsets [{start}, {end}], which {fault}; tensors must tile the data \
+                 section without overlaps or gaps (the safetensors library refuses such a file too)"
+            ));
+        }
+        expected = end;
+        previous = Some(name);
+    }
+    if expected != data_len {
+        return Err(format!(
+            "the tensors' data ends at byte {expected} of the data section but the file holds {data_len} data bytes \
+             ({} unclaimed bytes at the end; the safetensors library refuses this file too)",
+            data_len - expected
+        ));
+    }
+    Ok(())
 }
 
 impl SafetensorsFile {
@@ -47,6 +91,22 @@ impl SafetensorsFile {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the map is read-only; a file truncated underneath us is the usual mmap caveat.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Self::from_map(path, Arc::new(map))
+    }
+
+    /// A safetensors file already in memory, named `name` in messages. The bytes are copied
+    /// once into an anonymous read-only map, so the tensors borrow them as they borrow a file's.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        let path = Path::new(name);
+        if bytes.len() < 8 {
+            return Err(Error::Weights(format!(
+                "{name}: not a valid safetensors file: only {} bytes long",
+                bytes.len()
+            )));
+        }
+        let mut map = memmap2::MmapMut::map_anon(bytes.len()).map_err(|e| Error::io(path, e))?;
+        map.copy_from_slice(bytes);
+        let map = map.make_read_only().map_err(|e| Error::io(path, e))?;
         Self::from_map(path, Arc::new(map))
     }
 
@@ -102,11 +162,13 @@ impl SafetensorsFile {
             let bytes = Bytes::Mapped { map: map.clone(), offset: data_start + offs.0, len: offs.1 - offs.0 };
             tensors.push((name.clone(), RawTensor { dtype, shape, bytes }));
         }
-        // serde_json's map is sorted by name; keep file order for a stable, meaningful listing.
+        // In data order (the header's order may differ), which is also the order the ranges
+        // must tile the data section in.
         tensors.sort_by_key(|(_, t)| match &t.bytes {
-            Bytes::Mapped { offset, .. } => *offset,
-            _ => 0,
+            Bytes::Mapped { offset, len, .. } => (*offset, *len),
+            _ => (0, 0),
         });
+        check_tiling(&tensors, data_start, data_len).map_err(bad)?;
         Ok(SafetensorsFile { path: path.to_path_buf(), tensors, metadata })
     }
 

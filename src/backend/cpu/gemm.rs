@@ -13,6 +13,25 @@ pub(super) fn threads(m: usize, n: usize, k: usize, allow_threads: bool) -> usiz
     }
 }
 
+thread_local! {
+    /// This thread's AMX choice (`None`: the environment's, see `backend::switches`). A CPU
+    /// session's thread pool sets it on each of its threads, so sessions can differ.
+    static AMX_CHOICE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Let (or stop) products on the calling thread use the AMX kernel.
+pub fn set_thread_amx(on: bool) {
+    AMX_CHOICE.with(|c| c.set(Some(on)));
+}
+
+/// Whether products on this thread may use the AMX kernel (where the CPU has it).
+fn amx_allowed() -> bool {
+    static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    AMX_CHOICE
+        .with(|c| c.get())
+        .unwrap_or_else(|| *FROM_ENV.get_or_init(|| crate::backend::switches::DevSwitches::from_env().cpu_amx))
+}
+
 /// Which implementation carries a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -25,11 +44,11 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// The fastest engine this CPU runs.
+    /// The fastest engine this CPU runs (AMX only where this thread allows it).
     pub fn best() -> Engine {
         #[cfg(target_arch = "x86_64")]
         {
-            if super::gemm_amx::available() {
+            if amx_allowed() && super::gemm_amx::available() {
                 return Engine::Amx;
             }
             if super::gemm_avx512::available() {

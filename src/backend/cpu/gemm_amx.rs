@@ -49,13 +49,10 @@ const PREPACK_MAX: usize = 1 << 23;
 
 /// Whether this CPU and OS run the AMX path: AMX-TILE and AMX-BF16, AVX-512 (the packing
 /// uses it), and Linux's permission to use the tile state (requested once for the process).
-/// `PERCEPT_CPU_AMX=0` turns the path off (the AVX-512 kernel runs instead).
+/// Whether it is used is decided per thread (`gemm::set_thread_amx`, `PERCEPT_CPU_AMX=0`).
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        if std::env::var("PERCEPT_CPU_AMX").is_ok_and(|v| v.trim() == "0") {
-            return false;
-        }
         if !super::gemm_avx512::available() {
             return false;
         }

@@ -142,7 +142,7 @@ impl<D: Device> Cuda<D> {
     }
 
     fn with_storage(dev: D, act: DType) -> Self {
-        let fast = std::env::var("PERCEPT_FAST_KERNELS").is_ok_and(|v| v == "1");
+        let fast = crate::backend::switches::DevSwitches::from_env().fast_kernels;
         Cuda { pool: Pool::new(dev.clone()), dev, cpu: Cpu, act, ids: Arc::default(), fast }
     }
 
@@ -172,7 +172,7 @@ impl<D: Device> Cuda<D> {
         let margin = (total / 32).max(256 << 20);
         if bytes + margin > free {
             let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
-            return Err(Error::Cuda(format!(
+            return Err(Error::OutOfMemory(format!(
                 "{what} needs {:.2} GiB of device memory for its weights in {} (plus {:.2} GiB to work in), \
                  but {} has {:.2} GiB free of {:.2} GiB: use --backend cpu, or a device with more memory",
                 gib(bytes),
@@ -208,8 +208,10 @@ impl<D: Device> Cuda<D> {
         if let Some(b) = cache.get(ids) {
             return Ok(b.clone());
         }
-        if cache.len() >= 64 {
-            cache.clear(); // only ever a handful of label sets; bound it anyway
+        // Only ever a handful of label sets; bound it anyway, generously: a captured step kept
+        // by a session (api::Session keeps at most four) reads its label block by address.
+        if cache.len() >= 1024 {
+            cache.clear();
         }
         let b = Arc::new(Block::owned(self.dev.upload(bytemuck::cast_slice(ids))?));
         cache.insert(ids.to_vec(), b.clone());
@@ -1158,5 +1160,8 @@ impl<D: Device> Backend for Cuda<D> {
     }
     fn replay(&self, graph: &CudaGraph<D>) -> Result<()> {
         self.dev.replay(&graph.graph)
+    }
+    fn wait(&self) -> Result<()> {
+        self.dev.synchronize()
     }
 }

@@ -29,6 +29,11 @@ struct Inner {
     name: String,
     functions: Mutex<HashMap<String, sys::CUfunction>>,
     modules: Mutex<HashMap<&'static str, sys::CUmodule>>,
+    /// Where compiled kernels are cached (`backend::switches`).
+    cache_dir: Option<std::path::PathBuf>,
+    /// Wait for every kernel after launching it (outside captures), so an error shows at the
+    /// launch that caused it.
+    sync_launches: bool,
 }
 
 // SAFETY: CUDA handles may be used from any thread once the context is made current there.
@@ -61,9 +66,6 @@ impl Drop for Stream {
 pub struct GpuDevice {
     inner: Arc<Inner>,
     stream: Arc<Stream>,
-    /// `PERCEPT_CUDA_SYNC=1`: wait for every launch, so a fault is reported by the kernel that
-    /// caused it (with its launch shape), not by whatever call happens to synchronise next.
-    sync_launches: bool,
 }
 
 /// A CUDA event with timing, destroyed when dropped.
@@ -130,8 +132,21 @@ impl Drop for GpuBuffer {
 }
 
 impl GpuDevice {
-    /// Open GPU `ordinal`: checks the driver and NVRTC are present, never panics.
+    /// How many GPUs the driver sees (an error where there is no driver).
+    pub fn count() -> Result<usize> {
+        super::driver_available()?;
+        cu("cuInit", result::init())?;
+        Ok(cu("cuDeviceGetCount", result::device::get_count())?.max(0) as usize)
+    }
+
+    /// Open GPU `ordinal`: checks the driver and NVRTC are present, never panics. The developer
+    /// switches come from the environment.
     pub fn open(ordinal: usize) -> Result<Self> {
+        Self::open_with(ordinal, &crate::backend::switches::DevSwitches::from_env())
+    }
+
+    /// `open` with the given developer switches (kernel cache folder, sync after launch).
+    pub fn open_with(ordinal: usize, switches: &crate::backend::switches::DevSwitches) -> Result<Self> {
         super::driver_available()?;
         // NVRTC is not needed here: kernels come from the disk cache (a packed one on a machine
         // without NVRTC, see scripts/gpu-pack) and only a cache miss compiles, saying so.
@@ -177,9 +192,10 @@ impl GpuDevice {
                 name: format!("{name} (sm_{major}{minor})"),
                 functions: Mutex::default(),
                 modules: Mutex::default(),
+                cache_dir: switches.kernel_cache_dir.clone(),
+                sync_launches: switches.sync_launches,
             }),
             stream: Arc::new(Stream { raw: stream, ctx, capturing: AtomicBool::new(false) }),
-            sync_launches: std::env::var("PERCEPT_CUDA_SYNC").is_ok_and(|v| v == "1"),
         })
     }
 
@@ -300,7 +316,7 @@ impl GpuDevice {
         let m = match modules.get(module.name) {
             Some(m) => *m,
             None => {
-                let compiled = nvrtc::compile(module, self.inner.arch)?;
+                let compiled = nvrtc::compile_in(module, self.inner.arch, self.inner.cache_dir.as_deref())?;
                 // SAFETY: a complete CUBIN image from NVRTC for this device's architecture.
                 let m = unsafe {
                     cu("cuModuleLoadData", result::module::load_data(compiled.cubin.as_ptr() as *const c_void))?
@@ -356,11 +372,16 @@ impl Device for GpuDevice {
                 return Error::Cuda(format!("cuMemAlloc of {len} bytes: {e:?}"));
             }
             let (free, total) = result::mem_get_info().unwrap_or((0, 0));
-            Error::Cuda(format!(
+            let msg = format!(
                 "out of GPU memory allocating {len} bytes ({e:?}; {} MiB free of {} MiB): use a smaller batch or --backend cpu",
                 free >> 20,
                 total >> 20
-            ))
+            );
+            if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                Error::OutOfMemory(msg)
+            } else {
+                Error::Cuda(msg)
+            }
         })?;
         Ok(GpuBuffer { ptr, len, ctx: self.inner.ctx })
     }
@@ -426,7 +447,7 @@ impl Device for GpuDevice {
             )
         }
         .map_err(|e| Error::Cuda(format!("launch {kernel} ({}): {e:?}", shape())))?;
-        if self.sync_launches && !self.stream.capturing.load(Ordering::Relaxed) {
+        if self.inner.sync_launches && !self.stream.capturing.load(Ordering::Relaxed) {
             // SAFETY: our own stream.
             unsafe { result::stream::synchronize(self.stream.raw) }.map_err(|e| {
                 Error::Cuda(format!("kernel {kernel} ({}) failed (PERCEPT_CUDA_SYNC=1): {e:?}", shape()))
@@ -458,7 +479,6 @@ impl Device for GpuDevice {
         Ok(GpuDevice {
             inner: self.inner.clone(),
             stream: Arc::new(Stream { raw, ctx: self.inner.ctx, capturing: AtomicBool::new(false) }),
-            sync_launches: self.sync_launches,
         })
     }
     fn record_event(&self) -> Result<GpuEvent> {

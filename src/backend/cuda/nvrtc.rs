@@ -3,7 +3,7 @@
 //! `$XDG_CACHE_HOME/percept/nvrtc` (or `~/.cache/percept/nvrtc`).
 
 use std::ffi::{c_char, CString};
-use std::path::PathBuf;
+use std::path::Path;
 
 use cudarc::nvrtc::{result, sys};
 
@@ -137,9 +137,15 @@ pub fn cache_stem(module: &KernelModule, arch: GpuArch) -> String {
     format!("{}-{}-{:016x}", module.name, arch.name(), cache_key(module, arch))
 }
 
-/// Compiles `module` for `arch`, or loads it from the disk cache (NVRTC is only needed on a miss).
+/// Compiles `module` for `arch`, or loads it from the disk cache (the folder the developer
+/// switches name, `backend::switches`); NVRTC is only needed on a miss.
 pub fn compile(module: &'static KernelModule, arch: GpuArch) -> Result<Compiled> {
-    let cache = cache_dir().map(|d| d.join(cache_stem(module, arch)));
+    compile_in(module, arch, crate::backend::switches::DevSwitches::from_env().kernel_cache_dir.as_deref())
+}
+
+/// `compile` with the cache in `cache_dir` (`None`: no disk cache).
+pub fn compile_in(module: &'static KernelModule, arch: GpuArch, cache_dir: Option<&Path>) -> Result<Compiled> {
+    let cache = cache_dir.map(|d| d.join(cache_stem(module, arch)));
     if let Some(base) = &cache {
         if let (Ok(cubin), Ok(log)) =
             (std::fs::read(base.with_extension("cubin")), std::fs::read_to_string(base.with_extension("log")))
@@ -329,14 +335,6 @@ pub fn parse_ptxas_log(module: &str, arch: GpuArch, log: &str) -> Vec<KernelInfo
         }
     }
     infos
-}
-
-fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("percept").join("nvrtc"))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -7,7 +7,9 @@
 //!
 //! The state dict is taken from the top level or from the first of `ema`, `model`, `state_dict`
 //! present (EMA weights are the ones meant for inference); everything beside it is skipped
-//! unread, whatever its classes.
+//! unread, whatever its classes. A `module.` prefix on every name (a DDP or DataParallel
+//! wrapper's state dict) is dropped. CRC-32s are checked where the writer recorded them (torch
+//! can be told not to: `compute_crc32 = False` records zeros, which torch.load accepts).
 
 mod pickle;
 mod view;
@@ -159,7 +161,7 @@ impl<'a> Reader<'a> {
 
         let byteorder = format!("{}byteorder", self.prefix);
         if let Some(e) = archive.get(&byteorder) {
-            let order = self.entry_bytes(e)?;
+            let order = self.entry_bytes(&archive, e)?;
             if order != b"little" {
                 return Err(format!(
                     "the checkpoint was written on a {} machine; only little-endian checkpoints are read",
@@ -169,7 +171,7 @@ impl<'a> Reader<'a> {
         }
         let pkl_name = format!("{}data.pkl", self.prefix);
         let pkl = match archive.get(&pkl_name) {
-            Some(e) => self.entry_bytes(e)?,
+            Some(e) => self.entry_bytes(&archive, e)?,
             None => return Err(format!("the archive has no {pkl_name}")),
         };
         self.zip = Some(archive);
@@ -194,13 +196,18 @@ impl<'a> Reader<'a> {
             .into_iter()
             .map(|(name, t)| self.tensor(&t).map(|r| (name.clone(), r)).map_err(|m| format!("tensor \"{name}\": {m}")))
             .collect::<Result<Vec<_>, String>>()?;
-        Ok((tensors, source_key, skipped))
+        Ok((strip_wrapper_prefix(tensors), source_key, skipped))
     }
 
     /// The bytes of a stored entry, checked against its size and (optionally) its CRC.
-    fn entry_bytes(&self, e: &zip::Entry) -> Result<&'a [u8], String> {
+    fn entry_bytes(&self, archive: &zip::Archive, e: &zip::Entry) -> Result<&'a [u8], String> {
         let buf: &'a [u8] = self.src.as_slice();
-        entry_range(buf, e, self.opts).map(|r| &buf[r])
+        entry_range(buf, e, self.check_crc(archive)).map(|r| &buf[r])
+    }
+
+    /// CRCs are checked where the writer recorded them (see [`zip::Archive::crcs_written`]).
+    fn check_crc(&self, archive: &zip::Archive) -> bool {
+        self.opts.verify_crc && archive.crcs_written
     }
 
     fn storage_range(&mut self, t: &TensorRef) -> Result<Range<usize>, String> {
@@ -212,7 +219,7 @@ impl<'a> Reader<'a> {
         let e = archive.get(&name).ok_or_else(|| {
             format!("its storage \"{}\" ({name}) is missing from the archive; {DAMAGED}", t.storage.key)
         })?;
-        let r = entry_range(self.src.as_slice(), e, self.opts)?;
+        let r = entry_range(self.src.as_slice(), e, self.check_crc(archive))?;
         self.storages.insert(t.storage.key.clone(), r.clone());
         Ok(r)
     }
@@ -257,7 +264,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn entry_range(buf: &[u8], e: &zip::Entry, opts: PtOptions) -> Result<Range<usize>, String> {
+/// `check_crc`: verify the entry's CRC-32 (when asked for and the archive records CRCs).
+fn entry_range(buf: &[u8], e: &zip::Entry, check_crc: bool) -> Result<Range<usize>, String> {
     if e.encrypted {
         return Err(format!("entry \"{}\" is encrypted", e.name));
     }
@@ -275,7 +283,7 @@ fn entry_range(buf: &[u8], e: &zip::Entry, opts: PtOptions) -> Result<Range<usiz
             e.uncompressed_size
         ));
     }
-    if opts.verify_crc {
+    if check_crc {
         let crc = crc32fast::hash(&buf[e.data.clone()]);
         if crc != e.crc32 {
             return Err(format!(
@@ -285,6 +293,20 @@ fn entry_range(buf: &[u8], e: &zip::Entry, opts: PtOptions) -> Result<Range<usiz
         }
     }
     Ok(e.data.clone())
+}
+
+/// The prefix `DistributedDataParallel` and `DataParallel` put on every key of the state dict of
+/// the model they wrap (`model.state_dict()` called on the wrapper).
+const WRAPPER_PREFIX: &str = "module.";
+
+/// Drops [`WRAPPER_PREFIX`] when every tensor name carries it (so names stay distinct): the
+/// weights are the wrapped model's.
+fn strip_wrapper_prefix(tensors: Vec<(String, RawTensor)>) -> Vec<(String, RawTensor)> {
+    if tensors.is_empty() || !tensors.iter().all(|(n, _)| n.starts_with(WRAPPER_PREFIX)) {
+        return tensors;
+    }
+    log::info!("every tensor name starts with \"{WRAPPER_PREFIX}\" (a DDP/DataParallel state dict): prefix dropped");
+    tensors.into_iter().map(|(n, t)| (n[WRAPPER_PREFIX.len()..].to_string(), t)).collect()
 }
 
 fn check_not_legacy(buf: &[u8]) -> Result<(), String> {

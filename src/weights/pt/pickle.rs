@@ -34,6 +34,8 @@ pub type Id = usize;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Global {
     RebuildTensorV2,
+    /// torch's rebuild for dtypes without a typed storage class (uint16/32/64, float8 kinds).
+    RebuildTensorV3,
     RebuildParameter,
     RebuildParameterWithState,
     OrderedDict,
@@ -46,6 +48,7 @@ impl Global {
     pub fn name(&self) -> String {
         match self {
             Global::RebuildTensorV2 => "torch._utils._rebuild_tensor_v2".into(),
+            Global::RebuildTensorV3 => "torch._utils._rebuild_tensor_v3".into(),
             Global::RebuildParameter => "torch._utils._rebuild_parameter".into(),
             Global::RebuildParameterWithState => "torch._utils._rebuild_parameter_with_state".into(),
             Global::OrderedDict => "collections.OrderedDict".into(),
@@ -618,6 +621,20 @@ impl<'a> Vm<'a> {
         Ok(match g {
             Global::Other(_) => unreachable!("handled above"),
             Global::RebuildTensorV2 => self.rebuild_tensor(&a).unwrap_or_else(|m| Value::Bad(m.into())),
+            Global::RebuildTensorV3 => {
+                let dtype = match a.get(6) {
+                    Some(Value::Global(g)) => g.name(),
+                    Some(other) => kind(other),
+                    None => "an unnamed dtype".into(),
+                };
+                Value::Bad(
+                    format!(
+                        "a tensor of dtype {dtype}, which this reader does not read (float32, float16, bfloat16, \
+                         float64, int64, int32, int16, int8, uint8 and bool are read)"
+                    )
+                    .into(),
+                )
+            }
             Global::RebuildParameter | Global::RebuildParameterWithState => match a.first() {
                 Some(Value::Tensor(t)) => Value::Tensor(t.clone()),
                 Some(Value::Bad(m)) => Value::Bad(m.clone()),
@@ -702,7 +719,7 @@ impl<'a> Vm<'a> {
                     })),
                     Value::Global(Global::Other(n)) => Value::Bad(
                         format!(
-                            "storage type {n} is not supported (float32, float16, bfloat16, float64, int64, int32, uint8 and bool are)"
+                            "storage type {n} is not supported (float32, float16, bfloat16, float64, int64, int32, int16, int8, uint8 and bool are)"
                         )
                         .into(),
                     ),
@@ -757,6 +774,7 @@ fn resolve(module: &str, name: &str) -> Global {
     let storage = |d| Global::Storage(d);
     match (module, name) {
         ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
+        ("torch._utils", "_rebuild_tensor_v3") => Global::RebuildTensorV3,
         ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
         ("torch._utils", "_rebuild_parameter_with_state") => Global::RebuildParameterWithState,
         ("collections", "OrderedDict") => Global::OrderedDict,
@@ -766,6 +784,8 @@ fn resolve(module: &str, name: &str) -> Global {
         ("torch", "DoubleStorage") => storage(DType::F64),
         ("torch", "LongStorage") => storage(DType::I64),
         ("torch", "IntStorage") => storage(DType::I32),
+        ("torch", "ShortStorage") => storage(DType::I16),
+        ("torch", "CharStorage") => storage(DType::I8),
         ("torch", "ByteStorage") | ("torch", "UntypedStorage") => storage(DType::U8),
         ("torch", "BoolStorage") => storage(DType::Bool),
         _ => Global::Other(format!("{module}.{name}").into()),

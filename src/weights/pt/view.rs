@@ -64,12 +64,8 @@ pub fn layout(t: &TensorRef) -> Result<Layout, LayoutError> {
                 "its size {shape:?}, stride {stride:?} and offset {offset} reach element {last} of a storage of {storage_numel} elements"
             )));
         }
-        // An expanded view (stride 0) would multiply memory on materialisation.
-        if numel > storage_numel {
-            return Err(Unsupported(format!(
-                "it has {numel} elements viewed from a storage of {storage_numel} (an expanded view): save it with .contiguous()"
-            )));
-        }
+        // An expanded view (stride 0, as `expand` makes) has more elements than its storage; it
+        // is materialised like any other strided view, its copies bounded by the reader's budget.
     }
 
     let mut expected = 1usize;

@@ -37,6 +37,10 @@ pub struct Entry {
 pub struct Archive {
     pub entries: Vec<Entry>,
     by_name: HashMap<String, usize>,
+    /// Whether the writer recorded CRC-32s. torch with `config.save.compute_crc32 = False`
+    /// records 0 for every entry (and torch.load reads such files); a writer that computed them
+    /// has a non-zero CRC on almost every non-empty entry.
+    pub crcs_written: bool,
 }
 
 impl Archive {
@@ -134,7 +138,8 @@ pub fn parse(buf: &[u8]) -> Result<Archive, String> {
         }
         entries.push(entry);
     }
-    Ok(Archive { entries, by_name })
+    let crcs_written = entries.iter().any(|e| e.crc32 != 0);
+    Ok(Archive { entries, by_name, crcs_written })
 }
 
 fn read_u32(buf: &[u8], pos: usize) -> Option<u32> {
