@@ -144,3 +144,31 @@ fn scale_bad_inputs_fail_alone_and_records_decide_what_a_rerun_redoes() {
     let o = percept(&["status", "o"], &dir, &[]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// `--devices` on the CPU: two workers (sessions sharing the model, each with half the cores)
+/// fed from one queue give the outputs of one worker (depth `.npy` within 1e-5: the workers'
+/// thread counts differ from the single run's), one throughput line per worker and one overall.
+#[test]
+fn scale_devices_run_cpu_workers_from_one_queue() {
+    let dir = temp_dir("scale_devices");
+    inputs(&dir, 5);
+    let o = depth(&dir, "one", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = depth(&dir, "two", &["--devices", "0,1"], &[]);
+    let msg = text(&o);
+    assert!(o.status.success(), "{msg}");
+    assert!(msg.contains("2 worker(s)"), "{msg}");
+    for w in ["on [0] ", "on [1] ", "inputs/s overall (5 inputs, 2 worker(s)"] {
+        assert!(msg.contains(w), "no throughput line with {w:?}: {msg}");
+    }
+    let names = |d: &str| outputs(&dir.join(d)).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names("one"), names("two"));
+    for i in 0..5 {
+        let npy = |d: &str| percept::io::npy::read_npy_f32(&dir.join(d).join(format!("img{i}_depth.npy"))).unwrap().1;
+        let (a, b) = (npy("one"), npy("two"));
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-5, "img{i}: {worst} from the single worker's");
+    }
+    let o = depth(&dir, "bad", &["--devices", "0,x"], &[]);
+    assert!(!o.status.success() && text(&o).contains("--devices"), "{}", text(&o));
+}

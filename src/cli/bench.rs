@@ -237,6 +237,9 @@ fn cpu_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
     if want("api") {
         api_overhead_rows(reps, rows)?;
     }
+    if want("workers") {
+        workers_rows(reps, rows)?;
+    }
     Ok(Summary { device: be.name(), peak_tflops: None, weight_bytes: None, peak_bytes: None })
 }
 
@@ -271,6 +274,63 @@ fn api_overhead_rows(reps: usize, rows: &mut Vec<Row>) -> Result<()> {
     rows.push(Row { name: format!("{name}/session_depth"), ms: api_ms, flops, cpu_ms: api_cpu });
     report(rows.last().unwrap(), None);
     println!("API overhead per call: {:+.2}% (session_depth against engine_predict)", 100.0 * (api_ms / raw_ms - 1.0));
+    Ok(())
+}
+
+/// Denoising steps of the worker rows.
+const WORKER_ROW_STEPS: usize = 4;
+
+/// Throughput of `--devices` on the CPU: the toy validation images (depth, demo model, batches
+/// of one) through the batch runner with 1, 2, 4, ... workers, each a session with its share of
+/// the cores, as `percept depth --backend cpu --devices ...` runs them.
+fn workers_rows(reps: usize, rows: &mut Vec<Row>) -> Result<()> {
+    use super::runner::{BatchError, Outcome};
+    use crate::api::{DepthOptions, Device, Model, Session};
+    let model = Model::open_spec(None, None)?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("toy_data/Hypersim_small/val");
+    let files: Vec<std::path::PathBuf> = crate::io::inputs::expand_inputs(&[dir])?
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rgb_")))
+        .collect();
+    let images = files
+        .iter()
+        .map(|f| Ok(super::predict::Interleaved::new(&crate::io::image::load_rgb(f)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = DepthOptions { num_inference_steps: WORKER_ROW_STEPS, batch_size: 1, ..Default::default() };
+    let flops = model.config().dit.forward_flops(1) * (WORKER_ROW_STEPS * images.len()) as f64;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut one_worker_ms = None;
+    let mut n = 1;
+    while n <= cores.max(2) {
+        let threads = (cores / n).max(1);
+        let mut sessions = (0..n)
+            .map(|_| Session::new(&model, Device::Cpu { threads: Some(threads) }))
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        let jobs: Vec<usize> = (0..images.len()).collect();
+        let (ms, cpu_ms) = time_ms(reps, || {
+            let s = super::runner::run(
+                sessions.iter_mut().collect(),
+                |_| String::new(),
+                &jobs,
+                1,
+                |session, batch| {
+                    let view = images[*batch[0]].view().map_err(|e| BatchError::Fatal(e.to_string()))?;
+                    session.depth(&view, &opts).map_err(|e| BatchError::Fatal(e.to_string()))?;
+                    Ok(vec![Outcome::Done])
+                },
+                |_, _, _, _| {},
+            );
+            match s.stopped {
+                Some(why) => anyhow::bail!("worker row stopped: {why:?}"),
+                None => Ok(()),
+            }
+        })?;
+        rows.push(Row { name: format!("cpu/workers/{n}x{threads}threads/depth_toy"), ms, flops, cpu_ms });
+        report(rows.last().unwrap(), None);
+        let base = *one_worker_ms.get_or_insert(ms);
+        println!("  {n} worker(s): {:.2} inputs/s ({:.2}x one worker)", images.len() as f64 / (ms / 1e3), base / ms);
+        n *= 2;
+    }
     Ok(())
 }
 
