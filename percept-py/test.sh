@@ -46,7 +46,7 @@ echo "percept-py: built $wheel ($((SECONDS - start)) s)"
 venv=target/py-test-venv
 rm -rf "$venv"
 "$py" -m venv "$venv"
-"$venv/bin/pip" install -q "$wheel" numpy pytest pillow
+"$venv/bin/pip" install -q "$wheel" numpy pytest pillow tqdm
 echo "percept-py: installed into a fresh $venv ($((SECONDS - start)) s)"
 
 # Ray (for the Ray Data example's test) is big: ~600 MB installed, 20-60 s to install even from

@@ -1,12 +1,13 @@
 //! `percept._percept.Session`: the three tasks, with the GIL released while they compute.
 
+use std::cell::Cell;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use numpy::{Element, PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use percept::{AmodalOptions, CancelToken, DepthOptions, Device, FlowOptions, Latent, Progress, ProgressFn, Session};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBool;
 
@@ -275,6 +276,11 @@ impl PySession {
         user_progress: Option<Py<PyAny>>,
         f: impl FnOnce(&mut Session, ProgressFn) -> PyResult<T> + Send,
     ) -> PyResult<T> {
+        if IN_PROGRESS_CALLBACK.with(Cell::get) {
+            // The running call holds its session until the callback returns: waiting for it
+            // here would never end.
+            return Err(PyRuntimeError::new_err("percept: a session cannot be called from inside a progress function"));
+        }
         let raised: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
         let progress = progress_fn(user_progress, raised.clone());
         let (joined, interrupt) = py.detach(|| {
@@ -314,6 +320,11 @@ impl PySession {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs a user's progress function.
+    static IN_PROGRESS_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
 /// How often a waiting call looks for Ctrl-C (the run stops at its next denoising step).
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
@@ -324,10 +335,12 @@ fn progress_fn(user: Option<Py<PyAny>>, raised: Arc<Mutex<Option<PyErr>>>) -> Pr
     Arc::new(move |p: Progress| {
         let Some(cb) = &user else { return true };
         Python::attach(|py| {
+            IN_PROGRESS_CALLBACK.with(|c| c.set(true));
             let outcome = cb.call1(py, (p.step, p.steps)).map(|r| {
                 let r = r.bind(py);
                 !(r.is_instance_of::<PyBool>() && !r.is_truthy().unwrap_or(true))
             });
+            IN_PROGRESS_CALLBACK.with(|c| c.set(false));
             match outcome {
                 Ok(go_on) => go_on,
                 Err(e) => {
