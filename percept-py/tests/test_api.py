@@ -148,3 +148,22 @@ def test_model_resolution_output_and_latent(session, depth_image):
     assert a.tobytes() == b.tobytes() and not np.array_equal(a, seeded)
     with pytest.raises(ValueError, match="latents"):
         session.depth(depth_image, num_inference_steps=STEPS, latents=noise[:, :2])
+
+
+def test_cuda_without_a_driver_raises_device_not_available(model):
+    try:
+        s = percept.Session(model, device="cuda")
+    except percept.DeviceNotAvailableError as e:
+        assert isinstance(e, RuntimeError) and "driver" in str(e)
+    else:
+        pytest.skip(f"a CUDA device is present ({s.device})")
+
+
+def test_cuda_emulator_session_matches_cpu(model, session, depth_image):
+    """The device string reaches the CUDA backend: its kernels run on the CPU emulator (slow:
+    one step) and agree with the CPU backend to float rounding."""
+    emu = percept.Session(model, device="cuda-emu")
+    assert "emu" in emu.device
+    a = emu.depth(depth_image, num_inference_steps=1).prediction
+    b = session.depth(depth_image, num_inference_steps=1).prediction
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
