@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use numpy::{Element, PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use percept::{AmodalOptions, CancelToken, DepthOptions, Device, FlowOptions, Latent, Progress, ProgressFn, Session};
+use percept::{
+    AmodalOptions, CancelToken, DepthOptions, Device, FlowOptions, Latent, Options, Progress, ProgressFn, Session,
+};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBool;
@@ -37,24 +39,27 @@ struct Common {
     output_latent: bool,
 }
 
-/// Set the shared fields on a task's options (the three option types have the same names).
-macro_rules! apply_common {
-    ($opts:expr, $c:expr, $progress:expr) => {{
-        let o = &mut $opts;
-        o.num_inference_steps = $c.steps;
-        o.ensemble_size = $c.ensemble;
-        o.seed = $c.seed;
-        if let Some(b) = $c.batch_size {
-            o.batch_size = b;
+impl Common {
+    /// The engine's options (one struct for the three tasks).
+    fn into_options(self, progress: Option<ProgressFn>) -> Options {
+        let defaults = Options::default();
+        Options {
+            num_inference_steps: self.steps,
+            ensemble_size: self.ensemble,
+            seed: self.seed,
+            batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+            match_input_resolution: self.match_input_resolution,
+            latents: self.latents,
+            output_latent: self.output_latent,
+            progress,
+            ..defaults
         }
-        o.match_input_resolution = $c.match_input_resolution;
-        o.latents = $c.latents;
-        o.output_latent = $c.output_latent;
-        o.progress = Some($progress);
-    }};
+    }
 }
 
 type Array = Py<PyAny>;
+/// (depth, uncertainty, latent) of one image.
+type DepthTuple = (Array, Option<Array>, Option<Array>);
 
 #[pymethods]
 impl PySession {
@@ -119,7 +124,7 @@ impl PySession {
         latents: Option<PyReadonlyArrayDyn<'_, f32>>,
         output_latent: bool,
         progress: Option<Py<PyAny>>,
-    ) -> PyResult<Vec<(Array, Option<Array>, Option<Array>)>> {
+    ) -> PyResult<Vec<DepthTuple>> {
         let images = owned_images(&images, "image")?;
         let common = Common {
             steps: num_inference_steps,
@@ -131,8 +136,7 @@ impl PySession {
             output_latent,
         };
         let results = self.run(py, progress, move |session, progress| {
-            let mut opts = DepthOptions::default();
-            apply_common!(opts, common, progress);
+            let mut opts: DepthOptions = common.into_options(progress);
             opts.output_uncertainty = output_uncertainty;
             let views = images.iter().map(OwnedImage::view).collect::<PyResult<Vec<_>>>()?;
             let out = match views.as_slice() {
@@ -185,8 +189,7 @@ impl PySession {
             output_latent,
         };
         let results = self.run(py, progress, move |session, progress| {
-            let mut opts = FlowOptions::default();
-            apply_common!(opts, common, progress);
+            let opts: FlowOptions = common.into_options(progress);
             let pairs = pair_views(&firsts, &seconds)?;
             let out = match pairs.as_slice() {
                 [(a, b)] => vec![session.flow(a, b, &opts).map_err(to_py_err)?],
@@ -235,8 +238,7 @@ impl PySession {
             output_latent,
         };
         let results = self.run(py, progress, move |session, progress| {
-            let mut opts = AmodalOptions::default();
-            apply_common!(opts, common, progress);
+            let opts: AmodalOptions = common.into_options(progress);
             let pairs = pair_views(&images, &masks)?;
             let out = match pairs.as_slice() {
                 [(a, b)] => vec![session.amodal(a, b, &opts).map_err(to_py_err)?],
@@ -274,7 +276,7 @@ impl PySession {
         &self,
         py: Python<'_>,
         user_progress: Option<Py<PyAny>>,
-        f: impl FnOnce(&mut Session, ProgressFn) -> PyResult<T> + Send,
+        f: impl FnOnce(&mut Session, Option<ProgressFn>) -> PyResult<T> + Send,
     ) -> PyResult<T> {
         if IN_PROGRESS_CALLBACK.with(Cell::get) {
             // The running call holds its session until the callback returns: waiting for it
@@ -328,17 +330,18 @@ thread_local! {
 /// How often a waiting call looks for Ctrl-C (the run stops at its next denoising step).
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
-/// The engine's per-step callback: the user's progress function, called with the GIL; an
-/// exception from it is kept in `raised` and stops the run (the engine then returns
-/// Error::Cancelled). Only an explicit False also stops it; None (no return value) goes on.
-fn progress_fn(user: Option<Py<PyAny>>, raised: Arc<Mutex<Option<PyErr>>>) -> ProgressFn {
-    Arc::new(move |p: Progress| {
-        let Some(cb) = &user else { return true };
+/// The engine's per-step callback when the user gave a progress function: that function, called
+/// with the GIL; an exception from it is kept in `raised` and stops the run (the engine then
+/// returns Error::Cancelled). Only an explicit False also stops it; None (no return value) goes
+/// on.
+fn progress_fn(user: Option<Py<PyAny>>, raised: Arc<Mutex<Option<PyErr>>>) -> Option<ProgressFn> {
+    let cb = user?;
+    Some(Arc::new(move |p: Progress| {
         Python::attach(|py| {
             IN_PROGRESS_CALLBACK.with(|c| c.set(true));
             let outcome = cb.call1(py, (p.step, p.steps)).map(|r| {
                 let r = r.bind(py);
-                !(r.is_instance_of::<PyBool>() && !r.is_truthy().unwrap_or(true))
+                !r.is_instance_of::<PyBool>() || r.is_truthy().unwrap_or(true)
             });
             IN_PROGRESS_CALLBACK.with(|c| c.set(false));
             match outcome {
@@ -349,7 +352,7 @@ fn progress_fn(user: Option<Py<PyAny>>, raised: Arc<Mutex<Option<PyErr>>>) -> Pr
                 }
             }
         })
-    })
+    }))
 }
 
 fn owned_images(objs: &[Bound<'_, PyAny>], name: &str) -> PyResult<Vec<OwnedImage>> {

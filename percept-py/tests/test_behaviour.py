@@ -148,3 +148,34 @@ def test_progress_true_without_tqdm_falls_back(session, depth_image, capsys, mon
     session.depth(depth_image, num_inference_steps=STEPS, progress=True)
     err = capsys.readouterr().err
     assert f"depth: step {STEPS}/{STEPS}" in err, err
+
+
+def test_gil_is_released_while_computing(session, depth_image):
+    """Python code in this thread runs while another thread's call computes."""
+    started, steps, outcome = threading.Event(), [], {}
+
+    def progress(step, total):
+        steps.append(step)
+        started.set()
+
+    def work():
+        try:
+            session.depth(depth_image, num_inference_steps=400, progress=progress)
+            outcome["result"] = "finished"
+        except percept.CancelledError:
+            outcome["result"] = "cancelled"
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        assert started.wait(60)
+        # Busy Python work: were the GIL held during the call, this thread could not run
+        # until all 400 steps (tens of seconds) were done.
+        total = 0
+        for i in range(200_000):
+            total += i
+        assert len(steps) < 400, "the call ended before this thread could run: GIL held?"
+    finally:
+        session.cancel()
+        worker.join(timeout=120)
+    assert outcome["result"] == "cancelled"
