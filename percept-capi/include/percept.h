@@ -335,8 +335,10 @@ struct percept_model_params percept_model_default_params(void);
 
 /**
  * Load a model from a `.safetensors` (percept's own, or converted) or the authors' `.pt`
- * checkpoint (with `config.json` beside it). `path` NULL loads the demo model
- * (`toy_data/demo_model.safetensors` of a percept checkout). `params` may be NULL (defaults).
+ * checkpoint (with `config.json` beside it). `path` NULL loads the demo model,
+ * `demo_model.safetensors`, found beside the executable (or in its `toy_data/`) or in the
+ * `toy_data/` of the percept checkout the library was built from. `params` may be NULL
+ * (defaults).
  * On success `*out` is a new model to free with `percept_model_free()`; on failure it is NULL.
  *
  * # Safety

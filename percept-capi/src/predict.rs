@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use percept::{AmodalOptions, DepthOptions, FlowOptions, Progress, ProgressFn};
+use percept::{Options, Progress, ProgressFn};
 
 use crate::image::{image_view, percept_image};
 use crate::params::{handle, read_params, Params};
@@ -46,7 +46,7 @@ pub struct percept_predict_params {
 unsafe impl Params for percept_predict_params {
     const NAME: &'static str = "percept_predict_params";
     fn defaults() -> Self {
-        let depth = DepthOptions::default();
+        let depth = Options::default();
         percept_predict_params {
             struct_size: std::mem::size_of::<Self>(),
             num_inference_steps: depth.num_inference_steps as u32,
@@ -123,34 +123,16 @@ impl Settings {
         }
     }
 
-    fn depth(&self) -> DepthOptions {
-        let mut o = DepthOptions::default();
-        o.num_inference_steps = self.steps;
-        o.ensemble_size = self.ensemble;
-        o.seed = self.seed;
-        o.match_input_resolution = self.match_input;
-        o.progress = self.progress.clone();
-        o
-    }
-
-    fn flow(&self) -> FlowOptions {
-        let mut o = FlowOptions::default();
-        o.num_inference_steps = self.steps;
-        o.ensemble_size = self.ensemble;
-        o.seed = self.seed;
-        o.match_input_resolution = self.match_input;
-        o.progress = self.progress.clone();
-        o
-    }
-
-    fn amodal(&self) -> AmodalOptions {
-        let mut o = AmodalOptions::default();
-        o.num_inference_steps = self.steps;
-        o.ensemble_size = self.ensemble;
-        o.seed = self.seed;
-        o.match_input_resolution = self.match_input;
-        o.progress = self.progress.clone();
-        o
+    /// The call's options (the three tasks share one options struct).
+    fn options(&self) -> Options {
+        Options {
+            num_inference_steps: self.steps,
+            ensemble_size: self.ensemble,
+            seed: self.seed,
+            match_input_resolution: self.match_input,
+            progress: self.progress.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -223,7 +205,7 @@ pub unsafe extern "C" fn percept_depth(
         let n = pixels(w, h, 1)?;
         let depth_out = Output::check(depth_out, depth_len, n, "depth_out", "floats", false)?.unwrap();
         let uncertainty_out = Output::check(uncertainty_out, uncertainty_len, n, "uncertainty_out", "floats", true)?;
-        let mut options = settings.depth();
+        let mut options = settings.options();
         if uncertainty_out.is_some() {
             if settings.ensemble < 2 {
                 return Err(Failure::invalid(
@@ -275,7 +257,7 @@ pub unsafe extern "C" fn percept_flow(
         let settings = Settings::read(params)?;
         let (w, h) = settings.output_size(frame1.width(), frame1.height(), session.resolution);
         let flow_out = Output::check(flow_out, flow_len, pixels(w, h, 2)?, "flow_out", "floats", false)?.unwrap();
-        let options = settings.flow();
+        let options = settings.options();
         let result = session.with(|s| Ok(s.flow(&frame1, &frame2, &options)?))?;
         flow_out.fill(&result.flow, "flow")
     })
@@ -321,7 +303,7 @@ pub unsafe extern "C" fn percept_amodal(
         if rgb_out.is_none() && mask_out.is_none() {
             return Err(Failure::invalid("rgb_out and mask_out are both NULL; ask for at least one"));
         }
-        let options = settings.amodal();
+        let options = settings.options();
         let result = session.with(|s| Ok(s.amodal(&image, &mask, &options)?))?;
         if let Some(out) = rgb_out {
             out.fill(&result.rgb, "amodal rgb")?;

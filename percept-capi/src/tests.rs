@@ -86,7 +86,7 @@ fn abi_version_and_defaults() {
 #[test]
 fn missing_model_file_names_it_and_returns_no_handle() {
     let path = CString::new("no/such/dir/model.safetensors").unwrap();
-    let mut model = 1usize as *mut percept_model;
+    let mut model = std::ptr::dangling_mut::<percept_model>();
     let status = unsafe { percept_model_load(path.as_ptr(), null(), &mut model) };
     assert!(matches!(status, PERCEPT_ERR_IO | PERCEPT_ERR_WEIGHTS), "{status:?}");
     assert!(last_error().contains("no/such/dir/model.safetensors"), "{}", last_error());
