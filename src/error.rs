@@ -98,6 +98,7 @@ impl Error {
 }
 
 /// `bail!`-style helpers that keep call sites short.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! shape_err {
     ($($arg:tt)*) => { $crate::error::Error::Shape(format!($($arg)*)) };

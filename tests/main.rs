@@ -1,4 +1,5 @@
 //! All integration tests in one binary (one link step).
+mod api;
 mod backend_ops;
 mod cli;
 mod data;

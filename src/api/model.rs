@@ -77,6 +77,19 @@ impl Model {
         Ok(Self::from_source(model_file::complete(model_file::synthetic_generalist()?, None)?))
     }
 
+    /// A model spec as the CLI takes it (a file, `synthetic:generalist`, or `None` for the demo
+    /// model) with an optional SD-2 folder.
+    #[doc(hidden)]
+    pub fn open_spec(spec: Option<&str>, sd2: Option<&Path>) -> Result<Model> {
+        Ok(Self::from_source(model_file::resolve(spec, sd2)?))
+    }
+
+    /// The model's configs (DiT, VAE, resolution).
+    #[doc(hidden)]
+    pub fn config(&self) -> &crate::weights::config::ModelConfig {
+        &self.inner.source.config
+    }
+
     /// The model's input side in pixels (128 for the demo model, 512 for the published one).
     pub fn resolution(&self) -> usize {
         self.inner.source.config.resolution
@@ -95,6 +108,14 @@ impl Model {
 
     pub(crate) fn source(&self) -> &ModelSource {
         &self.inner.source
+    }
+
+    /// How many holders the shared CPU engine has besides the model (tests: one engine for
+    /// every CPU session); 0 before the first CPU session.
+    #[doc(hidden)]
+    pub fn cpu_engine_users(&self) -> usize {
+        let slot = self.inner.cpu_engine.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map_or(0, |e| Arc::strong_count(e) - 1)
     }
 
     /// The CPU engine all CPU sessions share, built on first use.

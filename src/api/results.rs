@@ -4,8 +4,8 @@
 ///
 /// Rows are the ensemble members (and for flow, the two parts, x then y, each `ensemble_size`
 /// rows): `rows = ensemble_size * parts`, `parts` being 2 for flow and 1 otherwise. The
-/// spatial size is the model's resolution divided by the VAE's factor (8): 16 x 16 for the
-/// demo model, 64 x 64 for the published one.
+/// spatial size is the model's resolution divided by the VAE's factor: 32 x 32 for the demo
+/// model (128 px, factor 4), 64 x 64 for the published one (512 px, factor 8).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Latent {
     pub shape: Vec<usize>,

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::any::cuda_engine;
 use crate::pipeline::control::Control;
 use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions, TaskKind};
-use crate::pipeline::Engine;
+use crate::pipeline::{DenoiseCache, Engine};
 use crate::tensor::Tensor;
 
 /// Where a session runs.
@@ -110,7 +110,8 @@ pub struct SessionOptions {
     pub fast_kernels: Option<bool>,
     /// CPU: the AMX GEMM where the CPU has it (`false`: AVX-512 or the portable GEMM).
     pub cpu_amx: Option<bool>,
-    /// CUDA: synchronise after every kernel launch (slow; errors show at their launch).
+    /// GPU: synchronise after every kernel launch (slow; errors show at their launch). The
+    /// emulator runs each launch to completion anyway.
     pub sync_launches: Option<bool>,
     /// CUDA: where compiled kernels are cached.
     pub kernel_cache_dir: Option<PathBuf>,
@@ -153,31 +154,55 @@ impl SessionOptions {
     }
 }
 
-/// The engine a session runs on.
+/// How many denoising states (shape and label set, each with its captured step and buffers) a
+/// session keeps warm.
+const WARM_SHAPES: usize = 4;
+
+/// The engine a session runs on, and the denoising states it keeps warm.
 enum Runner {
     /// The model's shared CPU engine, on this session's own thread pool.
     Cpu {
         engine: Arc<Engine<Cpu>>,
         pool: rayon::ThreadPool,
+        cache: DenoiseCache<Cpu>,
     },
-    Emu(Box<Engine<Cuda<EmuDevice>>>),
-    Gpu(Box<Engine<Cuda<GpuDevice>>>),
+    Emu {
+        engine: Box<Engine<Cuda<EmuDevice>>>,
+        cache: DenoiseCache<Cuda<EmuDevice>>,
+    },
+    Gpu {
+        engine: Box<Engine<Cuda<GpuDevice>>>,
+        cache: DenoiseCache<Cuda<GpuDevice>>,
+    },
 }
 
-/// Run `$body` with `$e` bound to the session's engine (on the CPU, inside its thread pool).
+impl Runner {
+    fn cpu(engine: Arc<Engine<Cpu>>, pool: rayon::ThreadPool) -> Self {
+        Runner::Cpu { engine, pool, cache: DenoiseCache::new(WARM_SHAPES) }
+    }
+    fn emu(engine: Engine<Cuda<EmuDevice>>) -> Self {
+        Runner::Emu { engine: Box::new(engine), cache: DenoiseCache::new(WARM_SHAPES) }
+    }
+    fn gpu(engine: Engine<Cuda<GpuDevice>>) -> Self {
+        Runner::Gpu { engine: Box::new(engine), cache: DenoiseCache::new(WARM_SHAPES) }
+    }
+}
+
+/// Run `$body` with `$e` bound to the session's engine and `$c` to its denoising cache (on the
+/// CPU, inside the session's thread pool).
 macro_rules! on_engine {
-    ($runner:expr, $e:ident => $body:expr) => {
+    ($runner:expr, $e:ident, $c:ident => $body:expr) => {
         match $runner {
-            Runner::Cpu { engine, pool } => {
-                let $e: &Engine<Cpu> = engine;
+            Runner::Cpu { engine, pool, cache } => {
+                let ($e, $c): (&Engine<Cpu>, _) = (engine, cache);
                 pool.install(|| $body)
             }
-            Runner::Emu(engine) => {
-                let $e: &Engine<Cuda<EmuDevice>> = engine;
+            Runner::Emu { engine, cache } => {
+                let ($e, $c): (&Engine<Cuda<EmuDevice>>, _) = (engine, cache);
                 $body
             }
-            Runner::Gpu(engine) => {
-                let $e: &Engine<Cuda<GpuDevice>> = engine;
+            Runner::Gpu { engine, cache } => {
+                let ($e, $c): (&Engine<Cuda<GpuDevice>>, _) = (engine, cache);
                 $body
             }
         }
@@ -223,7 +248,8 @@ impl Session {
     }
 
     /// A session with `opts`. A GPU that was asked for and is not usable is an error
-    /// (`ErrorKind::NoDevice`); `Device::Auto` then falls back to the CPU.
+    /// (`ErrorKind::NoDevice`); `Device::Auto` falls back to the CPU (at f32) when there is no
+    /// usable GPU or the model does not fit it (with a `log` warning in the second case).
     pub fn with_options(model: &Model, opts: SessionOptions) -> Result<Session> {
         let sw = opts.switches();
         let src = model.source();
@@ -235,46 +261,93 @@ impl Session {
                     Precision::F32 => Cuda::new(dev),
                     Precision::Bf16 => Cuda::bf16(dev),
                 };
-                Runner::Emu(Box::new(cuda_engine(be.with_fast_kernels(sw.fast_kernels), src)?))
+                Runner::emu(cuda_engine(be.with_fast_kernels(sw.fast_kernels), src)?)
             }
-            Device::Cuda { ordinal } => Runner::Gpu(Box::new(gpu_engine(ordinal, opts.precision, &sw, model)?)),
-            Device::Auto => match gpu_engine(0, opts.precision, &sw, model) {
-                Ok(e) => Runner::Gpu(Box::new(e)),
-                Err(e) => {
-                    log::info!("not using a GPU: {e}");
-                    cpu_runner(model, None, opts.precision.filter(|p| *p == Precision::F32), &sw)?
+            Device::Cuda { ordinal } => {
+                Runner::gpu(gpu_engine(GpuDevice::open_with(ordinal, &sw)?, opts.precision, &sw, model)?)
+            }
+            Device::Auto => {
+                let cpu = || cpu_runner(model, None, opts.precision.filter(|p| *p == Precision::F32), &sw);
+                match GpuDevice::open_with(0, &sw) {
+                    Ok(dev) => match gpu_engine(dev, opts.precision, &sw, model) {
+                        Ok(e) => Runner::gpu(e),
+                        Err(e) => {
+                            log::warn!("not using the GPU: {e}");
+                            cpu()?
+                        }
+                    },
+                    Err(e) => {
+                        log::info!("no usable GPU: {e}");
+                        cpu()?
+                    }
                 }
-            },
+            }
         };
         Ok(Session { model: model.clone(), runner, cancel: CancelToken::new() })
     }
 
     /// What runs this session, e.g. `cpu (2 threads, AMX GEMM)`.
     pub fn device_name(&self) -> String {
-        on_engine!(&self.runner, e => e.backend.name())
+        match &self.runner {
+            Runner::Cpu { engine, pool, .. } => pool.install(|| engine.backend.name()),
+            Runner::Emu { engine, .. } => engine.backend.name(),
+            Runner::Gpu { engine, .. } => engine.backend.name(),
+        }
+    }
+
+    /// Denoising steps this session has captured as graphs (tests: a warm call captures none).
+    #[doc(hidden)]
+    pub fn graph_captures(&self) -> u64 {
+        match &self.runner {
+            Runner::Cpu { cache, .. } => cache.captures(),
+            Runner::Emu { cache, .. } => cache.captures(),
+            Runner::Gpu { cache, .. } => cache.captures(),
+        }
+    }
+
+    /// Device allocations made so far, where the device counts them (the emulator).
+    #[doc(hidden)]
+    pub fn device_allocations(&self) -> Option<u64> {
+        use crate::backend::cuda::device::Device as _;
+        match &self.runner {
+            Runner::Cpu { .. } => None,
+            Runner::Emu { engine, .. } => engine.backend.dev.allocation_count(),
+            Runner::Gpu { engine, .. } => engine.backend.dev.allocation_count(),
+        }
     }
 
     pub fn model(&self) -> &Model {
         &self.model
     }
 
-    /// Run a depth call of `batch` inputs at the model's resolution with `steps` steps, so the
-    /// memory pool holds that batch's workspace and its denoising step is captured: a later
-    /// call with the same rows (inputs x ensemble members, depth) allocates no device memory
-    /// and captures no graph.
+    /// Make depth calls of `batch` inputs (ensemble 1) warm: after this, such a call allocates
+    /// no device memory and captures no graph. Runs one call of `steps` steps (fills the memory
+    /// pool, compiles the kernels, captures the denoising step) and one of a single step (the
+    /// capture keeps some of the pool's buffers as the graph's own, so the encoder and decoder
+    /// need the pool filled once more). Any shape gets warm the same way after its first two
+    /// calls; a session keeps four shapes warm (the least recently used is dropped).
     pub fn warmup(&mut self, batch: usize, steps: usize) -> Result<()> {
         let res = self.model.resolution();
         let gray = vec![0.5f32; 3 * res * res];
         let view = ImageView::rgb_f32(&gray, res, res)?;
         let images = vec![view; batch.max(1)];
         let opts = Options { num_inference_steps: steps.max(1), batch_size: batch.max(1), ..Default::default() };
-        self.depth_batch(&images, &opts).map(|_| ())
+        self.depth_batch(&images, &opts)?;
+        self.depth_batch(&images, &Options { num_inference_steps: 1, ..opts })?;
+        Ok(())
     }
 
     /// A token that stops this session's running call from another thread (see
     /// [`CancelToken`]).
     pub fn cancel_token(&self) -> CancelToken {
         self.cancel.clone()
+    }
+
+    /// Use `token` as this session's cancel token from now on (one that something else, e.g. a
+    /// signal handler, also holds). As with the session's own token, the session clears it
+    /// when a call returns.
+    pub fn set_cancel_token(&mut self, token: CancelToken) {
+        self.cancel = token;
     }
 
     /// Relative depth of one image.
@@ -288,15 +361,27 @@ impl Session {
         self.run(&inputs, opts)?.into_iter().map(Output::into_depth).collect()
     }
 
-    /// Relative depth with a valid-depth mask as the prompt (what `percept eval` passes from
-    /// ground truth; mask pixels as for amodal masks). Without a mask the prompt is all valid.
+    /// Relative depth with a valid-depth mask as the prompt (a percept extension: the model
+    /// was trained with the valid mask of its ground truth as the depth prompt, which is what
+    /// `percept eval` passes; mask pixels are read as amodal masks are, see [`ImageView`]).
+    /// The plain calls prompt with an all-valid mask.
     pub fn depth_with_valid_mask(
         &mut self,
         image: &ImageView,
         valid: &ImageView,
         opts: &DepthOptions,
     ) -> Result<DepthResult> {
-        one(self.run(&[Input::Depth { image: *image, valid: Some(*valid) }], opts)?)?.into_depth()
+        one(self.depth_batch_with_valid_masks(&[(*image, *valid)], opts)?)
+    }
+
+    /// `depth_with_valid_mask` for several (image, valid mask) pairs.
+    pub fn depth_batch_with_valid_masks(
+        &mut self,
+        pairs: &[(ImageView, ImageView)],
+        opts: &DepthOptions,
+    ) -> Result<Vec<DepthResult>> {
+        let inputs: Vec<Input> = pairs.iter().map(|(i, v)| Input::Depth { image: *i, valid: Some(*v) }).collect();
+        self.run(&inputs, opts)?.into_iter().map(Output::into_depth).collect()
     }
 
     /// `depth` written into `depth_out` (`height * width` values at the output size: the
@@ -410,7 +495,8 @@ impl Session {
                 requests.push(req);
                 sizes.push(if opts.match_input_resolution { size } else { (res, res) });
             }
-            let (preds, latents) = on_engine!(&self.runner, e => e.predict_full(&requests, &sample, init.as_ref()))?;
+            let (preds, latents) =
+                on_engine!(&mut self.runner, e, c => e.predict_full(&requests, &sample, init.as_ref(), c))?;
             let rows = latents.shape.first().copied().unwrap_or(0) / requests.len().max(1);
             for (i, (pred, (w, h))) in preds.iter().zip(sizes).enumerate() {
                 let latent = if opts.output_latent {
@@ -468,16 +554,15 @@ fn cpu_runner(model: &Model, threads: Option<usize>, precision: Option<Precision
         .start_handler(move |_| crate::backend::cpu::gemm::set_thread_amx(amx))
         .build()
         .map_err(|e| Error::Input(format!("cannot start {} CPU threads: {e}", threads.unwrap_or(0))))?;
-    Ok(Runner::Cpu { engine: model.cpu_engine()?, pool })
+    Ok(Runner::cpu(model.cpu_engine()?, pool))
 }
 
 fn gpu_engine(
-    ordinal: usize,
+    dev: GpuDevice,
     precision: Option<Precision>,
     sw: &DevSwitches,
     model: &Model,
 ) -> Result<Engine<Cuda<GpuDevice>>> {
-    let dev = GpuDevice::open(ordinal)?;
     let be = match precision.unwrap_or(Precision::Bf16) {
         Precision::F32 => Cuda::new(dev),
         Precision::Bf16 => Cuda::bf16(dev),

@@ -216,4 +216,9 @@ pub trait Backend: Send + Sync {
     /// backend has no graphs and ran nothing; the caller runs `step` itself.
     fn capture(&self, step: &mut dyn FnMut() -> Result<()>) -> Result<Option<Self::Graph>>;
     fn replay(&self, graph: &Self::Graph) -> Result<()>;
+    /// Waits until the device has done the work enqueued so far (a no-op where calls return
+    /// when their work is done, as on the CPU).
+    fn wait(&self) -> Result<()> {
+        Ok(())
+    }
 }

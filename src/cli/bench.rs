@@ -203,7 +203,49 @@ fn cpu_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
         rows.push(Row { name: "cpu/dit_forward/b1".into(), ms, flops: cfg.forward_flops(1), cpu_ms });
         report(rows.last().unwrap(), None);
     }
+    if want("api") {
+        api_overhead_rows(reps, rows)?;
+    }
     Ok(Summary { device: be.name(), peak_tflops: None, weight_bytes: None, peak_bytes: None })
+}
+
+/// Denoising steps of the API overhead rows.
+const API_ROW_STEPS: usize = 10;
+
+/// The per-call overhead of the public API on the CPU at the demo model's size: one depth call
+/// through `Session::depth` (image view in, conversions, the session's thread pool, result at
+/// the input's size) against the engine's own `predict` on the same request (VAE encode,
+/// denoising loop, decode: the model's work), same steps, seed and thread count.
+fn api_overhead_rows(reps: usize, rows: &mut Vec<Row>) -> Result<()> {
+    use crate::api::{DepthOptions, Device, ImageView, Model, Session};
+    use crate::pipeline::tasks::{depth_prompt, Request, SampleOptions, TaskKind};
+    let model = Model::open_spec(None, None)?;
+    let res = model.resolution();
+    let engine = model.cpu_engine()?;
+    let mut session = Session::new(&model, Device::Cpu { threads: Some(rayon::current_num_threads()) })?;
+    let pixels: Vec<u8> = (0..res * res * 3).map(|i| (i * 31 % 251) as u8).collect();
+    let image = ImageView::rgb8(&pixels, res, res)?;
+    let planes = crate::api::prepare::to_model(&image_planes(&pixels, res), res)?;
+    let request = [Request { task: TaskKind::Depth, rgb: planes, prompt: depth_prompt(res) }];
+    let sample = SampleOptions { steps: API_ROW_STEPS, ..Default::default() };
+    let opts = DepthOptions { num_inference_steps: API_ROW_STEPS, ..Default::default() };
+    let flops = model.config().dit.forward_flops(1) * API_ROW_STEPS as f64;
+    let (raw_ms, raw_cpu) = time_ms(reps, || engine.predict(&request, &sample).map(|_| ()).map_err(Into::into))?;
+    let name = format!("cpu/api_overhead/{res}x{res}/{API_ROW_STEPS}steps");
+    rows.push(Row { name: format!("{name}/engine_predict"), ms: raw_ms, flops, cpu_ms: raw_cpu });
+    report(rows.last().unwrap(), None);
+    let (api_ms, api_cpu) = time_ms(reps, || session.depth(&image, &opts).map(|_| ()).map_err(Into::into))?;
+    rows.push(Row { name: format!("{name}/session_depth"), ms: api_ms, flops, cpu_ms: api_cpu });
+    report(rows.last().unwrap(), None);
+    println!("API overhead per call: {:+.2}% (session_depth against engine_predict)", 100.0 * (api_ms / raw_ms - 1.0));
+    Ok(())
+}
+
+/// RGB8 pixels as [3, H, W] planes in [0, 1] (what the CLI loads from a file).
+fn image_planes(pixels: &[u8], res: usize) -> crate::io::image::Image {
+    let n = res * res;
+    let data = (0..3).flat_map(|c| (0..n).map(move |p| pixels[3 * p + c] as f32 / 255.0)).collect();
+    crate::io::image::Image { width: res, height: res, channels: 3, data }
 }
 
 /// One line per row; with a measured peak, the achieved fraction of it.

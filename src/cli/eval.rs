@@ -11,16 +11,16 @@ use clap::{Args, ValueEnum};
 use serde_json::{json, Map, Value};
 
 use super::panels::{depth_panel, flow_panel, segment_panel};
-use super::predict::{engine, segment_prompt, to_input_size, to_model, AtInputSize};
+use super::predict::{api_options, planar, session, Interleaved};
 use super::ModelArgs;
+use crate::api::{AmodalResult, DepthResult, FlowResult, ImageView, Options, Session};
 use crate::data::chairs::{self, ChairsSample, VALIDATION};
 use crate::data::gestalt::{self, GestaltData, GestaltSample};
 use crate::data::hypersim::{self, DepthGt, HypersimSample, MAX_DEPTH_M, MIN_DEPTH_M};
 use crate::io::flo::Flow;
-use crate::io::image::{resize_nearest, save_png_rgb8, Image};
-use crate::pipeline::tasks::{Prediction, Request, SampleOptions, TaskKind};
+use crate::io::image::{save_png_rgb8, Image};
+use crate::pipeline::tasks::SampleOptions;
 use crate::postprocess::metrics::{depth_metrics, epe, epe_with_fit, mask_iou, psnr};
-use crate::tensor::Tensor;
 
 /// The file the metrics go to, inside `--out`.
 pub const METRICS_FILE: &str = "metrics.json";
@@ -177,56 +177,88 @@ fn list_samples(args: &EvalArgs) -> Result<(Vec<Sample>, usize)> {
     })
 }
 
-/// The depth prompt with ground truth: its valid mask at the model's resolution, 3 channels of 0/1.
-fn valid_mask_prompt(gt: &DepthGt, res: usize) -> Result<Tensor> {
-    let plane: Vec<f32> = gt.valid.iter().map(|&v| if v { 1.0 } else { 0.0 }).collect();
-    let m = resize_nearest(&plane, gt.width, gt.height, res, res)?;
-    Ok(Tensor::new(vec![3, res, res], [m.clone(), m.clone(), m].concat())?)
+/// The depth prompt's source with ground truth: its valid mask as one plane of 0/1.
+fn valid_mask(gt: &DepthGt) -> Image {
+    let data = gt.valid.iter().map(|&v| if v { 1.0 } else { 0.0 }).collect();
+    Image { width: gt.width, height: gt.height, channels: 1, data }
 }
 
-/// Read a sample's files and build its request at the model's resolution.
-fn load(sample: &Sample, res: usize) -> Result<(Request, Truth)> {
+/// Read a sample's files: the model's two inputs (image and prompt source) and the truth.
+fn load(sample: &Sample) -> Result<([Interleaved; 2], Truth)> {
     Ok(match sample {
         Sample::Depth(s) => {
             let (input, gt) = hypersim::load(s)?;
-            let req =
-                Request { task: TaskKind::Depth, rgb: to_model(&input, res)?, prompt: valid_mask_prompt(&gt, res)? };
-            (req, Truth::Depth { input, gt })
+            ([Interleaved::new(&input), Interleaved::new(&valid_mask(&gt))], Truth::Depth { input, gt })
         }
         Sample::Flow(s) => {
             let (img1, img2, gt) = chairs::load(s)?;
-            let req = Request { task: TaskKind::Flow, rgb: to_model(&img1, res)?, prompt: to_model(&img2, res)? };
-            (req, Truth::Flow { input: img1, gt })
+            ([Interleaved::new(&img1), Interleaved::new(&img2)], Truth::Flow { input: img1, gt })
         }
         Sample::Segment(s) => {
             let d = gestalt::load(s)?;
-            let req = Request {
-                task: TaskKind::Segment,
-                rgb: to_model(&d.occlusion, res)?,
-                prompt: segment_prompt(&d.visible_mask, res)?,
-            };
-            (req, Truth::Segment(d))
+            ([Interleaved::new(&d.occlusion), Interleaved::new(&d.visible_mask)], Truth::Segment(d))
         }
     })
 }
 
-/// Metrics and panel of one prediction at the ground truth's size.
-fn score(name: &str, pred: &Prediction, truth: &Truth, res: usize, out: &Path) -> Result<Scored> {
-    let (w, h) = truth.size();
-    let (scores, panel) = match (to_input_size(pred, res, w, h)?, truth) {
-        (AtInputSize::Depth { depth, .. }, Truth::Depth { input, gt }) => {
-            (depth_scores(&depth, gt)?, depth_panel(input, &depth, gt)?)
+/// A prediction at the ground truth's size.
+enum Predicted {
+    Depth(DepthResult),
+    Flow(FlowResult),
+    Segment(AmodalResult),
+}
+
+/// One batch of samples of `task` through the session.
+fn predict(
+    session: &mut Session,
+    task: EvalTask,
+    inputs: &[[Interleaved; 2]],
+    opts: &Options,
+) -> Result<Vec<Predicted>> {
+    let pairs =
+        inputs.iter().map(|[a, b]| Ok((a.view()?, b.view()?))).collect::<Result<Vec<(ImageView, ImageView)>>>()?;
+    Ok(match task {
+        EvalTask::Depth => {
+            session.depth_batch_with_valid_masks(&pairs, opts)?.into_iter().map(Predicted::Depth).collect()
         }
-        (AtInputSize::Flow(flow), Truth::Flow { input, gt }) => {
+        EvalTask::Flow => session.flow_batch(&pairs, opts)?.into_iter().map(Predicted::Flow).collect(),
+        EvalTask::Segment => session.amodal_batch(&pairs, opts)?.into_iter().map(Predicted::Segment).collect(),
+    })
+}
+
+/// Metrics and panel of one prediction at the ground truth's size.
+fn score(name: &str, pred: &Predicted, truth: &Truth, out: &Path) -> Result<Scored> {
+    let (w, h) = truth.size();
+    let (scores, panel) = match (pred, truth) {
+        (Predicted::Depth(r), Truth::Depth { input, gt }) => {
+            (depth_scores(&r.depth, gt)?, depth_panel(input, &r.depth, gt)?)
+        }
+        (Predicted::Flow(r), Truth::Flow { input, gt }) => {
+            let uv = planar(&r.flow, 2);
+            let n = r.width * r.height;
+            let flow = Flow { width: r.width, height: r.height, u: uv[..n].to_vec(), v: uv[n..].to_vec() };
             (flow_scores(&flow, gt)?, flow_panel(input, &flow, gt)?)
         }
-        (AtInputSize::Segment { image, mask }, Truth::Segment(gt)) => {
+        (Predicted::Segment(r), Truth::Segment(gt)) => {
+            let image = planar(&r.rgb, 3);
+            let mask: Vec<f32> = r.mask.iter().map(|&m| m as f32).collect();
             (segment_scores(&image, &mask, gt)?, segment_panel(&image, gt)?)
         }
         _ => bail!("the prediction is for another task than the sample"),
     };
+    if (w, h) != (pred_size(pred)) {
+        bail!("the prediction is {:?}, the ground truth {w}x{h}", pred_size(pred));
+    }
     save_png_rgb8(&panel_path(out, name), 3 * w, h, &panel)?;
     Ok(Scored { name: name.to_string(), scores })
+}
+
+fn pred_size(pred: &Predicted) -> (usize, usize) {
+    match pred {
+        Predicted::Depth(r) => (r.width, r.height),
+        Predicted::Flow(r) => (r.width, r.height),
+        Predicted::Segment(r) => (r.width, r.height),
+    }
 }
 
 /// Where a sample's panel goes.
@@ -245,29 +277,30 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
     if samples.is_empty() {
         bail!("no {} samples with all their files in {}", args.task.name(), args.data.display());
     }
-    let engine = engine(&args.model)?;
-    let res = engine.config().resolution;
-    let opts = SampleOptions { steps: args.steps, ensemble: args.ensemble, seed: args.seed, ..Default::default() };
+    let mut session = session(&args.model)?;
+    let sample_opts =
+        SampleOptions { steps: args.steps, ensemble: args.ensemble, seed: args.seed, ..Default::default() };
+    let opts = api_options(&sample_opts, args.batch);
     let start = Instant::now();
     let mut scored: Vec<Scored> = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut done = 0;
     for chunk in samples.chunks(args.batch.max(1)) {
-        let mut requests = Vec::new();
+        let mut inputs = Vec::new();
         let mut truths = Vec::new();
         for s in chunk {
-            match load(s, res) {
-                Ok((req, truth)) => {
-                    requests.push(req);
+            match load(s) {
+                Ok((input, truth)) => {
+                    inputs.push(input);
                     truths.push((s.name(), truth));
                 }
                 Err(e) => failed.push((s.name().to_string(), format!("{e:#}"))),
             }
         }
-        match engine.predict(&requests, &opts) {
+        match predict(&mut session, args.task, &inputs, &opts) {
             Ok(preds) => {
                 for ((name, truth), pred) in truths.iter().zip(&preds) {
-                    match score(name, pred, truth, res, &out) {
+                    match score(name, pred, truth, &out) {
                         Ok(s) => scored.push(s),
                         Err(e) => failed.push((name.to_string(), format!("{e:#}"))),
                     }

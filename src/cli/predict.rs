@@ -6,23 +6,16 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::{BackendArg, ModelArgs};
-use crate::backend::cpu::Cpu;
-use crate::backend::cuda::backend::Cuda;
+use crate::api::{
+    AmodalResult, DepthResult, Device, FlowResult, ImageView, Model, Options, Precision, Session, SessionOptions,
+};
 use crate::backend::cuda::gpu::GpuDevice;
-use crate::emu::{Arch, EmuDevice};
 use crate::io::flo::{write_flo, Flow};
 use crate::io::image::{load_mask, load_rgb, save_png_gray16, save_png_gray8, save_png_rgb8, Image};
 use crate::io::inputs::{expand_inputs, output_stems, pair_flow_frames, pair_segment};
 use crate::io::npy::write_npy_f32;
-use crate::io::resize::{resize_area, resize_bilinear, resize_nearest};
-use crate::pipeline::any::cuda_engine;
-use crate::pipeline::any::AnyEngine;
-use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions, TaskKind};
-use crate::pipeline::Engine;
+use crate::pipeline::tasks::{SampleOptions, TaskKind};
 use crate::postprocess::color::{colorize_depth, flow_to_color};
-use crate::postprocess::metrics::amodal_mask;
-use crate::tensor::Tensor;
-use crate::weights::model_file;
 
 /// One unit of work: the input files, its output stem, and the size to write outputs at.
 struct Job {
@@ -30,56 +23,77 @@ struct Job {
     stem: PathBuf,
 }
 
-/// Build the engine on the requested backend, saying which one runs.
-pub fn engine(model: &ModelArgs) -> Result<AnyEngine> {
+/// The device a `--backend` names. The emulator runs what the GPU would (bf16 storage).
+pub fn session_options(backend: BackendArg) -> SessionOptions {
+    match backend {
+        BackendArg::Auto => SessionOptions::new(Device::Auto),
+        BackendArg::Cpu => SessionOptions::new(Device::Cpu { threads: None }),
+        BackendArg::Cuda => SessionOptions::new(Device::Cuda { ordinal: 0 }),
+        BackendArg::CudaEmu => SessionOptions::new(Device::CudaEmu).with_precision(Precision::Bf16),
+    }
+}
+
+/// Load the model and open a session on the requested backend, saying which one runs.
+pub fn session(model: &ModelArgs) -> Result<Session> {
     let t = Instant::now();
     // A GPU that was asked for and is not there fails before the model is read or generated.
-    let mut gpu = match model.backend {
-        BackendArg::Cuda => Some(GpuDevice::open(0)?),
-        _ => None,
-    };
-    let src = model_file::resolve(model.model_spec().as_deref(), model.sd2_dir().as_deref())?;
+    if model.backend == BackendArg::Cuda {
+        GpuDevice::open(0)?;
+    }
+    let m = Model::open_spec(model.model_spec().as_deref(), model.sd2_dir().as_deref())?;
     // On a GPU the weights are stored in bf16 (f32 accumulation); `percept verify --precision
-    // f32` checks the f32 path. The emulator runs what the GPU would.
-    let engine = match model.backend {
-        BackendArg::Cpu => AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?),
-        BackendArg::CudaEmu => AnyEngine::Emu(cuda_engine(Cuda::bf16(EmuDevice::new(Arch::Sm90)), &src)?),
-        BackendArg::Cuda => match gpu.take() {
-            Some(dev) => AnyEngine::Gpu(cuda_engine(Cuda::bf16(dev), &src)?),
-            None => AnyEngine::Gpu(cuda_engine(Cuda::bf16(GpuDevice::open(0)?), &src)?),
-        },
-        BackendArg::Auto => match GpuDevice::open(0) {
-            Ok(dev) => match cuda_engine(Cuda::bf16(dev), &src) {
-                Ok(e) => AnyEngine::Gpu(e),
-                Err(e) => {
-                    eprintln!("not using the GPU: {e}");
-                    AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?)
-                }
-            },
-            Err(e) => {
-                log::info!("no usable GPU: {e}");
-                AnyEngine::Cpu(Engine::new(Cpu::new(), &src)?)
-            }
-        },
-    };
-    log::info!("loaded {} in {:.1} s", src.description, t.elapsed().as_secs_f64());
-    let cfg = engine.config();
+    // f32` checks the f32 path.
+    let session = Session::with_options(&m, session_options(model.backend))?;
+    log::info!("loaded {} in {:.1} s", m.description(), t.elapsed().as_secs_f64());
+    let cfg = m.config();
     eprintln!(
         "model: {} ({} px, DiT depth {} hidden {}, {} experts) on {}",
-        src.description,
+        m.description(),
         cfg.resolution,
         cfg.dit.depth,
         cfg.dit.hidden_size,
         cfg.dit.num_experts,
-        engine.backend_name()
+        session.device_name()
     );
-    Ok(engine)
+    Ok(session)
 }
 
-/// Image [3, H, W] in [0, 1] resized to the model's resolution, mapped to [-1, 1].
-pub fn to_model(img: &Image, res: usize) -> Result<Tensor> {
-    let data = resize_area(&img.data, img.width, img.height, res, res)?;
-    Ok(Tensor::new(vec![3, res, res], data.into_iter().map(|v| v * 2.0 - 1.0).collect())?)
+/// The API's options for the sampling flags (`batch` inputs per model batch).
+pub fn api_options(sample: &SampleOptions, batch: usize) -> Options {
+    Options {
+        num_inference_steps: sample.steps,
+        ensemble_size: sample.ensemble,
+        seed: sample.seed,
+        batch_size: batch.max(1),
+        output_uncertainty: true,
+        progress: sample.control.progress.clone(),
+        ..Default::default()
+    }
+}
+
+/// A loaded image (planes in [0, 1]) as a view the API reads: interleaved f32, exactly the
+/// same values.
+pub struct Interleaved {
+    width: usize,
+    height: usize,
+    channels: usize,
+    data: Vec<f32>,
+}
+
+impl Interleaved {
+    pub fn new(img: &Image) -> Interleaved {
+        let n = img.width * img.height;
+        let c = img.channels;
+        let data = (0..n).flat_map(|p| (0..c).map(move |ch| (ch, p))).map(|(ch, p)| img.data[ch * n + p]).collect();
+        Interleaved { width: img.width, height: img.height, channels: c, data }
+    }
+    pub fn view(&self) -> Result<ImageView<'_>> {
+        Ok(if self.channels == 1 {
+            ImageView::gray_f32(&self.data, self.width, self.height)?
+        } else {
+            ImageView::rgb_f32(&self.data, self.width, self.height)?
+        })
+    }
 }
 
 fn outputs_for(task: TaskKind, stem: &Path, out: &Path, ensemble: usize) -> Vec<PathBuf> {
@@ -157,28 +171,29 @@ pub fn run(
     if !done.is_empty() {
         eprintln!("skipping {} input(s) whose outputs already exist in {}", done.len(), out.display());
     }
-    let engine = engine(model)?;
-    let res = engine.config().resolution;
+    let mut session = session(model)?;
+    if let Some(token) = &sample.control.cancel {
+        session.set_cancel_token(token.clone());
+    }
+    let opts = api_options(sample, batch);
     let total = todo.len();
     let start = Instant::now();
     let mut written = 0usize;
     for (bi, chunk) in todo.chunks(batch.max(1)).enumerate() {
-        let mut requests = Vec::new();
-        let mut sizes = Vec::new();
+        let mut loaded = Vec::new();
         let mut ok_jobs = Vec::new();
         for job in chunk {
-            match load_job(task, job, res) {
-                Ok((req, size)) => {
-                    requests.push(req);
-                    sizes.push(size);
+            match load_job(task, job) {
+                Ok(images) => {
+                    loaded.push(images);
                     ok_jobs.push(job);
                 }
                 Err(e) => failed.push(format!("{e:#}")),
             }
         }
-        let preds = engine.predict(&requests, sample)?;
-        for ((job, pred), (w, h)) in ok_jobs.iter().zip(&preds).zip(&sizes) {
-            match write_outputs(task, pred, &job.stem, out, res, *w, *h, sample.ensemble) {
+        let results = predict(&mut session, task, &loaded, &opts)?;
+        for (job, result) in ok_jobs.iter().zip(&results) {
+            match write_outputs(result, &job.stem, out, sample.ensemble) {
                 Ok(()) => written += 1,
                 Err(e) => failed.push(format!("{}: {e:#}", job.inputs[0].display())),
             }
@@ -208,98 +223,87 @@ fn is_mask_path(p: &Path) -> bool {
     s.contains("mask")
 }
 
-/// Load a job's images at the model's resolution; also returns the (upright) input size.
-fn load_job(task: TaskKind, job: &Job, res: usize) -> Result<(Request, (usize, usize))> {
+/// Load a job's images: the image, and the second frame or the mask (CHW planes in [0, 1]).
+fn load_job(task: TaskKind, job: &Job) -> Result<Vec<Interleaved>> {
     let first = load_rgb(&job.inputs[0]).with_context(|| format!("{}", job.inputs[0].display()))?;
-    let size = (first.width, first.height);
-    let rgb = to_model(&first, res)?;
-    let prompt = match task {
-        TaskKind::Depth => depth_prompt(res),
+    let mut images = vec![Interleaved::new(&first)];
+    match task {
+        TaskKind::Depth => {}
         TaskKind::Flow => {
             let second = load_rgb(&job.inputs[1]).with_context(|| format!("{}", job.inputs[1].display()))?;
-            to_model(&second, res)?
+            images.push(Interleaved::new(&second));
         }
         TaskKind::Segment => {
             let mask = load_mask(&job.inputs[1]).with_context(|| format!("{}", job.inputs[1].display()))?;
-            segment_prompt(&mask, res)?
+            images.push(Interleaved::new(&mask));
         }
-    };
-    Ok((Request { task, rgb, prompt }, size))
+    }
+    Ok(images)
 }
 
-/// The segment prompt: a visible-object mask (one plane in [0, 1]) at the model's resolution
-/// (nearest resize) as 3 channels of -1/1.
-pub fn segment_prompt(mask: &Image, res: usize) -> Result<Tensor> {
-    let m = resize_nearest(&mask.data, mask.width, mask.height, res, res)?;
-    let plane: Vec<f32> = m.iter().map(|&v| if v > 0.5 { 1.0 } else { -1.0 }).collect();
-    Ok(Tensor::new(vec![3, res, res], [plane.clone(), plane.clone(), plane].concat())?)
+/// A task's result at its input's size.
+pub enum TaskResult {
+    Depth(DepthResult),
+    Flow(FlowResult),
+    Segment(AmodalResult),
 }
 
-/// A prediction brought to an input's size, as the task commands write it.
-pub enum AtInputSize {
-    /// Relative depth in [0, 1] and, for an ensemble, its spread.
-    Depth { depth: Vec<f32>, uncertainty: Option<Vec<f32>> },
-    /// Pixels at the input's resolution.
-    Flow(Flow),
-    /// The amodal image [3, h, w] in [0, 1] and its object mask (0/1, found at the model's
-    /// resolution and resized nearest).
-    Segment { image: Vec<f32>, mask: Vec<f32> },
-}
-
-/// Resize a prediction at the model's resolution `res` to `w` x `h`: bilinear for values,
-/// nearest for the mask; flow is rescaled to pixels at the new size.
-pub fn to_input_size(pred: &Prediction, res: usize, w: usize, h: usize) -> Result<AtInputSize> {
-    let back = |plane: &[f32]| resize_bilinear(plane, res, res, w, h);
-    Ok(match pred {
-        Prediction::Depth { depth, uncertainty } => AtInputSize::Depth {
-            depth: back(depth)?.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(),
-            uncertainty: uncertainty.as_deref().map(back).transpose()?,
-        },
-        Prediction::Flow { u, v } => {
-            let (sx, sy) = (w as f32 / res as f32, h as f32 / res as f32);
-            let u: Vec<f32> = back(u)?.into_iter().map(|x| x * sx).collect();
-            let v: Vec<f32> = back(v)?.into_iter().map(|x| x * sy).collect();
-            AtInputSize::Flow(Flow { width: w, height: h, u, v })
+/// One batch of loaded jobs through the session.
+fn predict(
+    session: &mut Session,
+    task: TaskKind,
+    loaded: &[Vec<Interleaved>],
+    opts: &Options,
+) -> Result<Vec<TaskResult>> {
+    if loaded.is_empty() {
+        return Ok(vec![]);
+    }
+    let views = loaded
+        .iter()
+        .map(|imgs| imgs.iter().map(Interleaved::view).collect::<Result<Vec<_>>>())
+        .collect::<Result<Vec<_>>>()?;
+    let pairs = || views.iter().map(|v| (v[0], v[1])).collect::<Vec<_>>();
+    Ok(match task {
+        TaskKind::Depth => {
+            let images: Vec<ImageView> = views.iter().map(|v| v[0]).collect();
+            session.depth_batch(&images, opts)?.into_iter().map(TaskResult::Depth).collect()
         }
-        Prediction::Segment { image } => {
-            let img01: Vec<f32> = image.iter().map(|v| (v + 1.0) / 2.0).collect();
-            let mask_f: Vec<f32> = amodal_mask(&img01).iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-            AtInputSize::Segment {
-                image: resize_bilinear(&img01, res, res, w, h)?,
-                mask: resize_nearest(&mask_f, res, res, w, h)?,
-            }
-        }
+        TaskKind::Flow => session.flow_batch(&pairs(), opts)?.into_iter().map(TaskResult::Flow).collect(),
+        TaskKind::Segment => session.amodal_batch(&pairs(), opts)?.into_iter().map(TaskResult::Segment).collect(),
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_outputs(
-    task: TaskKind,
-    pred: &Prediction,
-    stem: &Path,
-    out: &Path,
-    res: usize,
-    w: usize,
-    h: usize,
-    k: usize,
-) -> Result<()> {
-    let paths = outputs_for(task, stem, out, k);
-    match to_input_size(pred, res, w, h)? {
-        AtInputSize::Depth { depth, uncertainty } => {
-            save_png_rgb8(&paths[0], w, h, &colorize_depth(&depth))?;
-            save_png_gray16(&paths[1], w, h, &depth)?;
-            write_npy_f32(&paths[2], &[h, w], &depth)?;
-            if let (Some(u), Some(p)) = (uncertainty, paths.get(3)) {
-                save_png_gray16(p, w, h, &u)?;
+/// Interleaved pixels (`channels` per pixel) as CHW planes, as the file writers take them.
+pub fn planar(data: &[f32], channels: usize) -> Vec<f32> {
+    let n = data.len() / channels.max(1);
+    (0..channels).flat_map(|c| (0..n).map(move |p| data[p * channels + c])).collect()
+}
+
+fn write_outputs(result: &TaskResult, stem: &Path, out: &Path, k: usize) -> Result<()> {
+    match result {
+        TaskResult::Depth(r) => {
+            let paths = outputs_for(TaskKind::Depth, stem, out, k);
+            let (w, h) = (r.width, r.height);
+            save_png_rgb8(&paths[0], w, h, &colorize_depth(&r.depth))?;
+            save_png_gray16(&paths[1], w, h, &r.depth)?;
+            write_npy_f32(&paths[2], &[h, w], &r.depth)?;
+            if let (Some(u), Some(p)) = (&r.uncertainty, paths.get(3)) {
+                save_png_gray16(p, w, h, u)?;
             }
         }
-        AtInputSize::Flow(flow) => {
-            save_png_rgb8(&paths[1], w, h, &flow_to_color(&flow.u, &flow.v)?)?;
+        TaskResult::Flow(r) => {
+            let paths = outputs_for(TaskKind::Flow, stem, out, k);
+            let uv = planar(&r.flow, 2);
+            let n = r.width * r.height;
+            let flow = Flow { width: r.width, height: r.height, u: uv[..n].to_vec(), v: uv[n..].to_vec() };
+            save_png_rgb8(&paths[1], r.width, r.height, &flow_to_color(&flow.u, &flow.v)?)?;
             write_flo(&paths[0], &flow)?;
         }
-        AtInputSize::Segment { image, mask } => {
-            save_png_rgb8(&paths[0], w, h, &image)?;
-            save_png_gray8(&paths[1], w, h, &mask)?;
+        TaskResult::Segment(r) => {
+            let paths = outputs_for(TaskKind::Segment, stem, out, k);
+            let mask: Vec<f32> = r.mask.iter().map(|&m| m as f32).collect();
+            save_png_rgb8(&paths[0], r.width, r.height, &planar(&r.rgb, 3))?;
+            save_png_gray8(&paths[1], r.width, r.height, &mask)?;
         }
     }
     Ok(())

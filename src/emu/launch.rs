@@ -174,7 +174,7 @@ impl EmuDevice {
         self.stream.refuse_while_capturing("allocating device memory")?;
         if let Some((free, total)) = self.memory_info() {
             if bytes > free {
-                return Err(Error::Cuda(format!(
+                return Err(Error::OutOfMemory(format!(
                     "out of device memory allocating {bytes} bytes ({free} of {total} bytes free)"
                 )));
             }

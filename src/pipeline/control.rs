@@ -56,6 +56,10 @@ impl fmt::Debug for Control {
 }
 
 impl Control {
+    /// Whether anything is checked or reported (a token or a callback is set).
+    pub fn is_active(&self) -> bool {
+        self.cancel.is_some() || self.progress.is_some()
+    }
     /// Before a step: stop if cancelled.
     pub fn check(&self) -> Result<()> {
         match &self.cancel {

@@ -66,6 +66,59 @@ impl Trace {
     }
 }
 
+/// The device state of one denoising loop: the latent, the step's scalars, the captured step
+/// and the buffer its model output lands in.
+pub struct LoopState<B: Backend> {
+    x: B::T,
+    t_dev: B::T,
+    coefs_dev: B::T,
+    graph: Option<B::Graph>,
+    last_out: Option<B::T>,
+}
+
+impl<B: Backend> LoopState<B> {
+    fn new(be: &B, noise: &Tensor) -> Result<Self> {
+        let n = noise.shape.first().copied().unwrap_or(0);
+        Ok(LoopState {
+            x: be.upload(noise)?,
+            t_dev: be.upload(&Tensor::zeros(&[n]))?,
+            coefs_dev: be.upload(&Tensor::zeros(&[4]))?,
+            graph: None,
+            last_out: None,
+        })
+    }
+}
+
+struct CachedState<B: Backend> {
+    labels: Vec<i64>,
+    shape: Vec<usize>,
+    rgb: B::T,
+    prompt: B::T,
+    state: LoopState<B>,
+}
+
+/// Denoising states kept between calls (see `Engine::denoise_cached`), one per shape and label
+/// set, at most `capacity` (the least recently used is dropped, and its device memory freed).
+pub struct DenoiseCache<B: Backend> {
+    states: Vec<CachedState<B>>,
+    capacity: usize,
+    captures: u64,
+}
+
+impl<B: Backend> DenoiseCache<B> {
+    pub fn new(capacity: usize) -> Self {
+        DenoiseCache { states: Vec::new(), capacity, captures: 0 }
+    }
+    /// Steps captured as graphs so far.
+    pub fn captures(&self) -> u64 {
+        self.captures
+    }
+    /// Drop every kept state (and the device memory it holds).
+    pub fn clear(&mut self) {
+        self.states.clear();
+    }
+}
+
 impl<B: Backend> Engine<B> {
     /// Latent channels the DiT denoises (a third of its input channels).
     pub fn latent_channels(&self) -> usize {
@@ -112,6 +165,86 @@ impl<B: Backend> Engine<B> {
                 labels.len()
             )));
         }
+        let mut state = LoopState::new(be, &noise)?;
+        self.denoise_loop(rgb, prompt, labels, &mut state, steps, trace, control)?;
+        Ok(state.x)
+    }
+
+    /// `denoise_with` on host latents, in the device state `cache` keeps for this shape and
+    /// labels: the first call of a shape captures its step; later calls write their inputs into
+    /// the same buffers and replay that step for every step, so they allocate no device memory
+    /// and capture nothing. Returns the final latent, which lives in the cache until the next
+    /// call.
+    #[allow(clippy::too_many_arguments)]
+    pub fn denoise_cached<'c>(
+        &self,
+        cache: &'c mut DenoiseCache<B>,
+        rgb: &Tensor,
+        prompt: &Tensor,
+        labels: &[i64],
+        noise: &Tensor,
+        steps: usize,
+        control: &Control,
+    ) -> Result<&'c B::T> {
+        let be = &self.backend;
+        let n = noise.shape.first().copied().unwrap_or(0);
+        if labels.len() != n || rgb.shape != noise.shape || prompt.shape != noise.shape {
+            return Err(Error::Shape(format!(
+                "denoise: {:?} noise latents need {n} labels (got {}) and rgb/prompt latents of that shape ({:?}, {:?})",
+                noise.shape,
+                labels.len(),
+                rgb.shape,
+                prompt.shape
+            )));
+        }
+        let entry = match cache.states.iter().position(|s| s.labels == labels && s.shape == noise.shape) {
+            Some(i) => {
+                let mut e = cache.states.remove(i);
+                be.write(&mut e.rgb, rgb)?;
+                be.write(&mut e.prompt, prompt)?;
+                be.write(&mut e.state.x, noise)?;
+                e
+            }
+            None => CachedState {
+                labels: labels.to_vec(),
+                shape: noise.shape.clone(),
+                rgb: be.upload(rgb)?,
+                prompt: be.upload(prompt)?,
+                state: LoopState::new(be, noise)?,
+            },
+        };
+        if cache.states.len() >= cache.capacity.max(1) {
+            cache.states.remove(0); // the least recently used
+        }
+        cache.states.push(entry);
+        let e = cache.states.last_mut().expect("just pushed");
+        let had_graph = e.state.graph.is_some();
+        let ran = self.denoise_loop(&e.rgb, &e.prompt, labels, &mut e.state, steps, &mut Trace::default(), control);
+        if !had_graph && e.state.graph.is_some() {
+            cache.captures += 1;
+        }
+        if let Err(err) = ran {
+            // The buffers may hold a half-denoised latent; the next call rewrites them anyway.
+            return Err(err);
+        }
+        Ok(&cache.states.last().expect("just pushed").state.x)
+    }
+
+    /// The denoising loop on `state`, which holds the latent (updated in place), the step's
+    /// scalars on the device and, once captured, the step's graph.
+    #[allow(clippy::too_many_arguments)]
+    fn denoise_loop(
+        &self,
+        rgb: &B::T,
+        prompt: &B::T,
+        labels: &[i64],
+        state: &mut LoopState<B>,
+        steps: usize,
+        trace: &mut Trace,
+        control: &Control,
+    ) -> Result<()> {
+        let be = &self.backend;
+        let n = labels.len();
         let timesteps = self.scheduler.timesteps(steps)?;
         let c = self.latent_channels();
         let prediction_type = self.scheduler.config().prediction_type;
@@ -121,44 +254,44 @@ impl<B: Backend> Engine<B> {
         // pool and compiles the kernels), then captured as a graph and replayed for the rest
         // where the backend has graphs. Nothing is uploaded, allocated or synchronised inside a
         // replayed step.
-        let mut x = be.upload(&noise)?;
-        let mut t_dev = be.upload(&Tensor::zeros(&[n]))?;
-        let mut coefs_dev = be.upload(&Tensor::zeros(&[4]))?;
+        let LoopState { x, t_dev, coefs_dev, graph, last_out } = state;
         let mut graphs = self.use_graphs;
-        let mut graph: Option<B::Graph> = None;
-        // The model output of the latest step; under a graph, the captured buffer every replay
-        // writes again (so a trace can still read each step's output).
-        let mut last_out: Option<B::T> = None;
+        // With a cancel token or a progress callback, wait for each step to finish on the
+        // device before reporting it: a GPU's host runs ahead of the device by every replay it
+        // has enqueued, so without the wait a cancel would only be seen after all of them.
+        // The wait costs one graph launch's latency per step (microseconds against the
+        // milliseconds of a step).
+        let wait = control.is_active();
         for (i, &t) in timesteps.iter().enumerate() {
             control.check()?;
             let coefs = self.scheduler.coefficients(t, steps)?;
             if coefs.clip.is_some() {
                 // clip_sample (off in every SD-2 config) needs the general step.
-                let input = be.cat_channels(&[rgb, prompt, &x])?;
+                let input = be.cat_channels(&[rgb, prompt, x])?;
                 let out = self.dit.forward(be, &input, &vec![t as f32; n], labels, None)?;
-                x = be.ddim_step(&be.slice_channels(&out, 0, c)?, &x, &coefs)?;
-                trace.push(be, &out, &x)?;
+                *x = be.ddim_step(&be.slice_channels(&out, 0, c)?, x, &coefs)?;
+                trace.push(be, &out, x)?;
                 control.step_done(i + 1, timesteps.len())?;
                 continue;
             }
             if graph.is_none() {
-                last_out = None; // its memory serves this step: the pool holds one step's worth
+                *last_out = None; // its memory serves this step: the pool holds one step's worth
             }
-            be.write(&mut t_dev, &Tensor::new(vec![n], vec![t as f32; n])?)?;
-            be.write(&mut coefs_dev, &Tensor::new(vec![4], coefs.values().to_vec())?)?;
+            be.write(t_dev, &Tensor::new(vec![n], vec![t as f32; n])?)?;
+            be.write(coefs_dev, &Tensor::new(vec![4], coefs.values().to_vec())?)?;
             let mut step = || -> Result<()> {
-                let input = be.cat_channels(&[rgb, prompt, &x])?; // [N, 3c, h, w]
-                let out = self.dit.forward_t(be, &input, &t_dev, labels, None)?; // [N, out, h, w]
+                let input = be.cat_channels(&[rgb, prompt, &*x])?; // [N, 3c, h, w]
+                let out = self.dit.forward_t(be, &input, t_dev, labels, None)?; // [N, out, h, w]
                 let pred = be.slice_channels(&out, 0, c)?;
-                be.ddim_step_in_place(&pred, &mut x, &coefs_dev, prediction_type)?;
-                last_out = Some(out);
+                be.ddim_step_in_place(&pred, x, coefs_dev, prediction_type)?;
+                *last_out = Some(out);
                 Ok(())
             };
-            if let Some(g) = &graph {
+            if let Some(g) = &*graph {
                 be.replay(g)?;
             } else if graphs && i > 0 {
-                graph = be.capture(&mut step)?;
-                match &graph {
+                *graph = be.capture(&mut step)?;
+                match &*graph {
                     Some(g) => be.replay(g)?,
                     None => {
                         graphs = false;
@@ -170,12 +303,15 @@ impl<B: Backend> Engine<B> {
             }
             if trace.record {
                 let out = last_out.as_ref().ok_or_else(|| Error::Shape("denoise: no model output to trace".into()))?;
-                trace.push(be, out, &x)?;
+                trace.push(be, out, x)?;
+            }
+            if wait {
+                be.wait()?;
             }
             control.step_done(i + 1, timesteps.len())?;
         }
         trace.timesteps = timesteps;
-        Ok(x)
+        Ok(())
     }
 
     /// Latents -> images [N, 3, H, W] (not clamped).

@@ -3,7 +3,7 @@
 
 use super::control::Control;
 use super::noise::NoiseRng;
-use super::{Engine, Task, Trace};
+use super::{Engine, Task};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::postprocess::ensemble::{ensemble_depth, EnsembleOptions};
@@ -67,17 +67,19 @@ pub fn depth_prompt(res: usize) -> Tensor {
 impl<B: Backend> Engine<B> {
     /// Run several requests, K members each, as one batch. Returns one prediction per request.
     pub fn predict(&self, requests: &[Request], opts: &SampleOptions) -> Result<Vec<Prediction>> {
-        Ok(self.predict_full(requests, opts, None)?.0)
+        Ok(self.predict_full(requests, opts, None, &mut super::DenoiseCache::new(1))?.0)
     }
 
     /// `predict`, starting from `init` instead of the seed's noise when given (`[rows, c, h, w]`
     /// for one request, rows = parts x members, used for every request), and also returning the
-    /// final latents `[requests x rows, c, h, w]` in request order.
+    /// final latents `[requests x rows, c, h, w]` in request order. The denoising runs in
+    /// `cache`'s state for its shape (see `Engine::denoise_cached`).
     pub fn predict_full(
         &self,
         requests: &[Request],
         opts: &SampleOptions,
         init: Option<&Tensor>,
+        cache: &mut super::DenoiseCache<B>,
     ) -> Result<(Vec<Prediction>, Tensor)> {
         if requests.is_empty() {
             return Ok((vec![], Tensor::zeros(&[0])));
@@ -146,17 +148,17 @@ impl<B: Backend> Engine<B> {
             }
         };
         let labels: Vec<i64> = rows.iter().map(|r| r.3).collect();
-        let latent = self.denoise_with(
-            &be.upload(&gather(&rgb_lat)?)?,
-            &be.upload(&gather(&prompt_lat)?)?,
+        let latent = self.denoise_cached(
+            cache,
+            &gather(&rgb_lat)?,
+            &gather(&prompt_lat)?,
             &labels,
-            noise,
+            &noise,
             opts.steps,
-            &mut Trace::default(),
             &opts.control,
         )?;
-        let decoded = self.decode(&latent)?; // [rows, 3, R, R]
-        let latent = be.download(&latent)?;
+        let decoded = self.decode(latent)?; // [rows, 3, R, R]
+        let latent = be.download(latent)?;
         let plane = res * res;
         // Mean of the three decoded channels, per row.
         let channel_mean = |row: usize| -> Vec<f32> {

@@ -144,7 +144,7 @@ impl<D: Device> Cuda<D> {
         let margin = (total / 32).max(256 << 20);
         if bytes + margin > free {
             let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
-            return Err(Error::Cuda(format!(
+            return Err(Error::OutOfMemory(format!(
                 "{what} needs {:.2} GiB of device memory for its weights in {} (plus {:.2} GiB to work in), \
                  but {} has {:.2} GiB free of {:.2} GiB: use --backend cpu, or a device with more memory",
                 gib(bytes),
@@ -180,8 +180,10 @@ impl<D: Device> Cuda<D> {
         if let Some(b) = cache.get(ids) {
             return Ok(b.clone());
         }
-        if cache.len() >= 64 {
-            cache.clear(); // only ever a handful of label sets; bound it anyway
+        // Only ever a handful of label sets; bound it anyway, generously: a captured step kept
+        // by a session (api::Session keeps at most four) reads its label block by address.
+        if cache.len() >= 1024 {
+            cache.clear();
         }
         let b = Arc::new(Block::owned(self.dev.upload(bytemuck::cast_slice(ids))?));
         cache.insert(ids.to_vec(), b.clone());
@@ -1105,5 +1107,8 @@ impl<D: Device> Backend for Cuda<D> {
     }
     fn replay(&self, graph: &CudaGraph<D>) -> Result<()> {
         self.dev.replay(&graph.graph)
+    }
+    fn wait(&self) -> Result<()> {
+        self.dev.synchronize()
     }
 }

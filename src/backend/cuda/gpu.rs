@@ -28,6 +28,11 @@ struct Inner {
     name: String,
     functions: Mutex<HashMap<String, sys::CUfunction>>,
     modules: Mutex<HashMap<&'static str, sys::CUmodule>>,
+    /// Where compiled kernels are cached (`backend::switches`).
+    cache_dir: Option<std::path::PathBuf>,
+    /// Wait for every kernel after launching it (outside captures), so an error shows at the
+    /// launch that caused it.
+    sync_launches: bool,
 }
 
 // SAFETY: CUDA handles may be used from any thread once the context is made current there.
@@ -38,6 +43,8 @@ unsafe impl Sync for Inner {}
 struct Stream {
     raw: sys::CUstream,
     ctx: sys::CUcontext,
+    /// Between begin_capture and end_capture (no synchronisation allowed then).
+    capturing: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: as for Inner.
@@ -124,8 +131,14 @@ impl Drop for GpuBuffer {
 }
 
 impl GpuDevice {
-    /// Open GPU `ordinal`: checks the driver and NVRTC are present, never panics.
+    /// Open GPU `ordinal`: checks the driver and NVRTC are present, never panics. The developer
+    /// switches come from the environment.
     pub fn open(ordinal: usize) -> Result<Self> {
+        Self::open_with(ordinal, &crate::backend::switches::DevSwitches::from_env())
+    }
+
+    /// `open` with the given developer switches (kernel cache folder, sync after launch).
+    pub fn open_with(ordinal: usize, switches: &crate::backend::switches::DevSwitches) -> Result<Self> {
         super::driver_available()?;
         nvrtc::nvrtc_available()?;
         cu("cuInit", result::init())?;
@@ -170,8 +183,10 @@ impl GpuDevice {
                 name: format!("{name} (sm_{major}{minor})"),
                 functions: Mutex::default(),
                 modules: Mutex::default(),
+                cache_dir: switches.kernel_cache_dir.clone(),
+                sync_launches: switches.sync_launches,
             }),
-            stream: Arc::new(Stream { raw: stream, ctx }),
+            stream: Arc::new(Stream { raw: stream, ctx, capturing: Default::default() }),
         })
     }
 
@@ -292,7 +307,7 @@ impl GpuDevice {
         let m = match modules.get(module.name) {
             Some(m) => *m,
             None => {
-                let compiled = nvrtc::compile(module, self.inner.arch)?;
+                let compiled = nvrtc::compile_in(module, self.inner.arch, self.inner.cache_dir.as_deref())?;
                 // SAFETY: a complete CUBIN image from NVRTC for this device's architecture.
                 let m = unsafe {
                     cu("cuModuleLoadData", result::module::load_data(compiled.cubin.as_ptr() as *const c_void))?
@@ -322,11 +337,16 @@ impl Device for GpuDevice {
         // SAFETY: plain allocation in the current context.
         let ptr = unsafe { result::malloc_sync(len) }.map_err(|e| {
             let (free, total) = result::mem_get_info().unwrap_or((0, 0));
-            Error::Cuda(format!(
+            let msg = format!(
                 "out of GPU memory allocating {len} bytes ({e:?}; {} MiB free of {} MiB): use a smaller batch or --backend cpu",
                 free >> 20,
                 total >> 20
-            ))
+            );
+            if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                Error::OutOfMemory(msg)
+            } else {
+                Error::Cuda(msg)
+            }
         })?;
         Ok(GpuBuffer { ptr, len, ctx: self.inner.ctx })
     }
@@ -391,8 +411,12 @@ impl Device for GpuDevice {
                     self.stream.raw,
                     &mut params,
                 ),
-            )
+            )?;
         }
+        if self.inner.sync_launches && !self.stream.capturing.load(std::sync::atomic::Ordering::Relaxed) {
+            self.sync_stream().map_err(|e| Error::Cuda(format!("after launching {kernel}: {e}")))?;
+        }
+        Ok(())
     }
     fn set_max_dynamic_shared(&self, kernel: &str, bytes: u32) -> Result<()> {
         self.current()?;
@@ -415,7 +439,10 @@ impl Device for GpuDevice {
     fn fork(&self) -> Result<Self> {
         self.current()?;
         let raw = cu("cuStreamCreate", result::stream::create(result::stream::StreamKind::NonBlocking))?;
-        Ok(GpuDevice { inner: self.inner.clone(), stream: Arc::new(Stream { raw, ctx: self.inner.ctx }) })
+        Ok(GpuDevice {
+            inner: self.inner.clone(),
+            stream: Arc::new(Stream { raw, ctx: self.inner.ctx, capturing: Default::default() }),
+        })
     }
     fn record_event(&self) -> Result<GpuEvent> {
         self.current()?;
@@ -455,11 +482,14 @@ impl Device for GpuDevice {
                     self.stream.raw,
                     sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
                 ),
-            )
-        }
+            )?
+        };
+        self.stream.capturing.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
     fn end_capture(&self) -> Result<GpuGraph> {
         self.current()?;
+        self.stream.capturing.store(false, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the stream is capturing (else the driver reports it).
         let graph = unsafe { cu("cuStreamEndCapture", result::stream::end_capture(self.stream.raw))? };
         // SAFETY: a complete graph from the capture.

@@ -3,7 +3,7 @@
 //! version) under `$XDG_CACHE_HOME/percept/nvrtc` (or `~/.cache/percept/nvrtc`).
 
 use std::ffi::{c_char, CString};
-use std::path::PathBuf;
+use std::path::Path;
 
 use cudarc::nvrtc::{result, sys};
 
@@ -125,14 +125,20 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
     Ok((major, minor))
 }
 
-/// Compiles `module` for `arch`, or loads it from the disk cache.
+/// Compiles `module` for `arch`, or loads it from the disk cache (the folder the developer
+/// switches name, `backend::switches`).
 pub fn compile(module: &'static KernelModule, arch: GpuArch) -> Result<Compiled> {
+    compile_in(module, arch, crate::backend::switches::DevSwitches::from_env().kernel_cache_dir.as_deref())
+}
+
+/// `compile` with the cache in `cache_dir` (`None`: no disk cache).
+pub fn compile_in(module: &'static KernelModule, arch: GpuArch, cache_dir: Option<&Path>) -> Result<Compiled> {
     let version = nvrtc_version()?;
     let opts = options(arch);
     let key = fnv1a(
         format!("{:016x}|{}|{}|{}.{}", module.hash, arch.name(), opts.join(" "), version.0, version.1).as_bytes(),
     );
-    let cache = cache_dir().map(|d| d.join(format!("{}-{}-{key:016x}", module.name, arch.name())));
+    let cache = cache_dir.map(|d| d.join(format!("{}-{}-{key:016x}", module.name, arch.name())));
     if let Some(base) = &cache {
         if let (Ok(cubin), Ok(log)) =
             (std::fs::read(base.with_extension("cubin")), std::fs::read_to_string(base.with_extension("log")))
@@ -317,14 +323,6 @@ pub fn parse_ptxas_log(module: &str, arch: GpuArch, log: &str) -> Vec<KernelInfo
         }
     }
     infos
-}
-
-fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("percept").join("nvrtc"))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
