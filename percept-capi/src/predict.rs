@@ -177,10 +177,11 @@ fn pixels(w: usize, h: usize, per_pixel: usize) -> CResult<usize> {
         .ok_or_else(|| Failure::invalid(format!("an output of {w} x {h} pixels overflows the address space")))
 }
 
-/// Relative depth of `image`: `depth_out[y * W + x]` in [0, 1] (0 near, 1 far), W x H the
+/// Relative depth of `image`: `depth_out[y * W + x]`, affine-invariant depth in [0, 1], W x H the
 /// input's size (or the model's resolution, see `match_input_resolution`).
 /// `depth_len`: the floats `depth_out` holds, at least W * H. `uncertainty_out` (NULL: not
-/// wanted) receives the ensemble's per-pixel spread, W * H floats; it needs
+/// wanted) receives the ensemble's per-pixel spread, W * H floats (Marigold's median absolute
+/// deviation, on the depth's scale; with the lower median, 0 everywhere for 2 members); it needs
 /// `ensemble_size` > 1. `params` may be NULL (defaults). Outputs are written only on
 /// `PERCEPT_OK`.
 ///
