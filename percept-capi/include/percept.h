@@ -12,8 +12,9 @@
  * Status and errors: every function that can fail returns a percept_status. On anything but
  * PERCEPT_OK, percept_last_error() on the same thread returns a message naming the argument,
  * file or limit involved; outputs are written only on PERCEPT_OK, and a failed
- * percept_*_load / percept_session_new sets its out-handle to NULL. No function aborts or
- * unwinds into the caller: a bug inside percept is returned as PERCEPT_ERR_INTERNAL.
+ * percept_*_load / percept_session_new sets its out-handle to NULL. No panic unwinds into the
+ * caller: a bug inside percept is returned as PERCEPT_ERR_INTERNAL (Rust's panic message also
+ * goes to stderr). A failed host allocation aborts the process, as in any Rust program.
  *
  * Threading:
  *  - A percept_model is thread-safe: any number of threads may create sessions from one model
