@@ -85,7 +85,7 @@ fn into_variants_and_model_resolution_outputs() {
     let mut out = vec![f32::NAN; w * h];
     s.depth_into(&img, &quick(2), &mut out).unwrap();
     assert_eq!(out, want.depth);
-    let err = s.depth_into(&img, &quick(2), &mut vec![0.0; 7]).unwrap_err();
+    let err = s.depth_into(&img, &quick(2), &mut [0.0; 7]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     // At the model's resolution instead.
     let res = model.resolution();
@@ -170,6 +170,10 @@ fn ensembles_give_uncertainty_and_latents_go_out_and_back_in() {
         ..quick(2)
     };
     assert_eq!(s.depth(&img, &bad).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    for shape in [vec![usize::MAX, 2, 2, 2], vec![4], vec![1, 4, side, side + 1]] {
+        let odd = DepthOptions { latents: Some(Latent { shape, data: vec![0.0; 8] }), ..quick(1) };
+        assert_eq!(s.depth(&img, &odd).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    }
     // Flow latents hold both parts.
     let f = s.flow(&img, &img, &FlowOptions { output_latent: true, ..quick(2) }).unwrap();
     assert_eq!(f.latent.unwrap().shape, vec![2, 4, side, side]);

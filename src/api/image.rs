@@ -164,7 +164,7 @@ impl<'a> ImageView<'a> {
     }
 
     /// The image as 3 planes in [0, 1] (alpha over white): what `load_rgb` gives for a file.
-    pub(crate) fn to_rgb_planes(&self) -> Image {
+    pub(crate) fn to_rgb_planes(self) -> Image {
         let n = self.width * self.height;
         let mut data = vec![0.0f32; 3 * n];
         for y in 0..self.height {
@@ -180,13 +180,12 @@ impl<'a> ImageView<'a> {
     }
 
     /// The image as one mask plane in [0, 1] (luma, alpha over black): what `load_mask` gives.
-    pub(crate) fn to_mask_plane(&self) -> Image {
+    pub(crate) fn to_mask_plane(self) -> Image {
         let mut data = Vec::with_capacity(self.width * self.height);
         for y in 0..self.height {
             for x in 0..self.width {
                 let v = if self.format.channels() == 1 {
-                    let a = self.value(x, y, 0);
-                    a
+                    self.value(x, y, 0)
                 } else {
                     let alpha = if self.format.channels() == 4 { self.value(x, y, 3) } else { 1.0 };
                     let [r, g, b] = [self.value(x, y, 0), self.value(x, y, 1), self.value(x, y, 2)];

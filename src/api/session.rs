@@ -475,9 +475,17 @@ impl Session {
         check_options(opts)?;
         let res = self.model.resolution();
         let init = match &opts.latents {
-            Some(l) => Some(Tensor::new(l.shape.clone(), l.data.clone()).map_err(|e| {
-                Error::Input(format!("latents: shape {:?} does not hold {} values ({e})", l.shape, l.data.len()))
-            })?),
+            Some(l) => {
+                let n = l.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                if l.shape.len() != 4 || n != Some(l.data.len()) {
+                    return Err(Error::Input(format!(
+                        "latents: shape {:?} must be [rows, channels, h, w] and hold its {} values",
+                        l.shape,
+                        l.data.len()
+                    )));
+                }
+                Some(Tensor::new(l.shape.clone(), l.data.clone())?)
+            }
             None => None,
         };
         let sample = SampleOptions {

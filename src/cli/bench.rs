@@ -52,6 +52,37 @@ fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, Optio
     Ok((v[v.len() / 2], cpu))
 }
 
+/// `time_ms` for two functions run in alternation (one warm-up each, then `reps` rounds of
+/// a then b): the medians and mean CPU times of each.
+#[allow(clippy::type_complexity)]
+fn time_pair_ms(
+    reps: usize,
+    mut a: impl FnMut() -> Result<()>,
+    mut b: impl FnMut() -> Result<()>,
+) -> Result<((f64, Option<f64>), (f64, Option<f64>))> {
+    a()?;
+    b()?;
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let (mut ca, mut cb) = (Some(0.0), Some(0.0));
+    let timed = |f: &mut dyn FnMut() -> Result<()>, t: &mut Vec<f64>, c: &mut Option<f64>| -> Result<()> {
+        let (cpu0, w) = (process_cpu_ms(), Instant::now());
+        f()?;
+        t.push(w.elapsed().as_secs_f64() * 1e3);
+        *c = c.zip(process_cpu_ms().zip(cpu0)).map(|(sum, (y, x))| sum + y - x);
+        Ok(())
+    };
+    for _ in 0..reps.max(1) {
+        timed(&mut a, &mut ta, &mut ca)?;
+        timed(&mut b, &mut tb, &mut cb)?;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v[v.len() / 2]
+    };
+    let n = reps.max(1) as f64;
+    Ok(((median(&mut ta), ca.map(|c| c / n)), (median(&mut tb), cb.map(|c| c / n))))
+}
+
 /// `part` occurs in `name` and does not run on into more letters or digits there.
 fn names_part(name: &str, part: &str) -> bool {
     !part.is_empty()
@@ -230,11 +261,13 @@ fn api_overhead_rows(reps: usize, rows: &mut Vec<Row>) -> Result<()> {
     let sample = SampleOptions { steps: API_ROW_STEPS, ..Default::default() };
     let opts = DepthOptions { num_inference_steps: API_ROW_STEPS, ..Default::default() };
     let flops = model.config().dit.forward_flops(1) * API_ROW_STEPS as f64;
-    let (raw_ms, raw_cpu) = time_ms(reps, || engine.predict(&request, &sample).map(|_| ()).map_err(Into::into))?;
+    // The two alternate, run by run, so a busy neighbour slows both alike.
+    let raw = || engine.predict(&request, &sample).map(|_| ()).map_err(anyhow::Error::from);
+    let api = || session.depth(&image, &opts).map(|_| ()).map_err(anyhow::Error::from);
+    let ((raw_ms, raw_cpu), (api_ms, api_cpu)) = time_pair_ms(reps, raw, api)?;
     let name = format!("cpu/api_overhead/{res}x{res}/{API_ROW_STEPS}steps");
     rows.push(Row { name: format!("{name}/engine_predict"), ms: raw_ms, flops, cpu_ms: raw_cpu });
     report(rows.last().unwrap(), None);
-    let (api_ms, api_cpu) = time_ms(reps, || session.depth(&image, &opts).map(|_| ()).map_err(Into::into))?;
     rows.push(Row { name: format!("{name}/session_depth"), ms: api_ms, flops, cpu_ms: api_cpu });
     report(rows.last().unwrap(), None);
     println!("API overhead per call: {:+.2}% (session_depth against engine_predict)", 100.0 * (api_ms / raw_ms - 1.0));

@@ -223,10 +223,8 @@ impl<B: Backend> Engine<B> {
         if !had_graph && e.state.graph.is_some() {
             cache.captures += 1;
         }
-        if let Err(err) = ran {
-            // The buffers may hold a half-denoised latent; the next call rewrites them anyway.
-            return Err(err);
-        }
+        // On an error the buffers may hold a half-denoised latent; the next call rewrites them.
+        ran?;
         Ok(&cache.states.last().expect("just pushed").state.x)
     }
 
