@@ -172,3 +172,40 @@ fn scale_devices_run_cpu_workers_from_one_queue() {
     let o = depth(&dir, "bad", &["--devices", "0,x"], &[]);
     assert!(!o.status.success() && text(&o).contains("--devices"), "{}", text(&o));
 }
+
+/// `eval --shard`: each shard writes its own metrics file and the last one merges them into the
+/// job's metrics.json, equal to an unsharded evaluation (batches of one: the same bits).
+#[test]
+fn scale_eval_shards_merge_into_the_unsharded_metrics() {
+    let dir = temp_dir("scale_eval");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("toy_data/Hypersim_small");
+    let list = dir.join("list.txt");
+    let pairs: Vec<String> = (0..5)
+        .map(|f| format!("val/ai_001_010/rgb_cam_00_fr000{f}.png val/ai_001_010/depth_plane_cam_00_fr000{f}.png"))
+        .collect::<Vec<_>>();
+    std::fs::write(&list, pairs[..4].join("\n")).unwrap();
+    let eval = |out: &str, extra: &[&str]| {
+        let mut a = vec!["eval", "--task", "depth", "--data", data.to_str().unwrap(), "--list"];
+        a.extend([list.to_str().unwrap(), "--steps", "2", "--batch", "1", "--backend", "cpu", "--out", out]);
+        a.extend_from_slice(extra);
+        percept(&a, &dir, &[])
+    };
+    let o = eval("one", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = eval("sharded", &["--shard", "1/2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!dir.join("sharded/metrics.json").exists(), "metrics.json before every shard finished");
+    assert!(dir.join("sharded/metrics-shard-00001-of-00002.json").exists());
+    let o = eval("sharded", &["--shard", "0/2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("every shard is done"), "{}", text(&o));
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(d).join("metrics.json")).unwrap()).unwrap()
+    };
+    let (one, merged) = (read("one"), read("sharded"));
+    assert_eq!(merged["samples"].as_array().unwrap().len(), 4);
+    for (k, v) in one["mean"].as_object().unwrap() {
+        let (a, b) = (v.as_f64().unwrap(), merged["mean"][k].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-12 * a.abs().max(1.0), "mean {k}: {a} unsharded, {b} merged");
+    }
+}

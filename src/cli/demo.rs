@@ -65,6 +65,8 @@ pub fn run(out: &Path, model: &ModelArgs, steps: usize, seed: u64) -> Result<boo
             ensemble: if task == EvalTask::Segment { SEGMENT_ENSEMBLE } else { 1 },
             seed,
             batch: 8,
+            shard: Some("0/1".into()), // the whole toy data set, whatever job array it runs in
+            shard_count: None,
         };
         ok &= eval::run(&args)?;
     }

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::panels::{depth_panel, flow_panel, segment_panel};
 use super::predict::{api_options, planar, session, Interleaved};
+use super::shard::Shard;
 use super::ModelArgs;
 use crate::api::{AmodalResult, DepthResult, FlowResult, ImageView, Options, Session};
 use crate::data::chairs::{self, ChairsSample, VALIDATION};
@@ -72,6 +73,15 @@ pub struct EvalArgs {
     /// Samples per batch.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Take part I of N of the samples (every sample whose position is I modulo N); each shard
+    /// writes metrics-shard-I-of-N.json, and the last to finish merges them into metrics.json
+    /// [default: from Slurm's array variables, or JOB_COMPLETION_INDEX with --shard-count; 0/1
+    /// turns that off].
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// The shard count of a Kubernetes Indexed Job (see the task commands).
+    #[arg(long, value_name = "N")]
+    pub shard_count: Option<usize>,
 }
 
 impl EvalArgs {
@@ -277,6 +287,17 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
     if samples.is_empty() {
         bail!("no {} samples with all their files in {}", args.task.name(), args.data.display());
     }
+    let shard = super::shard::choose(args.shard.as_deref(), args.shard_count, &|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?;
+    let samples = match shard {
+        Some((s, from)) => {
+            let all = samples.len();
+            let samples = s.select(samples);
+            eprintln!("shard {s} ({}): {} of {all} samples", from.describe(), samples.len());
+            samples
+        }
+        None => samples,
+    };
     let cancel = super::interrupt::install();
     let created = super::outdir::prepare(&out)?;
     let mut session = session(&args.model)?;
@@ -348,11 +369,67 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
         return Ok(false);
     }
     let report = metrics_json(args, &scored, &mean, &failed, skipped);
-    let path = out.join(METRICS_FILE);
-    let text = serde_json::to_string_pretty(&report).context("metrics as JSON")?;
-    crate::io::atomic::write(&path, text.as_bytes())?;
-    println!("metrics and panels in {}", out.display());
+    let Some((shard, _)) = shard else {
+        write_metrics(&out.join(METRICS_FILE), &report)?;
+        println!("metrics and panels in {}", out.display());
+        return Ok(failed.is_empty());
+    };
+    write_metrics(&out.join(shard_metrics_file(shard)), &report)?;
+    // The last shard to finish (any that finds every shard's file) writes the job's metrics.
+    let parts: Option<Vec<Value>> = (0..shard.count)
+        .map(|index| {
+            let text =
+                std::fs::read_to_string(out.join(shard_metrics_file(Shard { index, count: shard.count }))).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+        .collect();
+    match parts {
+        Some(parts) => {
+            write_metrics(&out.join(METRICS_FILE), &merge_shard_metrics(&parts))?;
+            println!("every shard is done: metrics of the whole job and panels in {}", out.display());
+        }
+        None => println!("shard {shard} metrics and panels in {}", out.display()),
+    }
     Ok(failed.is_empty())
+}
+
+fn shard_metrics_file(s: Shard) -> String {
+    format!("metrics-{}.json", s.file_tag())
+}
+
+fn write_metrics(path: &Path, report: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(report).context("metrics as JSON")?;
+    crate::io::atomic::write(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// One job's metrics from its shards' files: every sample once (in shard order), the means over
+/// all of them (an unrepresentable value, e.g. an exact match's infinite PSNR, counts as
+/// infinite, as it does unsharded), the failures and skips of every shard.
+pub fn merge_shard_metrics(parts: &[Value]) -> Value {
+    let samples: Vec<Value> = parts.iter().flat_map(|p| p["samples"].as_array().cloned().unwrap_or_default()).collect();
+    let keys: Vec<String> = samples
+        .first()
+        .and_then(Value::as_object)
+        .map(|o| o.keys().filter(|k| *k != "name").cloned().collect())
+        .unwrap_or_default();
+    let mean: Map<String, Value> = keys
+        .iter()
+        .map(|k| {
+            let sum: f64 = samples.iter().map(|s| s[k].as_f64().unwrap_or(f64::INFINITY)).sum();
+            (k.clone(), number(sum / samples.len() as f64))
+        })
+        .collect();
+    let failed: Vec<Value> = parts.iter().flat_map(|p| p["failed"].as_array().cloned().unwrap_or_default()).collect();
+    json!({
+        "task": parts.first().map(|p| p["task"].clone()).unwrap_or(Value::Null),
+        "mean": mean,
+        "samples": samples,
+        "failed": failed,
+        "skipped": parts.first().map(|p| p["skipped"].clone()).unwrap_or(Value::Null),
+        "options": parts.first().map(|p| p["options"].clone()).unwrap_or(Value::Null),
+        "shards": parts.len(),
+    })
 }
 
 /// Per-metric means over the evaluated samples (in the samples' metric order).
