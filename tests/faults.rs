@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::temp_dir;
+use crate::support::{output_text as text, temp_dir, toy_images as inputs};
 
 fn percept_cmd(args: &[&str], cwd: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_percept"));
@@ -18,29 +18,6 @@ fn percept_cmd(args: &[&str], cwd: &Path) -> Command {
 
 fn percept(args: &[&str], cwd: &Path) -> Output {
     percept_cmd(args, cwd).output().expect("run percept")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// `n` toy images copied flat into `dir/in` (distinct names, 128 x 128).
-fn inputs(dir: &Path, n: usize) -> PathBuf {
-    let val = Path::new(env!("CARGO_MANIFEST_DIR")).join("toy_data/Hypersim_small/val");
-    let mut all: Vec<PathBuf> = std::fs::read_dir(&val)
-        .unwrap()
-        .flat_map(|scene| std::fs::read_dir(scene.unwrap().path()).unwrap())
-        .map(|f| f.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("rgb_"))
-        .collect();
-    all.sort();
-    assert!(all.len() >= n, "only {} toy images", all.len());
-    let dst = dir.join("in");
-    std::fs::create_dir_all(&dst).unwrap();
-    for (i, f) in all.iter().take(n).enumerate() {
-        std::fs::copy(f, dst.join(format!("img{i}.png"))).unwrap();
-    }
-    dst
 }
 
 /// Depth on the CPU with the demo model: `percept depth ARGS... --steps S --out OUT`.

@@ -3,10 +3,10 @@
 //! a bad input fails alone, run records decide what a rerun redoes (another model or other
 //! options only with --overwrite), and `percept status` reports the whole job.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::temp_dir;
+use crate::support::{output_text as text, temp_dir, toy_images as inputs};
 
 fn percept(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_percept"));
@@ -17,28 +17,6 @@ fn percept(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
     c.env_remove("JOB_COMPLETION_INDEX");
     c.envs(env.iter().copied());
     c.output().expect("run percept")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// `n` toy images copied flat into `dir/in`.
-fn inputs(dir: &Path, n: usize) -> PathBuf {
-    let val = Path::new(env!("CARGO_MANIFEST_DIR")).join("toy_data/Hypersim_small/train");
-    let mut all: Vec<PathBuf> = std::fs::read_dir(&val)
-        .unwrap()
-        .flat_map(|scene| std::fs::read_dir(scene.unwrap().path()).unwrap())
-        .map(|f| f.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("rgb_"))
-        .collect();
-    all.sort();
-    let dst = dir.join("in");
-    std::fs::create_dir_all(&dst).unwrap();
-    for (i, f) in all.iter().take(n).enumerate() {
-        std::fs::copy(f, dst.join(format!("img{i}.png"))).unwrap();
-    }
-    dst
 }
 
 /// Output files of a run (run records aside), sorted, with a checksum of their bytes.

@@ -144,3 +144,28 @@ pub fn reference_conv(
     }
     out
 }
+
+/// A command's stdout and stderr, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// `n` toy images (the bundled Hypersim-like validation split, 128 x 128) copied flat into
+/// `dir/in` as `img0.png`, `img1.png`, ...
+pub fn toy_images(dir: &std::path::Path, n: usize) -> PathBuf {
+    let val = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("toy_data/Hypersim_small/val");
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&val)
+        .unwrap()
+        .flat_map(|scene| std::fs::read_dir(scene.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("rgb_"))
+        .collect();
+    all.sort();
+    assert!(all.len() >= n, "only {} toy images", all.len());
+    let dst = dir.join("in");
+    std::fs::create_dir_all(&dst).unwrap();
+    for (i, f) in all.iter().take(n).enumerate() {
+        std::fs::copy(f, dst.join(format!("img{i}.png"))).unwrap();
+    }
+    dst
+}
