@@ -50,6 +50,13 @@ fn scale_shards_from_the_flag_and_from_slurm_cover_the_job_once() {
     assert!(o.status.success(), "{}", text(&o));
     let want = outputs(&dir.join("one"));
     assert_eq!(want.len(), 15);
+    // The records name outputs relative to the output folder: a rerun from another working
+    // directory (another spelling of the same --out) finds them done.
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    let (ins, out) = (format!("{name}/in"), format!("{name}/one"));
+    let args = ["depth", &ins, "--backend", "cpu", "--steps", "3", "--seed", "0", "--batch", "1", "--out", &out];
+    let o = percept(&args, dir.parent().unwrap(), &[]);
+    assert!(text(&o).contains("0 written, 5 skipped"), "{}", text(&o));
 
     // Two shards by the flag, three as a Slurm array --array=4-8:2.
     for i in 0..2 {

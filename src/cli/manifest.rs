@@ -38,6 +38,8 @@ pub struct Record {
     /// The input's output stem (its identity within the job, the same in every shard).
     pub key: String,
     pub inputs: Vec<String>,
+    /// Relative to the output folder, so a rerun from another working directory (or with another
+    /// spelling of `--out`) still finds them.
     pub outputs: Vec<String>,
     pub status: Status,
     pub reason: Option<String>,
@@ -98,6 +100,8 @@ impl Manifest {
 /// Everything the record files of one output folder say.
 #[derive(Debug, Default)]
 pub struct Ledger {
+    /// The output folder the records describe.
+    pub dir: PathBuf,
     /// Per key, the last record read (files in name order, lines in order).
     pub latest: BTreeMap<String, Record>,
     /// Keys the job holds now: the latest plan of each record file (a rerun's plan replaces its
@@ -112,7 +116,7 @@ pub struct Ledger {
 impl Ledger {
     /// Read every `manifest-*.jsonl` under `OUT/.percept/` (none: an empty ledger).
     pub fn read(out: &Path) -> std::io::Result<Ledger> {
-        let mut ledger = Ledger::default();
+        let mut ledger = Ledger { dir: out.to_path_buf(), ..Default::default() };
         let dir = out.join(DIR);
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
             Ok(rd) => rd
@@ -177,9 +181,12 @@ impl Ledger {
 
     /// Whether `key` was done by a run with the same model and options, its outputs all present.
     pub fn done(&self, key: &str, run: &RunKey) -> bool {
-        self.latest.get(key).is_some_and(|r| {
-            r.status == Status::Done && &r.run == run && r.outputs.iter().all(|o| Path::new(o).exists())
-        })
+        self.latest.get(key).is_some_and(|r| r.status == Status::Done && &r.run == run && self.outputs_present(r))
+    }
+
+    /// Whether every output a record names is in the output folder.
+    pub fn outputs_present(&self, r: &Record) -> bool {
+        r.outputs.iter().all(|o| self.dir.join(o).exists())
     }
 
     /// The record of `key` if it was done with another model or other options.
@@ -218,10 +225,10 @@ mod tests {
         let keys = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut m0 = Manifest::create(&dir, "shard-0", "0/2", 4, &keys(&["a", "c"])).unwrap();
         let mut m1 = Manifest::create(&dir, "shard-1", "1/2", 4, &keys(&["b", "d"])).unwrap();
-        m0.record(&rec("a", Status::Done, vec![out_a.display().to_string()], &run)).unwrap();
+        m0.record(&rec("a", Status::Done, vec!["a_depth.npy".into()], &run)).unwrap();
         m1.record(&rec("b", Status::Failed, vec![], &run)).unwrap();
-        m1.record(&rec("d", Status::Done, vec![dir.join("gone.npy").display().to_string()], &run)).unwrap();
-        m0.record(&rec("c", Status::Done, vec![out_a.display().to_string()], &other)).unwrap();
+        m1.record(&rec("d", Status::Done, vec!["gone.npy".into()], &run)).unwrap();
+        m0.record(&rec("c", Status::Done, vec!["a_depth.npy".into()], &other)).unwrap();
         // A kill in the middle of a line.
         let mut f = OpenOptions::new().append(true).open(m0.path()).unwrap();
         f.write_all(b"{\"kind\": \"done\", \"key\": \"b\", \"outp").unwrap();

@@ -310,7 +310,9 @@ pub fn run(
                 key: key(job),
                 inputs: job.inputs.iter().map(|p| p.display().to_string()).collect(),
                 outputs: match status {
-                    Status::Done => outputs_of(job).iter().map(|p| p.display().to_string()).collect(),
+                    Status::Done => {
+                        outputs_of(job).iter().map(|p| p.strip_prefix(out).unwrap_or(p).display().to_string()).collect()
+                    }
                     Status::Failed => vec![],
                 },
                 status,

@@ -31,7 +31,7 @@ pub fn job_status(out: &Path) -> Result<JobStatus> {
     let current = |k: &String| ledger.planned.is_empty() || ledger.planned.contains_key(k);
     for r in ledger.latest.values().filter(|r| current(&r.key)) {
         match r.status {
-            Status::Done if r.outputs.iter().all(|o| Path::new(o).exists()) => {
+            Status::Done if ledger.outputs_present(r) => {
                 done += 1;
                 if !variants.contains(&&r.run) {
                     variants.push(&r.run);
@@ -44,12 +44,7 @@ pub fn job_status(out: &Path) -> Result<JobStatus> {
     let missing: Vec<String> = ledger
         .planned
         .keys()
-        .filter(|k| {
-            ledger
-                .latest
-                .get(*k)
-                .is_none_or(|r| r.status == Status::Done && !r.outputs.iter().all(|o| Path::new(o).exists()))
-        })
+        .filter(|k| ledger.latest.get(*k).is_none_or(|r| r.status == Status::Done && !ledger.outputs_present(r)))
         .cloned()
         .collect();
     let known = if ledger.planned.is_empty() { ledger.latest.len() } else { ledger.planned.len() };
