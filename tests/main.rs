@@ -15,6 +15,7 @@ mod gpu;
 mod graph;
 mod io;
 mod kernels;
+mod layers;
 mod nvrtc;
 mod ops;
 mod postprocess;

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod ddim;
 pub mod switches;
 
 use crate::error::Result;
@@ -191,7 +192,7 @@ pub trait Backend: Send + Sync {
         &self,
         pred: &Self::T,
         sample: &Self::T,
-        c: &crate::scheduler::ddim::StepCoefficients,
+        c: &crate::backend::ddim::StepCoefficients,
     ) -> Result<Self::T>;
     /// Reshape without moving data.
     fn reshape(&self, x: Self::T, shape: &[usize]) -> Result<Self::T>;
@@ -210,7 +211,7 @@ pub trait Backend: Send + Sync {
         pred: &Self::T,
         sample: &mut Self::T,
         coefs: &Self::T,
-        prediction_type: crate::scheduler::PredictionType,
+        prediction_type: crate::backend::ddim::PredictionType,
     ) -> Result<()>;
     /// Records the device work `step` issues (without running it) for `replay`. `Ok(None)`: this
     /// backend has no graphs and ran nothing; the caller runs `step` itself.

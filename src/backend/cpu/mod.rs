@@ -13,6 +13,7 @@ mod gemm_avx512;
 pub mod moe;
 pub mod norm;
 pub(crate) mod simd;
+pub mod timestep;
 
 use rayon::prelude::*;
 
@@ -426,12 +427,7 @@ impl Backend for Cpu {
         shape[1] = len;
         Tensor::new(shape, out)
     }
-    fn ddim_step(
-        &self,
-        pred: &Tensor,
-        sample: &Tensor,
-        c: &crate::scheduler::ddim::StepCoefficients,
-    ) -> Result<Tensor> {
+    fn ddim_step(&self, pred: &Tensor, sample: &Tensor, c: &crate::backend::ddim::StepCoefficients) -> Result<Tensor> {
         if pred.shape != sample.shape {
             return Err(shape_err!("ddim_step: prediction {:?} and sample {:?} differ", pred.shape, sample.shape));
         }
@@ -450,19 +446,19 @@ impl Backend for Cpu {
         Ok(())
     }
     fn timestep_features(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(crate::model::dit::timestep_features(&t.data))
+        Ok(timestep::timestep_features(&t.data))
     }
     fn ddim_step_in_place(
         &self,
         pred: &Tensor,
         sample: &mut Tensor,
         coefs: &Tensor,
-        prediction_type: crate::scheduler::PredictionType,
+        prediction_type: crate::backend::ddim::PredictionType,
     ) -> Result<()> {
         if coefs.data.len() != 4 {
             return Err(shape_err!("ddim_step: coefficients {:?} must hold 4 values", coefs.shape));
         }
-        let c = crate::scheduler::ddim::StepCoefficients::from_values(&coefs.data, prediction_type);
+        let c = crate::backend::ddim::StepCoefficients::from_values(&coefs.data, prediction_type);
         *sample = self.ddim_step(pred, sample, &c)?;
         Ok(())
     }

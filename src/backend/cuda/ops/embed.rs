@@ -78,7 +78,7 @@ impl<D: Device> Cuda<D> {
     }
 
     pub(in crate::backend::cuda) fn timestep_features(&self, t: &GpuTensor<D>) -> Result<GpuTensor<D>> {
-        use crate::model::dit::FREQ_DIM;
+        use crate::backend::cpu::timestep::FREQ_DIM;
         if t.dtype != DType::F32 || t.shape.len() != 1 {
             return Err(shape_err!("timestep_features: t must be f32 [B], not {:?} {:?}", t.dtype, t.shape));
         }
