@@ -2,7 +2,7 @@
 // out [B, L, H*hd], scores scaled by `scale` (1/sqrt(hd)). Storage f32 or bf16 (the template
 // parameter T), all math and shared memory in f32.
 #include "common/reduce.cuh"
-#include "storage.cuh"
+#include "common/storage.cuh"
 #include "common/mma.cuh"
 
 static __device__ __forceinline__ float neg_inf() { return __uint_as_float(0xFF800000u); }

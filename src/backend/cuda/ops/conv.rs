@@ -32,7 +32,7 @@ impl<D: Device> Cuda<D> {
         let y = self.empty(&[n, o, oh, ow])?;
         let op = if up == 1 { "conv2d_up2" } else { "conv2d" };
         let (tile, kernel) = if self.tc128(c * kh * kw) {
-            (128, if up == 1 { "conv2d_tc_up2_bf16".to_string() } else { "conv2d_tc_bf16".to_string() })
+            (128, if up == 1 { "conv2d_up2_tc_bf16".to_string() } else { "conv2d_tc_bf16".to_string() })
         } else {
             (32, self.k(op))
         };

@@ -36,11 +36,11 @@ impl<D: Device> Cuda<D> {
         let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, mi, ni, ki, gelu, Arg::I32(1)];
         if tc {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
-            self.dev.launch("gemm_bf16_tc128", &cfg, &args)?;
+            self.dev.launch("gemm_tc128_bf16", &cfg, &args)?;
         } else if self.act == DType::BF16 {
             // Tensor cores: bf16 operands, f32 accumulation, bf16 output.
             let cfg = LaunchConfig { grid, block: [128, 1, 1], shared_bytes: 0 };
-            self.dev.launch("gemm_bf16_mma", &cfg, &args)?;
+            self.dev.launch("gemm_mma_bf16", &cfg, &args)?;
         } else {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
             self.dev.launch("gemm_f32", &cfg, &args[..8])?;
@@ -89,6 +89,6 @@ impl<D: Device> Cuda<D> {
         };
         let bias = b.map_or(Arg::Ptr(0), |b| self.ptr(b));
         let args = [self.ptr(x), self.ptr(a), self.ptr(w), bias, i(rows)?, i(d)?, i(k)?, gate_ptr, i(t)?, i(m)?];
-        self.dev.launch("gemm_bf16_tc128_gated_add", &cfg, &args)
+        self.dev.launch("gemm_gated_add_tc128_bf16", &cfg, &args)
     }
 }

@@ -73,8 +73,11 @@ impl<D: Device> Cuda<D> {
                   nout: usize,
                   kin: usize,
                   gelu: bool| {
-            let (tile, kernel) =
-                if self.tc128(kin) { (128, "moe_expert_fc_tc128".to_string()) } else { (32, self.k("moe_expert_fc")) };
+            let (tile, kernel) = if self.tc128(kin) {
+                (128, "moe_expert_fc_tc128_bf16".to_string())
+            } else {
+                (32, self.k("moe_expert_fc"))
+            };
             let cfg = LaunchConfig {
                 grid: [dim("moe", nout.div_ceil(tile))?, dim("moe", rows.div_ceil(tile) + e)?, 1],
                 block: [256, 1, 1],
