@@ -22,5 +22,6 @@ mod postprocess;
 mod probe;
 mod pt;
 mod scale;
+mod shape_errors;
 mod support;
 mod toydata;
