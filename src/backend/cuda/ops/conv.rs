@@ -7,6 +7,7 @@ use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
 use crate::backend::Conv2d;
 use crate::error::Result;
 use crate::shape_err;
+use crate::tensor::numel;
 
 impl<D: Device> Cuda<D> {
     /// conv2d of `x`, or (`up` = 1) of `x` upsampled 2x (nearest) with the upsampling done by the
@@ -24,6 +25,9 @@ impl<D: Device> Cuda<D> {
             return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
         };
         let (h, wd) = (h << up, wd << up);
+        if let Some(b) = b.filter(|b| numel(&b.shape) != o) {
+            return Err(shape_err!("conv2d: bias {:?} does not fit weight {:?}", b.shape, w.shape));
+        }
         if wc != c {
             return Err(shape_err!("conv2d: input has {c} channels, weight {:?} expects {wc}", w.shape));
         }
@@ -32,7 +36,7 @@ impl<D: Device> Cuda<D> {
         let y = self.empty(&[n, o, oh, ow])?;
         let op = if up == 1 { "conv2d_up2" } else { "conv2d" };
         let (tile, kernel) = if self.tc128(c * kh * kw) {
-            (128, if up == 1 { "conv2d_tc_up2_bf16".to_string() } else { "conv2d_tc_bf16".to_string() })
+            (128, if up == 1 { "conv2d_up2_tc_bf16".to_string() } else { "conv2d_tc_bf16".to_string() })
         } else {
             (32, self.k(op))
         };

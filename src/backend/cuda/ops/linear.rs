@@ -4,7 +4,7 @@
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
 use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
-use crate::backend::Act;
+use crate::backend::{axes, Act};
 use crate::error::Result;
 use crate::shape_err;
 use crate::tensor::{numel, DType};
@@ -19,10 +19,13 @@ impl<D: Device> Cuda<D> {
     ) -> Result<GpuTensor<D>> {
         let x = &self.act_of(x)?;
         let k = *x.shape.last().unwrap_or(&0);
-        if w.shape.len() != 2 || w.shape[1] != k {
+        if x.shape.is_empty() || w.shape.len() != 2 || w.shape[1] != k {
             return Err(shape_err!("linear: input {:?} does not fit weight {:?}", x.shape, w.shape));
         }
         let (m, n) = (numel(&x.shape) / k.max(1), w.shape[0]);
+        if let Some(b) = b.filter(|b| numel(&b.shape) != n) {
+            return Err(shape_err!("linear: bias {:?} does not fit weight {:?}", b.shape, w.shape));
+        }
         // Sizes and grid checked before anything is allocated.
         let (mi, ni, ki) = (int("linear", m)?, int("linear", n)?, int("linear", k)?);
         let tc = self.tc128(k);
@@ -36,11 +39,11 @@ impl<D: Device> Cuda<D> {
         let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, mi, ni, ki, gelu, Arg::I32(1)];
         if tc {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
-            self.dev.launch("gemm_bf16_tc128", &cfg, &args)?;
+            self.dev.launch("gemm_tc128_bf16", &cfg, &args)?;
         } else if self.act == DType::BF16 {
             // Tensor cores: bf16 operands, f32 accumulation, bf16 output.
             let cfg = LaunchConfig { grid, block: [128, 1, 1], shared_bytes: 0 };
-            self.dev.launch("gemm_bf16_mma", &cfg, &args)?;
+            self.dev.launch("gemm_mma_bf16", &cfg, &args)?;
         } else {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
             self.dev.launch("gemm_f32", &cfg, &args[..8])?;
@@ -69,8 +72,9 @@ impl<D: Device> Cuda<D> {
         let &[bsz, t, d] = x.shape.as_slice() else {
             return Err(shape_err!("linear_gated_add: x {:?} must be [B, T, D]", x.shape));
         };
-        let m = *mods.shape.last().unwrap_or(&0);
-        if w.shape != [d, k] || numel(&a.shape) != bsz * t * k || mods.shape[0] != bsz || (gate + 1) * d > m {
+        let [mb, m] = axes("linear_gated_add", "modulation", &mods.shape)?;
+        let bias_fits = b.is_none_or(|b| numel(&b.shape) == d);
+        if w.shape != [d, k] || numel(&a.shape) != bsz * t * k || mb != bsz || (gate + 1) * d > m || !bias_fits {
             return Err(shape_err!(
                 "linear_gated_add: x {:?}, input {:?}, weight {:?}, modulation {:?} (chunk {gate}) do not fit",
                 x.shape,
@@ -89,6 +93,6 @@ impl<D: Device> Cuda<D> {
         };
         let bias = b.map_or(Arg::Ptr(0), |b| self.ptr(b));
         let args = [self.ptr(x), self.ptr(a), self.ptr(w), bias, i(rows)?, i(d)?, i(k)?, gate_ptr, i(t)?, i(m)?];
-        self.dev.launch("gemm_bf16_tc128_gated_add", &cfg, &args)
+        self.dev.launch("gemm_gated_add_tc128_bf16", &cfg, &args)
     }
 }

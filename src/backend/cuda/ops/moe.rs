@@ -5,7 +5,7 @@ use crate::backend::cuda::backend::{Cuda, GpuMoe, GpuTensor};
 use crate::backend::cuda::device::Device;
 use crate::backend::cuda::launch::{dim, int, LaunchConfig};
 use crate::backend::cuda::pool::Block;
-use crate::backend::{MoeWeights, Routing};
+use crate::backend::{axes, moe_dims, moe_input, MoeWeights, Routing};
 use crate::error::Result;
 use crate::shape_err;
 use crate::tensor::{numel, DType};
@@ -23,10 +23,11 @@ struct MoeRun<D: Device> {
 }
 
 impl<D: Device> Cuda<D> {
-    pub(in crate::backend::cuda) fn prepare_moe(&self, _name: &str, w: MoeWeights<GpuTensor<D>>) -> Result<GpuMoe<D>> {
+    pub(in crate::backend::cuda) fn prepare_moe(&self, name: &str, w: MoeWeights<GpuTensor<D>>) -> Result<GpuMoe<D>> {
+        let (experts, _, hidden) = moe_dims(&format!("prepare_moe ({name})"), &w, |w| &w.shape)?;
         Ok(GpuMoe {
-            experts: w.fc1_w.len(),
-            hidden: w.fc1_w[0].shape[0],
+            experts,
+            hidden,
             fc1_w: self.stack(&w.fc1_w.iter().collect::<Vec<_>>())?,
             fc1_b: self.stack(&w.fc1_b.iter().collect::<Vec<_>>())?,
             fc2_w: self.stack(&w.fc2_w.iter().collect::<Vec<_>>())?,
@@ -39,6 +40,7 @@ impl<D: Device> Cuda<D> {
     /// `x` (already in the activation type): the expert outputs in expert-sorted order and what
     /// the combine needs to bring them back.
     fn moe_experts(&self, x: &GpuTensor<D>, w: &GpuMoe<D>, top_k: usize) -> Result<MoeRun<D>> {
+        moe_input("moe", &x.shape, &w.gate.shape, top_k)?;
         let d = *x.shape.last().unwrap_or(&0);
         let n_tok = numel(&x.shape) / d.max(1);
         let (e, f, k) = (w.experts, w.hidden, top_k);
@@ -73,8 +75,11 @@ impl<D: Device> Cuda<D> {
                   nout: usize,
                   kin: usize,
                   gelu: bool| {
-            let (tile, kernel) =
-                if self.tc128(kin) { (128, "moe_expert_fc_tc128".to_string()) } else { (32, self.k("moe_expert_fc")) };
+            let (tile, kernel) = if self.tc128(kin) {
+                (128, "moe_expert_fc_tc128_bf16".to_string())
+            } else {
+                (32, self.k("moe_expert_fc"))
+            };
             let cfg = LaunchConfig {
                 grid: [dim("moe", nout.div_ceil(tile))?, dim("moe", rows.div_ceil(tile) + e)?, 1],
                 block: [256, 1, 1],
@@ -148,8 +153,8 @@ impl<D: Device> Cuda<D> {
         let &[b, t, d] = x.shape.as_slice() else {
             return Err(shape_err!("moe_gated_add: x {:?} must be [B, T, D]", x.shape));
         };
-        let m = *mods.shape.last().unwrap_or(&0);
-        if x.dtype != DType::F32 || numel(&m_in.shape) != b * t * d || mods.shape[0] != b || (gate + 1) * d > m {
+        let [mb, m] = axes("moe_gated_add", "modulation", &mods.shape)?;
+        if x.dtype != DType::F32 || numel(&m_in.shape) != b * t * d || mb != b || (gate + 1) * d > m {
             return Err(shape_err!(
                 "moe_gated_add: x {:?} {:?}, input {:?}, modulation {:?} (chunk {gate}) do not fit",
                 x.dtype,
