@@ -18,9 +18,10 @@ use crate::backend::switches::DevSwitches;
 use crate::backend::Backend;
 use crate::emu::{Arch, EmuDevice};
 use crate::error::{Error, Result};
+use crate::model::task::Task;
 use crate::pipeline::any::cuda_engine;
 use crate::pipeline::control::Control;
-use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions, TaskKind};
+use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions};
 use crate::pipeline::{DenoiseCache, Engine};
 use crate::tensor::Tensor;
 
@@ -597,15 +598,15 @@ impl Input<'_> {
                     }
                     None => depth_prompt(res),
                 };
-                (TaskKind::Depth, image, prompt)
+                (Task::Depth, image, prompt)
             }
             Input::Flow(a, b) => {
                 same_size("second frame", a, b)?;
-                (TaskKind::Flow, a, to_model(&b.to_rgb_planes(), res)?)
+                (Task::Flow, a, to_model(&b.to_rgb_planes(), res)?)
             }
             Input::Amodal(image, mask) => {
                 same_size("mask", image, mask)?;
-                (TaskKind::Segment, image, segment_prompt(&mask.to_mask_plane(), res)?)
+                (Task::Segment, image, segment_prompt(&mask.to_mask_plane(), res)?)
             }
         };
         let rgb = to_model(&first.to_rgb_planes(), res)?;

@@ -2,14 +2,13 @@
 //! attention and a top-k mixture of experts, final adaLN layer, unpatchify.
 
 use super::loader::Loader;
+use super::task::FIRST_TASK_LABEL;
 use crate::backend::{Act, Backend, MoeWeights, Routing};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::weights::config::DitConfig;
 use crate::weights::Weights;
 
-/// The first task label; `conv_in_{j}` serves label `FIRST_TASK_LABEL + j - 1`.
-pub const FIRST_TASK_LABEL: i64 = 1000;
 /// Width of the sinusoidal timestep features.
 pub const FREQ_DIM: usize = 256;
 

@@ -13,26 +13,6 @@ use crate::scheduler::Ddim;
 use crate::tensor::Tensor;
 use crate::weights::config::ModelConfig;
 
-/// Task labels of the generalist.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Task {
-    Depth,
-    Segment,
-    FlowX,
-    FlowY,
-}
-
-impl Task {
-    pub fn label(self) -> i64 {
-        match self {
-            Task::Depth => 1000,
-            Task::Segment => 1001,
-            Task::FlowX => 1002,
-            Task::FlowY => 1003,
-        }
-    }
-}
-
 /// Everything needed to run the tasks on one backend.
 pub struct Engine<B: Backend> {
     pub backend: B,

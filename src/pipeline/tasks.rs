@@ -3,9 +3,10 @@
 
 use super::control::Control;
 use super::noise::NoiseRng;
-use super::{Engine, Task};
+use super::Engine;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::model::task::Task;
 use crate::postprocess::ensemble::{ensemble_depth, EnsembleOptions};
 use crate::postprocess::reduce::{amodal_median, mean_over_members};
 use crate::tensor::Tensor;
@@ -29,16 +30,9 @@ impl Default for SampleOptions {
 /// One input of a task: an image and its prompt image, both [3, R, R] at the model's
 /// resolution in the task's value range.
 pub struct Request {
-    pub task: TaskKind,
+    pub task: Task,
     pub rgb: Tensor,
     pub prompt: Tensor,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskKind {
-    Depth,
-    Segment,
-    Flow,
 }
 
 /// A task's prediction at the model's resolution.
@@ -107,14 +101,9 @@ impl<B: Backend> Engine<B> {
         // Batch rows: (request, part, member).
         let mut rows = Vec::new();
         for (i, r) in requests.iter().enumerate() {
-            let parts: &[Task] = match r.task {
-                TaskKind::Depth => &[Task::Depth],
-                TaskKind::Segment => &[Task::Segment],
-                TaskKind::Flow => &[Task::FlowX, Task::FlowY],
-            };
-            for (p, task) in parts.iter().enumerate() {
+            for (p, &label) in r.task.labels().iter().enumerate() {
                 for m in 0..k {
-                    rows.push((i, p, m, task.label()));
+                    rows.push((i, p, m, label));
                 }
             }
         }
@@ -169,7 +158,7 @@ impl<B: Backend> Engine<B> {
         let mut row = 0;
         for r in requests {
             match r.task {
-                TaskKind::Depth => {
+                Task::Depth => {
                     let members: Vec<f32> = (row..row + k).flat_map(channel_mean).collect();
                     row += k;
                     if k == 1 {
@@ -181,12 +170,12 @@ impl<B: Backend> Engine<B> {
                         out.push(Prediction::Depth { depth: e.depth, uncertainty: e.uncertainty });
                     }
                 }
-                TaskKind::Segment => {
+                Task::Segment => {
                     let members = &decoded.data[row * 3 * plane..(row + k) * 3 * plane];
                     row += k;
                     out.push(Prediction::Segment { image: amodal_median(members, k) });
                 }
-                TaskKind::Flow => {
+                Task::Flow => {
                     let scale = self.config.flow_scale as f32;
                     let mut uv = Vec::new();
                     for _part in 0..2 {
