@@ -47,6 +47,8 @@ pub mod tensor;
 #[doc(hidden)]
 pub mod toydata;
 #[doc(hidden)]
+pub mod util;
+#[doc(hidden)]
 pub mod verify;
 #[doc(hidden)]
 pub mod weights;

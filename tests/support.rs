@@ -34,27 +34,8 @@ pub fn seed_data_dir() -> Option<PathBuf> {
     None
 }
 
-/// A small deterministic RNG for test inputs (SplitMix64).
-#[allow(dead_code)]
-pub struct Rng(pub u64);
-
-#[allow(dead_code)]
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    pub fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.uniform()).collect()
-    }
-}
+/// The crate's seeded generator for test inputs: `Rng(seed)`, `.vec(n)` uniform in [-1, 1).
+pub use percept::util::rng::SplitMix64 as Rng;
 
 /// A percept model file built from the tiny fixtures (dit_tiny + vae_tiny under `vae.`, with
 /// its `percept.config`), written into `dir`. 64x64 images, 8x8 latents: fast enough for CLI

@@ -10,6 +10,7 @@ use crate::model::task::Task;
 use crate::postprocess::ensemble::{ensemble_depth, EnsembleOptions};
 use crate::postprocess::reduce::{amodal_median, mean_over_members};
 use crate::tensor::Tensor;
+use crate::util::rng::GOLDEN_GAMMA;
 
 /// Sampling options shared by every task.
 #[derive(Clone, Debug)]
@@ -49,7 +50,7 @@ pub enum Prediction {
 /// Noise of member `m` for part `part` (flow x/y) of one input: seeded by (seed, m, part) only,
 /// so a result does not depend on which other inputs share its batch.
 fn member_noise(seed: u64, member: usize, part: usize, n: usize) -> Vec<f32> {
-    let s = seed.wrapping_mul(0x9E3779B97F4A7C15) ^ ((member as u64) << 8) ^ part as u64;
+    let s = seed.wrapping_mul(GOLDEN_GAMMA) ^ ((member as u64) << 8) ^ part as u64;
     NoiseRng::new(s).normals(n)
 }
 
