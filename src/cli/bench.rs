@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde_json::json;
 
+use super::backend::Chosen;
 use super::BackendArg;
 use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
@@ -107,23 +108,14 @@ pub fn run(
     backend: BackendArg,
     model: Option<&str>,
 ) -> Result<bool> {
-    use crate::backend::cuda::gpu::GpuDevice;
     // A filter selects a row ("vae_decode/512x512/b1") or a group ("vae", "b8"), never a longer
     // name it merely starts ("b1" is not "b16").
     let want = |n: &str| only.is_empty() || only.iter().any(|o| names_part(n, o));
     let mut rows = Vec::new();
-    let summary = match backend {
-        BackendArg::Cpu => cpu_rows(reps, &want, &mut rows)?,
-        BackendArg::Cuda => gpu_rows(GpuDevice::open(0)?, reps, model, &want, &mut rows)?,
-        BackendArg::Auto => match GpuDevice::open(0) {
-            Ok(gpu) => gpu_rows(gpu, reps, model, &want, &mut rows)?,
-            Err(e) => {
-                println!("bench: no usable GPU ({e})");
-                cpu_rows(reps, &want, &mut rows)?
-            }
-        },
-        BackendArg::CudaEmu => {
-            let dev = crate::emu::EmuDevice::new(crate::emu::Arch::Sm90);
+    let summary = match backend.open()? {
+        Chosen::Cpu { .. } => cpu_rows(reps, &want, &mut rows)?,
+        Chosen::Gpu(gpu) => gpu_rows(gpu, reps, model, &want, &mut rows)?,
+        Chosen::Emu(dev) => {
             println!("bench: the CUDA backend on the CPU emulator: checks the harness, its times mean nothing");
             let src = model_file::resolve(super::model_spec(model).as_deref(), None)?;
             let s = super::bench_device::run(dev.clone(), &src, "emu", reps, None, &want, &mut rows)?;

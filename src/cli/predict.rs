@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::backend::{say_auto_chose_cpu, Chosen};
 use super::manifest::{Ledger, Manifest, Record, RunKey, Status};
 use super::runner::{BatchError, Outcome};
 use super::shard::Shard;
@@ -34,19 +35,27 @@ struct Job {
 
 /// The device a `--backend` names. The emulator runs what the GPU would (bf16 storage).
 pub fn session_options(backend: BackendArg) -> SessionOptions {
+    let opts = SessionOptions::new(backend.device());
     match backend {
-        BackendArg::Auto => SessionOptions::new(Device::Auto),
-        BackendArg::Cpu => SessionOptions::new(Device::Cpu { threads: None }),
-        BackendArg::Cuda => SessionOptions::new(Device::Cuda { ordinal: 0 }),
-        BackendArg::CudaEmu => SessionOptions::new(Device::CudaEmu).with_precision(Precision::Bf16),
+        BackendArg::CudaEmu => opts.with_precision(Precision::Bf16),
+        _ => opts,
     }
 }
 
 /// Load the model and open a session on the requested backend, saying which one runs.
 pub fn session(model: &ModelArgs) -> Result<Session> {
     let m = open_model(model)?;
-    let session = Session::with_options(&m, session_options(model.backend))?;
+    let session = open_session(&m, session_options(model.backend))?;
     say_model(&m, &session.device_name());
+    Ok(session)
+}
+
+/// A session with `opts`, saying why when `--backend auto` chose the CPU.
+fn open_session(m: &Model, opts: SessionOptions) -> Result<Session> {
+    let session = Session::with_options(m, opts)?;
+    if let Some(why) = session.auto_chose_cpu_because() {
+        say_auto_chose_cpu(why);
+    }
     Ok(session)
 }
 
@@ -81,15 +90,11 @@ fn worker_sessions(model: &ModelArgs, devices: Option<&str>) -> Result<Vec<Sessi
     let m = open_model(model)?;
     let opts = session_options(model.backend);
     let Some(list) = devices else {
-        let s = Session::with_options(&m, opts)?;
+        let s = open_session(&m, opts)?;
         say_model(&m, &s.device_name());
         return Ok(vec![s]);
     };
-    let gpu = match model.backend {
-        BackendArg::Cuda => true,
-        BackendArg::Auto => GpuDevice::count().is_ok_and(|n| n > 0),
-        BackendArg::Cpu | BackendArg::CudaEmu => false,
-    };
+    let gpu = matches!(model.backend.open()?, Chosen::Gpu(_));
     let ids: Vec<usize> = if list.trim() == "all" {
         if gpu {
             (0..GpuDevice::count()?).collect()
