@@ -1042,47 +1042,6 @@ impl<D: Device> Backend for Cuda<D> {
         )?;
         Ok(y)
     }
-    fn ddim_step(
-        &self,
-        pred: &GpuTensor<D>,
-        sample: &GpuTensor<D>,
-        c: &crate::scheduler::ddim::StepCoefficients,
-    ) -> Result<GpuTensor<D>> {
-        use crate::scheduler::PredictionType;
-        if pred.shape != sample.shape {
-            return Err(shape_err!("ddim_step: prediction {:?} and sample {:?} differ", pred.shape, sample.shape));
-        }
-        if c.clip.is_some() {
-            // clip_sample is off in every SD-2 config; the rare config with it steps on the host.
-            let prev = self.cpu.ddim_step(&self.to_host(pred)?, &self.to_host(sample)?, c)?;
-            return self.from_host(&prev);
-        }
-        let (pred, sample) = (&self.convert(pred, DType::F32)?, &self.convert(sample, DType::F32)?);
-        let n = numel(&sample.shape);
-        let y = self.empty_as(&sample.shape, DType::F32)?;
-        let kind = match c.prediction_type {
-            PredictionType::Epsilon => 0,
-            PredictionType::VPrediction => 1,
-            PredictionType::Sample => 2,
-        };
-        self.grid_stride(
-            "ddim_step_f32",
-            n,
-            &[
-                self.ptr(&y),
-                Arg::Ptr(0),
-                self.ptr(pred),
-                self.ptr(sample),
-                count("ddim_step", n)?,
-                Arg::I32(kind),
-                Arg::F32(c.sqrt_alpha),
-                Arg::F32(c.sqrt_one_minus_alpha),
-                Arg::F32(c.sqrt_alpha_prev),
-                Arg::F32(c.sqrt_one_minus_alpha_prev),
-            ],
-        )?;
-        Ok(y)
-    }
     fn reshape(&self, x: GpuTensor<D>, shape: &[usize]) -> Result<GpuTensor<D>> {
         if numel(shape) != numel(&x.shape) {
             return Err(shape_err!("cannot reshape {:?} to {shape:?}", x.shape));
@@ -1106,7 +1065,7 @@ impl<D: Device> Backend for Cuda<D> {
         self.grid_stride(&self.k("timestep_features"), b * half, &[self.ptr(&y), self.ptr(t), i(b)?, i(half)?])?;
         Ok(y)
     }
-    fn ddim_step_in_place(
+    fn ddim_step(
         &self,
         pred: &GpuTensor<D>,
         sample: &mut GpuTensor<D>,
@@ -1122,8 +1081,9 @@ impl<D: Device> Backend for Cuda<D> {
                 sample.shape
             ));
         }
-        if coefs.dtype != DType::F32 || numel(&coefs.shape) != 4 {
-            return Err(shape_err!("ddim_step: coefficients {:?} must be 4 f32 values", coefs.shape));
+        let want = crate::scheduler::ddim::StepCoefficients::VALUES;
+        if coefs.dtype != DType::F32 || numel(&coefs.shape) != want {
+            return Err(shape_err!("ddim_step: coefficients {:?} must be {want} f32 values", coefs.shape));
         }
         let pred = &self.convert(pred, DType::F32)?;
         let n = numel(&sample.shape);
@@ -1133,10 +1093,11 @@ impl<D: Device> Backend for Cuda<D> {
             PredictionType::Sample => 2,
         };
         self.grid_stride(
-            "ddim_step_dev_f32",
+            "ddim_step_f32",
             n,
             &[
                 self.ptr(sample),
+                Arg::Ptr(0), // no pred_x0
                 self.ptr(pred),
                 self.ptr(sample),
                 count("ddim_step", n)?,
