@@ -703,8 +703,8 @@ impl Output {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is<T: Send>() {}
-    is::<Session>();
-}
+// A Session moves to the thread that uses it (checked at compile time).
+const _: () = {
+    const fn is_send<T: Send>() {}
+    is_send::<Session>();
+};

@@ -26,7 +26,7 @@ pub fn run(dir: &Path, backend: BackendArg, precision: Precision, skip_slow: boo
         }
         names.retain(|n| only.contains(n));
     }
-    let opts = Options { precision: precision.as_str().into(), skip_slow, only: only.to_vec() };
+    let opts = Options { precision: precision.as_str().into(), skip_slow };
     match backend.open()? {
         Chosen::Cpu { .. } => {
             if precision == Precision::Bf16 {
