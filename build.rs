@@ -28,6 +28,7 @@ fn main() {
     let kernels_dir = root.join("kernels");
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=src/emu/runtime.cpp");
+    println!("cargo:rerun-if-changed=src/util/hash.rs");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_ASAN");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_UCONTEXT");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_FMA");
@@ -175,9 +176,9 @@ fn rename_identifier(text: &str, from: &str, to: &str) -> String {
     out
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
+// The crate's own FNV-1a (a build script cannot use the crate it builds): the kernel cache keys
+// hash these values with it again at run time.
+include!("src/util/hash.rs");
 
 fn write_modules(out: &mut String, name: &str, files: &[KernelFile]) {
     writeln!(out, "pub static {name}: &[KernelModule] = &[").unwrap();
@@ -187,7 +188,7 @@ fn write_modules(out: &mut String, name: &str, files: &[KernelFile]) {
             "    KernelModule {{ name: {:?}, source: {:?}, hash: {:#018x}, entries: &{:?} }},",
             f.stem,
             f.expanded,
-            fnv1a(f.expanded.as_bytes()),
+            fnv1a64(f.expanded.as_bytes()),
             f.entries
         )
         .unwrap();

@@ -144,30 +144,3 @@ extern "C" __global__ void gated_add_bf16(bf16* __restrict__ x, const bf16* __re
     gated_add(x, y, mods, B, T, D, M, gate_off);
 }
 PERCEPT_KERNEL(gated_add_bf16)
-
-// y [rows, N] in place: y = act(y + bias[col]); bias (f32) may be null; act 0 none, 1 GELU (tanh),
-// 2 SiLU (the order of backend::Act).
-template <class T>
-static __device__ __forceinline__ void bias_act(T* __restrict__ y, const float* __restrict__ bias, int rows, int N,
-                                                int act) {
-    long long total = (long long)rows * N;
-    long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        float v = ld(y, i) + (bias ? bias[i % N] : 0.0f);
-        if (act == 1)
-            v = gelu_tanh(v);
-        else if (act == 2)
-            v = silu(v);
-        st(y, i, v);
-    }
-}
-extern "C" __global__ void bias_act_f32(float* __restrict__ y, const float* __restrict__ bias, int rows, int N,
-                                        int act) {
-    bias_act(y, bias, rows, N, act);
-}
-PERCEPT_KERNEL(bias_act_f32)
-extern "C" __global__ void bias_act_bf16(bf16* __restrict__ y, const float* __restrict__ bias, int rows, int N,
-                                         int act) {
-    bias_act(y, bias, rows, N, act);
-}
-PERCEPT_KERNEL(bias_act_bf16)

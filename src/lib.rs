@@ -31,6 +31,10 @@
 // errors every layer returns
 pub mod error;
 
+// the seeded generator and the hash every layer may use
+#[doc(hidden)]
+pub mod util;
+
 // host tensors
 #[doc(hidden)]
 pub mod tensor;

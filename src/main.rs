@@ -2,7 +2,7 @@ use clap::Parser;
 use std::path::PathBuf;
 
 use percept::cli::{Cli, Command, ModelArgs, SampleArgs};
-use percept::pipeline::tasks::TaskKind;
+use percept::model::task::Task;
 
 fn main() {
     let cli = Cli::parse();
@@ -31,10 +31,10 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Verify { fixtures, backend, precision, skip_slow, only } => {
             percept::cli::verify::run(&fixtures, backend, precision, skip_slow, &only)
         }
-        Command::Depth { images, model, sample } => run_task(TaskKind::Depth, &images, &model, &sample),
-        Command::Flow { frames, model, sample } => run_task(TaskKind::Flow, &frames, &model, &sample),
+        Command::Depth { images, model, sample } => run_task(Task::Depth, &images, &model, &sample),
+        Command::Flow { frames, model, sample } => run_task(Task::Flow, &frames, &model, &sample),
         Command::Segment { images_and_masks, model, sample } => {
-            run_task(TaskKind::Segment, &images_and_masks, &model, &sample)
+            run_task(Task::Segment, &images_and_masks, &model, &sample)
         }
         Command::Status { out } => percept::cli::status::run(&out),
         Command::Inspect { file } => percept::cli::convert::inspect(&file),
@@ -63,6 +63,6 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
     }
 }
 
-fn run_task(task: TaskKind, inputs: &[PathBuf], model: &ModelArgs, sample: &SampleArgs) -> anyhow::Result<bool> {
+fn run_task(task: Task, inputs: &[PathBuf], model: &ModelArgs, sample: &SampleArgs) -> anyhow::Result<bool> {
     percept::cli::predict::run(task, inputs, model, &sample.options(), &sample.out, sample.batch, &sample.scale())
 }

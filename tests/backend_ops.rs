@@ -22,7 +22,6 @@ use percept::backend::cuda::backend::{Cuda, GpuTensor};
 use percept::backend::cuda::device::Device;
 use percept::backend::{Act, Backend, Conv2d, MoeWeights};
 use percept::emu::{Arch, EmuDevice};
-use percept::scheduler::ddim::StepCoefficients;
 use percept::scheduler::PredictionType;
 use percept::tensor::rel_l2;
 use percept::weights::{Bytes, RawTensor};
@@ -45,7 +44,7 @@ pub const VARIANTS: [Variant; 3] = [
 ];
 
 /// The check sections, in order.
-pub const OPS: [&str; 21] = [
+pub const OPS: [&str; 20] = [
     "linear",
     "linear_k72",
     "act",
@@ -66,7 +65,6 @@ pub const OPS: [&str; 21] = [
     "moe",
     "moe_gated_add",
     "ddim_step",
-    "ddim_step_in_place",
 ];
 
 /// What a run of the checks found.
@@ -411,22 +409,25 @@ fn run_section<D: Device>(p: &mut Pair<D>, op: &str) -> Result<()> {
                 p.check_eq("moe_gated_add routing", &wr.unwrap().experts, &gr.unwrap().experts);
             }
         }
-        "ddim_step" | "ddim_step_in_place" => {
-            // The scheduler step, both forms.
+        "ddim_step" => {
+            // The scheduler step in place, each prediction type, without and with clipping (the
+            // inputs in [-1, 1] give x0 beyond 0.25 for every type).
             let (pred, gpred) = p.input(&[2, 4, 5, 5])?;
             let (sample, _) = p.input(&[2, 4, 5, 5])?;
             for pt in [PredictionType::Epsilon, PredictionType::VPrediction, PredictionType::Sample] {
-                let c = StepCoefficients::from_values(&[0.8, 0.6, 0.9, 0.435_89], pt);
-                let want = cpu.ddim_step(&pred, &sample, &c).unwrap();
-                if op == "ddim_step" {
-                    let gs = p.gpu.upload(&sample)?;
-                    p.check(&format!("ddim_step {pt:?}"), &want, &p.gpu.ddim_step(&gpred, &gs, &c)?)?;
-                } else {
-                    let mut coefs = p.gpu.upload(&Tensor::zeros(&[4]))?;
-                    p.gpu.write(&mut coefs, &Tensor::new(vec![4], c.values().to_vec()).unwrap())?;
+                let mut unclipped = None;
+                for clip in [0.0, 0.25] {
+                    let values = [0.8, 0.6, 0.9, 0.435_89, clip];
+                    let coefs = Tensor::new(vec![values.len()], values.to_vec()).unwrap();
+                    let mut want = sample.clone();
+                    cpu.ddim_step(&pred, &mut want, &coefs, pt).unwrap();
+                    assert_ne!(unclipped.as_ref(), Some(&want.data), "clipping changed nothing ({pt:?})");
+                    unclipped = Some(want.data.clone());
+                    let mut gcoefs = p.gpu.upload(&Tensor::zeros(&[values.len()]))?;
+                    p.gpu.write(&mut gcoefs, &coefs)?;
                     let mut gs = p.gpu.upload(&sample)?;
-                    p.gpu.ddim_step_in_place(&gpred, &mut gs, &coefs, pt)?;
-                    p.check(&format!("ddim_step_in_place {pt:?}"), &want, &gs)?;
+                    p.gpu.ddim_step(&gpred, &mut gs, &gcoefs, pt)?;
+                    p.check(&format!("ddim_step {pt:?} clip {clip}"), &want, &gs)?;
                 }
             }
         }

@@ -30,6 +30,41 @@ fn cli_verify_passes_every_fast_fixture() {
     assert!(!out.contains("FAIL"));
 }
 
+/// `--backend auto` means one thing in every command: the GPU when a driver and a device are
+/// usable, else the CPU, saying why in the same words (verify once took the CPU regardless).
+#[test]
+fn cli_backend_auto_resolves_the_same_in_verify_and_depth() {
+    let Some(fx) = fixtures_dir() else { return };
+    let out = temp_dir("cli_backend_auto");
+    let verify =
+        percept(&["verify", "--fixtures", fx.to_str().unwrap(), "--backend", "auto", "--only", "ddim"], Path::new("."));
+    assert!(verify.status.success(), "{}", text(&verify));
+    let image = "toy_data/Hypersim_small/val/ai_001_010/rgb_cam_00_fr0000.png";
+    let depth =
+        percept(&["depth", image, "--backend", "auto", "--steps", "1", "--out", out.to_str().unwrap()], Path::new("."));
+    assert!(depth.status.success(), "{}", text(&depth));
+    // "verify: 1 fixture(s) in DIR on cpu (2 threads, ...)", "model: FILE (...) on cuda: NAME".
+    let backend = |o: &Output, line_start: &str| -> String {
+        let all = text(o);
+        let line =
+            all.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("no {line_start} line: {all}"));
+        let on = &line[line.rfind(" on ").unwrap_or_else(|| panic!("{line}")) + 4..];
+        on.split([' ', ':']).next().unwrap().to_string()
+    };
+    let because = |o: &Output| text(o).lines().find(|l| l.starts_with("backend auto:")).map(str::to_string);
+    let chose = backend(&verify, "verify:");
+    assert_eq!(chose, backend(&depth, "model:"), "verify:\n{}\ndepth:\n{}", text(&verify), text(&depth));
+    assert_eq!(because(&verify), because(&depth));
+    match chose.as_str() {
+        "cpu" => assert!(because(&verify).is_some_and(|b| b.contains("running on the CPU (")), "{}", text(&verify)),
+        "cuda" => assert_eq!(because(&verify), None),
+        other => panic!("auto chose {other}"),
+    }
+    if std::env::var_os("CUDA_VISIBLE_DEVICES").is_none() && !Path::new("/dev/nvidiactl").exists() {
+        assert_eq!(chose, "cpu", "no GPU here, yet auto chose {chose}");
+    }
+}
+
 #[test]
 fn cli_verify_refuses_bad_arguments_clearly() {
     let Some(fx) = fixtures_dir() else { return };

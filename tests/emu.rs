@@ -44,17 +44,21 @@ fn blocks_for(n: usize, threads: usize) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // ddim
 
-fn ddim_reference(out: &[f32], sample: &[f32], pred_type: i32, a_t: f64, a_prev: f64) -> Vec<f32> {
+/// diffusers' step in f64; `clip` > 0 clamps x0 (eps stays the unclamped one).
+fn ddim_reference(out: &[f32], sample: &[f32], pred_type: i32, a_t: f64, a_prev: f64, clip: f64) -> Vec<f32> {
     let (sa, s1a) = (a_t.sqrt(), (1.0 - a_t).sqrt());
     out.iter()
         .zip(sample)
         .map(|(&o, &s)| {
             let (o, s) = (o as f64, s as f64);
-            let (x0, eps) = match pred_type {
+            let (mut x0, eps) = match pred_type {
                 0 => ((s - s1a * o) / sa, o),
                 1 => (sa * s - s1a * o, sa * o + s1a * s),
                 _ => (o, (s - sa * o) / s1a),
             };
+            if clip > 0.0 {
+                x0 = x0.clamp(-clip, clip);
+            }
             (a_prev.sqrt() * x0 + (1.0 - a_prev).sqrt() * eps) as f32
         })
         .collect()
@@ -64,10 +68,15 @@ fn ddim_reference(out: &[f32], sample: &[f32], pred_type: i32, a_t: f64, a_prev:
 fn emu_ddim_step_f32_matches_reference() {
     let dev = device();
     let mut rng = Rng(11);
-    for (n, pred_type, a_t, a_prev) in [(1000, 1, 0.3, 0.45), (37, 0, 0.9, 0.95), (4099, 2, 0.05, 0.2)] {
+    let cases =
+        [(1000, 1, 0.3, 0.45, 0.0), (37, 0, 0.9, 0.95, 0.0), (4099, 2, 0.05, 0.2, 0.0), (999, 1, 0.3, 0.45, 0.5)];
+    for (n, pred_type, a_t, a_prev, clip) in cases {
         let (mo, s) = (rng.vec(n), rng.vec(n));
-        let want = ddim_reference(&mo, &s, pred_type, a_t, a_prev);
+        let want = ddim_reference(&mo, &s, pred_type, a_t, a_prev, clip);
         let (d_mo, d_s) = (dev.htod(&mo).unwrap(), dev.htod(&s).unwrap());
+        let coef =
+            [(a_t as f32).sqrt(), (1.0 - a_t as f32).sqrt(), (a_prev as f32).sqrt(), (1.0 - a_prev as f32).sqrt()];
+        let coef = dev.htod(&[coef[0], coef[1], coef[2], coef[3], clip as f32]).unwrap();
         for seed in SEEDS {
             dev.set_schedule_seed(seed);
             let prev = out_f32(&dev, n);
@@ -79,32 +88,29 @@ fn emu_ddim_step_f32_matches_reference() {
                 Arg::from(&d_s),
                 Arg::I64(n as i64),
                 Arg::I32(pred_type),
-                Arg::F32((a_t as f32).sqrt()),
-                Arg::F32((1.0 - a_t as f32).sqrt()),
-                Arg::F32((a_prev as f32).sqrt()),
-                Arg::F32((1.0 - a_prev as f32).sqrt()),
+                Arg::from(&coef),
             ];
             // Fewer blocks than elements / threads: the grid-stride loop must cover the rest.
             dev.launch("ddim_step_f32", &LaunchConfig::linear(3, 128), &args).unwrap();
-            check(&format!("ddim n={n} type={pred_type}"), &prev.to_vec::<f32>().unwrap(), &want, F32_TOL);
-            assert!(x0.to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()), "pred_x0 not written");
+            check(&format!("ddim n={n} type={pred_type} clip={clip}"), &prev.to_vec::<f32>().unwrap(), &want, F32_TOL);
+            let x0 = x0.to_vec::<f32>().unwrap();
+            assert!(x0.iter().all(|v| v.is_finite()), "pred_x0 not written");
+            if clip > 0.0 {
+                assert!(x0.iter().all(|v| v.abs() <= clip as f32) && x0.iter().any(|v| v.abs() == clip as f32));
+            }
         }
-        // pred_x0 may be null.
-        let prev = out_f32(&dev, n);
+        // pred_x0 may be null, and prev may be the sample (in place).
         let args = [
-            Arg::from(&prev),
+            Arg::from(&d_s),
             Arg::Ptr(0),
             Arg::from(&d_mo),
             Arg::from(&d_s),
             Arg::I64(n as i64),
             Arg::I32(pred_type),
-            Arg::F32((a_t as f32).sqrt()),
-            Arg::F32((1.0 - a_t as f32).sqrt()),
-            Arg::F32((a_prev as f32).sqrt()),
-            Arg::F32((1.0 - a_prev as f32).sqrt()),
+            Arg::from(&coef),
         ];
         dev.launch("ddim_step_f32", &LaunchConfig::linear(blocks_for(n, 256), 256), &args).unwrap();
-        check("ddim without pred_x0", &prev.to_vec::<f32>().unwrap(), &want, F32_TOL);
+        check("ddim in place without pred_x0", &d_s.to_vec::<f32>().unwrap(), &want, F32_TOL);
     }
 }
 
@@ -784,6 +790,7 @@ fn emu_ddim_step_f32_matches_fixture_chains() {
             let a_prev = if prev_t >= 0 { alphas[prev_t as usize] } else { final_alpha };
             let model_output = dev.htod(&outputs.data[i * n..(i + 1) * n]).unwrap();
             let (prev, x0) = (out_f32(&dev, n), out_f32(&dev, n));
+            let coef = dev.htod(&[a_t.sqrt(), (1.0 - a_t).sqrt(), a_prev.sqrt(), (1.0 - a_prev).sqrt(), 0.0]).unwrap();
             let args = [
                 Arg::from(&prev),
                 Arg::from(&x0),
@@ -791,10 +798,7 @@ fn emu_ddim_step_f32_matches_fixture_chains() {
                 Arg::from(&sample),
                 Arg::I64(n as i64),
                 Arg::I32(pred_type),
-                Arg::F32(a_t.sqrt()),
-                Arg::F32((1.0 - a_t).sqrt()),
-                Arg::F32(a_prev.sqrt()),
-                Arg::F32((1.0 - a_prev).sqrt()),
+                Arg::from(&coef),
             ];
             dev.launch("ddim_step_f32", &LaunchConfig::linear(blocks_for(n, 128), 128), &args).unwrap();
             prevs.extend(prev.to_vec::<f32>().unwrap());

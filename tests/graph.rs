@@ -165,26 +165,29 @@ fn pool_reuses_freed_buffers_and_keeps_a_graphs_scratch_to_itself() {
     assert_eq!(pool.stats().reserved, 0);
 }
 
+/// The step the captured graph replays: in place (prev = sample) it gives exactly what it gives
+/// into a separate buffer, for every prediction type, with and without clipping.
 #[test]
-fn ddim_step_with_device_coefficients_in_place_matches_the_scalar_kernel() {
+fn ddim_step_in_place_matches_the_step_into_another_buffer() {
     let dev = EmuDevice::new(Arch::Sm80);
     let n = 1000;
     let mut rng = Rng(11);
     let (pred, sample) = (rng.vec(n), rng.vec(n));
-    let coef = [0.8f32, 0.6, 0.9, 0.43589];
-    for kind in 0..3 {
-        let p = Device::upload(&dev, bytemuck::cast_slice(&pred)).unwrap();
-        let s = Device::upload(&dev, bytemuck::cast_slice(&sample)).unwrap();
-        let c = Device::upload(&dev, bytemuck::cast_slice(&coef)).unwrap();
-        let want = Device::alloc(&dev, 4 * n).unwrap();
-        let a = |b: &percept::emu::EmuBuffer| Arg::Ptr(dev.address(b));
-        let cfg = LaunchConfig::linear(3, 128);
-        let mut args = vec![a(&want), Arg::Ptr(0), a(&p), a(&s), Arg::I64(n as i64), Arg::I32(kind)];
-        args.extend(coef.iter().map(|&v| Arg::F32(v)));
-        Device::launch(&dev, "ddim_step_f32", &cfg, &args).unwrap();
-        let args = [a(&s), a(&p), a(&s), Arg::I64(n as i64), Arg::I32(kind), a(&c)];
-        Device::launch(&dev, "ddim_step_dev_f32", &cfg, &args).unwrap();
-        assert_eq!(f32s(&dev, &s), f32s(&dev, &want), "prediction type {kind}");
+    for clip in [0.0f32, 0.25] {
+        let coef = [0.8f32, 0.6, 0.9, 0.43589, clip];
+        for kind in 0..3 {
+            let p = Device::upload(&dev, bytemuck::cast_slice(&pred)).unwrap();
+            let s = Device::upload(&dev, bytemuck::cast_slice(&sample)).unwrap();
+            let c = Device::upload(&dev, bytemuck::cast_slice(&coef)).unwrap();
+            let want = Device::alloc(&dev, 4 * n).unwrap();
+            let a = |b: &percept::emu::EmuBuffer| Arg::Ptr(dev.address(b));
+            let cfg = LaunchConfig::linear(3, 128);
+            let args = [a(&want), Arg::Ptr(0), a(&p), a(&s), Arg::I64(n as i64), Arg::I32(kind), a(&c)];
+            Device::launch(&dev, "ddim_step_f32", &cfg, &args).unwrap();
+            let args = [a(&s), Arg::Ptr(0), a(&p), a(&s), Arg::I64(n as i64), Arg::I32(kind), a(&c)];
+            Device::launch(&dev, "ddim_step_f32", &cfg, &args).unwrap();
+            assert_eq!(f32s(&dev, &s), f32s(&dev, &want), "prediction type {kind}, clip {clip}");
+        }
     }
 }
 

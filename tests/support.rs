@@ -21,7 +21,6 @@ pub fn fixtures_dir() -> Option<PathBuf> {
 }
 
 /// `../shared/seed_toy_data`, same rules as `fixtures_dir`.
-#[allow(dead_code)]
 pub fn seed_data_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed_toy_data");
     if dir.exists() {
@@ -34,32 +33,12 @@ pub fn seed_data_dir() -> Option<PathBuf> {
     None
 }
 
-/// A small deterministic RNG for test inputs (SplitMix64).
-#[allow(dead_code)]
-pub struct Rng(pub u64);
-
-#[allow(dead_code)]
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    pub fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.uniform()).collect()
-    }
-}
+/// The crate's seeded generator for test inputs: `Rng(seed)`, `.vec(n)` uniform in [-1, 1).
+pub use percept::util::rng::SplitMix64 as Rng;
 
 /// A percept model file built from the tiny fixtures (dit_tiny + vae_tiny under `vae.`, with
 /// its `percept.config`), written into `dir`. 64x64 images, 8x8 latents: fast enough for CLI
 /// tests. Returns None (skipping) without the fixtures.
-#[allow(dead_code)]
 pub fn tiny_model_file(dir: &std::path::Path) -> Option<PathBuf> {
     use percept::weights::safetensors::{write, SafetensorsFile};
     let fx = fixtures_dir()?;
@@ -81,7 +60,6 @@ pub fn tiny_model_file(dir: &std::path::Path) -> Option<PathBuf> {
 }
 
 /// A fresh empty directory under the target dir for one test.
-#[allow(dead_code)]
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -93,7 +71,6 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub use percept::tensor::rel_l2;
 
 /// Print every check and assert none failed and at least one was judged.
-#[allow(dead_code)]
 pub fn assert_all_pass(checks: &[percept::verify::Check]) {
     for c in checks {
         println!("{}", c.line());
@@ -106,7 +83,7 @@ pub fn assert_all_pass(checks: &[percept::verify::Check]) {
 
 /// Direct f64 convolution, the reference for the conv paths: x [n, c, h, w], w [o, c, k, k],
 /// bias [o] -> [n, o, oh, ow].
-#[allow(dead_code, clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 pub fn reference_conv(
     x: &[f32],
     (n, c, h, w): (usize, usize, usize, usize),

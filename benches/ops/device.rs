@@ -175,10 +175,10 @@ fn families<D: Device>(c: &mut Criterion, prefix: &str, dev: &D, small: bool) {
         let pred = up(&[batch, 4, 64, 64], 40);
         let mut sample = up(&[batch, 4, 64, 64], 41);
         g.throughput(Throughput::Bytes((3 * 4 * n) as u64));
-        g.bench_function(format!("ddim_step_in_place_b{batch}_4x64x64"), |bch| {
+        g.bench_function(format!("ddim_step_b{batch}_4x64x64"), |bch| {
             bch.iter_custom(|iters| {
                 timed(iters, &mut || {
-                    be.ddim_step_in_place(&pred, &mut sample, &coefs, PredictionType::VPrediction).expect("ddim")
+                    be.ddim_step(&pred, &mut sample, &coefs, PredictionType::VPrediction).expect("ddim")
                 })
             })
         });

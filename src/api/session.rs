@@ -18,9 +18,10 @@ use crate::backend::switches::DevSwitches;
 use crate::backend::Backend;
 use crate::emu::{Arch, EmuDevice};
 use crate::error::{Error, Result};
+use crate::model::task::Task;
 use crate::pipeline::any::cuda_engine;
 use crate::pipeline::control::Control;
-use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions, TaskKind};
+use crate::pipeline::tasks::{depth_prompt, Prediction, Request, SampleOptions};
 use crate::pipeline::{DenoiseCache, Engine};
 use crate::tensor::Tensor;
 
@@ -233,6 +234,17 @@ pub struct Session {
     model: Model,
     runner: Runner,
     cancel: CancelToken,
+    /// Why `Device::Auto` runs this session on the CPU (`None`: it was not asked to choose, or
+    /// it chose the GPU).
+    cpu_because: Option<String>,
+}
+
+/// The GPU `Device::Auto` takes: GPU 0 when a CUDA driver and a device are usable, else why
+/// not (and `auto` then means the CPU). The one meaning of `auto`: the command line's
+/// `--backend auto` resolves through here too, in every command.
+#[doc(hidden)]
+pub fn auto_gpu(switches: &DevSwitches) -> std::result::Result<GpuDevice, String> {
+    GpuDevice::open_with(0, switches).map_err(|e| format!("no usable GPU: {e}"))
 }
 
 impl std::fmt::Debug for Session {
@@ -253,6 +265,7 @@ impl Session {
     pub fn with_options(model: &Model, opts: SessionOptions) -> Result<Session> {
         let sw = opts.switches();
         let src = model.source();
+        let mut cpu_because = None;
         let runner = match opts.device {
             Device::Cpu { threads } => cpu_runner(model, threads, opts.precision, &sw)?,
             Device::CudaEmu => {
@@ -268,22 +281,30 @@ impl Session {
             }
             Device::Auto => {
                 let cpu = || cpu_runner(model, None, opts.precision.filter(|p| *p == Precision::F32), &sw);
-                match GpuDevice::open_with(0, &sw) {
+                match auto_gpu(&sw) {
                     Ok(dev) => match gpu_engine(dev, opts.precision, &sw, model) {
                         Ok(e) => Runner::gpu(e),
                         Err(e) => {
                             log::warn!("not using the GPU: {e}");
+                            cpu_because = Some(format!("the GPU cannot run the model: {e}"));
                             cpu()?
                         }
                     },
-                    Err(e) => {
-                        log::info!("no usable GPU: {e}");
+                    Err(why) => {
+                        log::info!("{why}");
+                        cpu_because = Some(why);
                         cpu()?
                     }
                 }
             }
         };
-        Ok(Session { model: model.clone(), runner, cancel: CancelToken::new() })
+        Ok(Session { model: model.clone(), runner, cancel: CancelToken::new(), cpu_because })
+    }
+
+    /// Why `Device::Auto` chose the CPU for this session, if it did.
+    #[doc(hidden)]
+    pub fn auto_chose_cpu_because(&self) -> Option<&str> {
+        self.cpu_because.as_deref()
     }
 
     /// What runs this session, e.g. `cpu (2 threads, AMX GEMM)`.
@@ -597,15 +618,15 @@ impl Input<'_> {
                     }
                     None => depth_prompt(res),
                 };
-                (TaskKind::Depth, image, prompt)
+                (Task::Depth, image, prompt)
             }
             Input::Flow(a, b) => {
                 same_size("second frame", a, b)?;
-                (TaskKind::Flow, a, to_model(&b.to_rgb_planes(), res)?)
+                (Task::Flow, a, to_model(&b.to_rgb_planes(), res)?)
             }
             Input::Amodal(image, mask) => {
                 same_size("mask", image, mask)?;
-                (TaskKind::Segment, image, segment_prompt(&mask.to_mask_plane(), res)?)
+                (Task::Segment, image, segment_prompt(&mask.to_mask_plane(), res)?)
             }
         };
         let rgb = to_model(&first.to_rgb_planes(), res)?;
@@ -682,8 +703,8 @@ impl Output {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is<T: Send>() {}
-    is::<Session>();
-}
+// A Session moves to the thread that uses it (checked at compile time).
+const _: () = {
+    const fn is_send<T: Send>() {}
+    is_send::<Session>();
+};

@@ -12,7 +12,7 @@ pub enum PredictionType {
 
 /// The scalars of one `step(t)`: float32 values, as diffusers holds them in 0-d float32
 /// tensors; the per-element arithmetic with them happens in f64 (see [`StepCoefficients::apply`]).
-/// A device kernel takes these four numbers and reproduces `step` element for element.
+/// A device kernel takes these numbers (`values`) and reproduces `step` element for element.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepCoefficients {
     /// sqrt(alphas_cumprod[t])
@@ -29,13 +29,24 @@ pub struct StepCoefficients {
 }
 
 impl StepCoefficients {
-    /// The four scalars of the step as the device-resident step reads them: sqrt_alpha,
-    /// sqrt_one_minus_alpha, sqrt_alpha_prev, sqrt_one_minus_alpha_prev.
-    pub fn values(&self) -> [f32; 4] {
-        [self.sqrt_alpha, self.sqrt_one_minus_alpha, self.sqrt_alpha_prev, self.sqrt_one_minus_alpha_prev]
+    /// How many values `values` holds.
+    pub const VALUES: usize = 5;
+
+    /// The step's scalars as the backends' `ddim_step` reads them from a tensor: sqrt_alpha,
+    /// sqrt_one_minus_alpha, sqrt_alpha_prev, sqrt_one_minus_alpha_prev, and the clip range
+    /// (0: no clipping; a range is > 0, see `SchedulerConfig::validate`).
+    pub fn values(&self) -> [f32; Self::VALUES] {
+        [
+            self.sqrt_alpha,
+            self.sqrt_one_minus_alpha,
+            self.sqrt_alpha_prev,
+            self.sqrt_one_minus_alpha_prev,
+            // A range too small for an f32 stays a range (clipping on), not 0.
+            self.clip.map_or(0.0, |r| (r as f32).max(f32::MIN_POSITIVE)),
+        ]
     }
 
-    /// The inverse of `values` (no clipping).
+    /// The inverse of `values` (`v` holds `VALUES` values).
     pub fn from_values(v: &[f32], prediction_type: PredictionType) -> Self {
         StepCoefficients {
             sqrt_alpha: v[0],
@@ -43,7 +54,7 @@ impl StepCoefficients {
             sqrt_alpha_prev: v[2],
             sqrt_one_minus_alpha_prev: v[3],
             prediction_type,
-            clip: None,
+            clip: (v[4] > 0.0).then_some(v[4] as f64),
         }
     }
 

@@ -250,14 +250,6 @@ pub trait Backend: Send + Sync {
     fn cat_channels(&self, parts: &[&Self::T]) -> Result<Self::T>;
     /// Channels `start..start+len` of an NCHW tensor.
     fn slice_channels(&self, x: &Self::T, start: usize, len: usize) -> Result<Self::T>;
-    /// One DDIM step (eta 0), elementwise: `prev` from the model's prediction and the sample
-    /// (same shapes), with the step's scalar coefficients. Always f32.
-    fn ddim_step(
-        &self,
-        pred: &Self::T,
-        sample: &Self::T,
-        c: &crate::backend::ddim::StepCoefficients,
-    ) -> Result<Self::T>;
     /// Reshape without moving data.
     fn reshape(&self, x: Self::T, shape: &[usize]) -> Result<Self::T>;
 
@@ -268,9 +260,10 @@ pub trait Backend: Send + Sync {
     fn write(&self, dst: &mut Self::T, src: &Tensor) -> Result<()>;
     /// The sinusoidal timestep features [B, 256] of per-sample timesteps `t` [B] (f32).
     fn timestep_features(&self, t: &Self::T) -> Result<Self::T>;
-    /// One DDIM step in place on the f32 `sample`, its four coefficients read from `coefs`
-    /// (`StepCoefficients::values`).
-    fn ddim_step_in_place(
+    /// One DDIM step (eta 0), elementwise, in place on the f32 `sample` from the model's
+    /// prediction `pred` (same shape), its coefficients (clipping included) read from the f32
+    /// tensor `coefs` (`StepCoefficients::values`). Always f32.
+    fn ddim_step(
         &self,
         pred: &Self::T,
         sample: &mut Self::T,

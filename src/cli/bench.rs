@@ -7,11 +7,13 @@ use std::time::Instant;
 use anyhow::Result;
 use serde_json::json;
 
+use super::backend::Chosen;
 use super::BackendArg;
 use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
 use crate::model::dit::Dit;
 use crate::model::flops::{vae_decode_flops, vae_encode_flops};
+use crate::model::task::Task;
 use crate::model::vae::Vae;
 use crate::pipeline::noise::NoiseRng;
 use crate::tensor::Tensor;
@@ -106,23 +108,14 @@ pub fn run(
     backend: BackendArg,
     model: Option<&str>,
 ) -> Result<bool> {
-    use crate::backend::cuda::gpu::GpuDevice;
     // A filter selects a row ("vae_decode/512x512/b1") or a group ("vae", "b8"), never a longer
     // name it merely starts ("b1" is not "b16").
     let want = |n: &str| only.is_empty() || only.iter().any(|o| names_part(n, o));
     let mut rows = Vec::new();
-    let summary = match backend {
-        BackendArg::Cpu => cpu_rows(reps, &want, &mut rows)?,
-        BackendArg::Cuda => gpu_rows(GpuDevice::open(0)?, reps, model, &want, &mut rows)?,
-        BackendArg::Auto => match GpuDevice::open(0) {
-            Ok(gpu) => gpu_rows(gpu, reps, model, &want, &mut rows)?,
-            Err(e) => {
-                println!("bench: no usable GPU ({e})");
-                cpu_rows(reps, &want, &mut rows)?
-            }
-        },
-        BackendArg::CudaEmu => {
-            let dev = crate::emu::EmuDevice::new(crate::emu::Arch::Sm90);
+    let summary = match backend.open()? {
+        Chosen::Cpu { .. } => cpu_rows(reps, &want, &mut rows)?,
+        Chosen::Gpu(gpu) => gpu_rows(gpu, reps, model, &want, &mut rows)?,
+        Chosen::Emu(dev) => {
             println!("bench: the CUDA backend on the CPU emulator: checks the harness, its times mean nothing");
             let src = model_file::resolve(super::model_spec(model).as_deref(), None)?;
             let s = super::bench_device::run(dev.clone(), &src, "emu", reps, None, &want, &mut rows)?;
@@ -229,8 +222,9 @@ fn cpu_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
         println!("built the synthetic generalist DiT in {:.1} s", t0.elapsed().as_secs_f64());
         let s = cfg.input_size;
         let x = be.upload(&Tensor::new(vec![1, cfg.in_channels, s, s], rng.normals(cfg.in_channels * s * s))?)?;
-        let (ms, cpu_ms) =
-            time_ms(reps, || dit.forward(&be, &x, &[501.0], &[1000], None).map(|_| ()).map_err(Into::into))?;
+        let (ms, cpu_ms) = time_ms(reps, || {
+            dit.forward(&be, &x, &[501.0], &[Task::Depth.label()], None).map(|_| ()).map_err(Into::into)
+        })?;
         rows.push(Row { name: "cpu/dit_forward/b1".into(), ms, flops: cfg.forward_flops(1), cpu_ms });
         report(rows.last().unwrap(), None);
     }
@@ -252,7 +246,7 @@ const API_ROW_STEPS: usize = 10;
 /// denoising loop, decode: the model's work), same steps, seed and thread count.
 fn api_overhead_rows(reps: usize, rows: &mut Vec<Row>) -> Result<()> {
     use crate::api::{DepthOptions, Device, ImageView, Model, Session};
-    use crate::pipeline::tasks::{depth_prompt, Request, SampleOptions, TaskKind};
+    use crate::pipeline::tasks::{depth_prompt, Request, SampleOptions};
     let model = Model::open_spec(None, None)?;
     let res = model.resolution();
     let engine = model.cpu_engine()?;
@@ -260,7 +254,7 @@ fn api_overhead_rows(reps: usize, rows: &mut Vec<Row>) -> Result<()> {
     let pixels: Vec<u8> = (0..res * res * 3).map(|i| (i * 31 % 251) as u8).collect();
     let image = ImageView::rgb8(&pixels, res, res)?;
     let planes = crate::api::prepare::to_model(&image_planes(&pixels, res), res)?;
-    let request = [Request { task: TaskKind::Depth, rgb: planes, prompt: depth_prompt(res) }];
+    let request = [Request { task: Task::Depth, rgb: planes, prompt: depth_prompt(res) }];
     let sample = SampleOptions { steps: API_ROW_STEPS, ..Default::default() };
     let opts = DepthOptions { num_inference_steps: API_ROW_STEPS, ..Default::default() };
     let flops = model.config().dit.forward_flops(1) * API_ROW_STEPS as f64;

@@ -12,9 +12,10 @@ use crate::backend::cuda::device::Device;
 use crate::backend::Backend;
 use crate::backend::{Act, MoeWeights};
 use crate::model::flops::{vae_decode_flops, vae_encode_flops};
+use crate::model::task::Task;
 use crate::pipeline::any::cuda_engine;
 use crate::pipeline::noise::NoiseRng;
-use crate::pipeline::tasks::{depth_prompt, Request, SampleOptions, TaskKind};
+use crate::pipeline::tasks::{depth_prompt, Request, SampleOptions};
 use crate::tensor::{DType, Tensor};
 use crate::weights::model_file::ModelSource;
 use crate::weights::{Bytes, RawTensor};
@@ -101,7 +102,7 @@ pub fn run<D: Device>(
         }
         let x = be.upload(&Tensor::new(vec![b, cin, s, s], rng.normals(b * cin * s * s))?)?;
         let t = be.upload(&Tensor::new(vec![b], vec![501.0; b])?)?;
-        let labels = vec![1000i64; b];
+        let labels = vec![Task::Depth.label(); b];
         let ms = time_events(&dev, reps, || Ok(engine.dit.forward_t(&be, &x, &t, &labels, None).map(drop)?))?;
         push(name, ms, cfg.dit.forward_flops(b));
     }
@@ -174,7 +175,7 @@ pub fn run<D: Device>(
         }
         // A whole prediction as a user runs it: host image in, ensembled depth out (wall time).
         let rgb = Tensor::new(vec![3, res, res], rng.normals(3 * res * res).iter().map(|v| v.tanh()).collect())?;
-        let req = [Request { task: TaskKind::Depth, rgb, prompt: depth_prompt(res) }];
+        let req = [Request { task: Task::Depth, rgb, prompt: depth_prompt(res) }];
         let opts = SampleOptions { steps: DEPTH_STEPS, ensemble: k, seed: 0, ..Default::default() };
         let ms = time_wall(reps, || Ok(engine.predict(&req, &opts).map(drop)?))?;
         let flops = 2.0 * vae_encode_flops(&vae_cfg, res, res)

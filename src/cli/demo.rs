@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::eval::{self, EvalArgs, EvalTask, METRICS_FILE};
+use super::eval::{self, EvalArgs, METRICS_FILE};
 use super::ModelArgs;
+use crate::model::task::Task;
 
 /// The crate's bundled toy data (fixed at build time), or `toy_data/` beside the executable.
 pub fn toy_data_dir() -> PathBuf {
@@ -26,16 +27,16 @@ const SEGMENT_ENSEMBLE: usize = 5;
 
 /// One task's result: (metric, model value, baseline name, baseline value, higher is better).
 struct Claim {
-    task: &'static str,
+    task: Task,
     metric: &'static str,
     baseline: &'static str,
     higher_is_better: bool,
 }
 
 const CLAIMS: [Claim; 3] = [
-    Claim { task: "depth", metric: "abs_rel", baseline: "abs_rel_constant", higher_is_better: false },
-    Claim { task: "flow", metric: "epe", baseline: "epe_zero", higher_is_better: false },
-    Claim { task: "segment", metric: "iou", baseline: "iou_visible", higher_is_better: true },
+    Claim { task: Task::Depth, metric: "abs_rel", baseline: "abs_rel_constant", higher_is_better: false },
+    Claim { task: Task::Flow, metric: "epe", baseline: "epe_zero", higher_is_better: false },
+    Claim { task: Task::Segment, metric: "iou", baseline: "iou_visible", higher_is_better: true },
 ];
 
 /// Mean metrics of one eval run, read back from its metrics.json.
@@ -48,9 +49,9 @@ fn means(dir: &Path) -> Result<serde_json::Value> {
 pub fn run(out: &Path, model: &ModelArgs, steps: usize, seed: u64) -> Result<bool> {
     let data = toy_data_dir();
     let tasks = [
-        (EvalTask::Depth, data.join("Hypersim_small/val"), Some(data.join("data_split/hysim_filename_list_val.txt"))),
-        (EvalTask::Flow, data.join("FlyingChairs_small"), None),
-        (EvalTask::Segment, data.join("Pix2Gestalt_small/val"), None),
+        (Task::Depth, data.join("Hypersim_small/val"), Some(data.join("data_split/hysim_filename_list_val.txt"))),
+        (Task::Flow, data.join("FlyingChairs_small"), None),
+        (Task::Segment, data.join("Pix2Gestalt_small/val"), None),
     ];
     let mut ok = true;
     for (task, dir, list) in tasks {
@@ -62,7 +63,7 @@ pub fn run(out: &Path, model: &ModelArgs, steps: usize, seed: u64) -> Result<boo
             out: Some(out.join(task.name())),
             model: model.clone(),
             steps,
-            ensemble: if task == EvalTask::Segment { SEGMENT_ENSEMBLE } else { 1 },
+            ensemble: if task == Task::Segment { SEGMENT_ENSEMBLE } else { 1 },
             seed,
             batch: 8,
             shard: Some("0/1".into()), // the whole toy data set, whatever job array it runs in
@@ -73,7 +74,7 @@ pub fn run(out: &Path, model: &ModelArgs, steps: usize, seed: u64) -> Result<boo
     println!("\n{:<8} {:<8} {:>10}   {:<18} {:>10}  beaten", "task", "metric", "model", "baseline", "value");
     let mut all_beaten = true;
     for c in CLAIMS {
-        let m = means(&out.join(c.task))?;
+        let m = means(&out.join(c.task.name()))?;
         let (v, b) = (m[c.metric].as_f64().unwrap_or(f64::NAN), m[c.baseline].as_f64().unwrap_or(f64::NAN));
         let beaten = if c.higher_is_better { v > b } else { v < b };
         all_beaten &= beaten;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 use serde_json::{json, Map, Value};
 
@@ -20,36 +21,33 @@ use crate::data::gestalt::{self, GestaltData, GestaltSample};
 use crate::data::hypersim::{self, DepthGt, HypersimSample, MAX_DEPTH_M, MIN_DEPTH_M};
 use crate::io::flo::Flow;
 use crate::io::image::{save_png_rgb8, Image};
+use crate::model::task::Task;
 use crate::pipeline::tasks::SampleOptions;
 use crate::postprocess::metrics::{depth_metrics, epe, epe_with_fit, mask_iou, psnr};
 
 /// The file the metrics go to, inside `--out`.
 pub const METRICS_FILE: &str = "metrics.json";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EvalTask {
-    /// Hypersim: scene folders `ai_*` (or `val/ai_*`), optionally a `--list` of `RGB DEPTH` pairs.
-    Depth,
-    /// FlyingChairs: `FlyingChairs_train_val.txt` and `data/`; the validation split (2).
-    Flow,
-    /// Pix2Gestalt: `occlusion/`, `visible_object_mask/`, `whole/`, `whole_mask/`.
-    Segment,
-}
+/// `--task`: the task's own name, with the dataset layout `eval` reads for it.
+impl ValueEnum for Task {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Task::ALL
+    }
 
-impl EvalTask {
-    pub fn name(self) -> &'static str {
-        match self {
-            EvalTask::Depth => "depth",
-            EvalTask::Flow => "flow",
-            EvalTask::Segment => "segment",
-        }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let layout = match self {
+            Task::Depth => "Hypersim: scene folders `ai_*` (or `val/ai_*`), optionally a `--list` of `RGB DEPTH` pairs",
+            Task::Flow => "FlyingChairs: `FlyingChairs_train_val.txt` and `data/`; the validation split (2)",
+            Task::Segment => "Pix2Gestalt: `occlusion/`, `visible_object_mask/`, `whole/`, `whole_mask/`",
+        };
+        Some(PossibleValue::new(self.name()).help(layout))
     }
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
     #[arg(long, value_enum)]
-    pub task: EvalTask,
+    pub task: Task,
     /// Dataset folder (its layout depends on --task).
     #[arg(long)]
     pub data: PathBuf,
@@ -168,19 +166,19 @@ struct Scored {
 }
 
 fn list_samples(args: &EvalArgs) -> Result<(Vec<Sample>, usize)> {
-    if args.list.is_some() && args.task != EvalTask::Depth {
+    if args.list.is_some() && args.task != Task::Depth {
         bail!("--list is for --task depth (a Hypersim file list); FlyingChairs uses its split file and Pix2Gestalt its folders");
     }
     Ok(match args.task {
-        EvalTask::Depth => {
+        Task::Depth => {
             let (s, skipped) = hypersim::list(&args.data, args.list.as_deref())?;
             (s.into_iter().map(Sample::Depth).collect(), skipped)
         }
-        EvalTask::Flow => {
+        Task::Flow => {
             let (s, skipped) = chairs::list(&args.data, VALIDATION)?;
             (s.into_iter().map(Sample::Flow).collect(), skipped)
         }
-        EvalTask::Segment => {
+        Task::Segment => {
             let (s, skipped) = gestalt::list(&args.data)?;
             (s.into_iter().map(Sample::Segment).collect(), skipped)
         }
@@ -219,20 +217,13 @@ enum Predicted {
 }
 
 /// One batch of samples of `task` through the session.
-fn predict(
-    session: &mut Session,
-    task: EvalTask,
-    inputs: &[[Interleaved; 2]],
-    opts: &Options,
-) -> Result<Vec<Predicted>> {
+fn predict(session: &mut Session, task: Task, inputs: &[[Interleaved; 2]], opts: &Options) -> Result<Vec<Predicted>> {
     let pairs =
         inputs.iter().map(|[a, b]| Ok((a.view()?, b.view()?))).collect::<Result<Vec<(ImageView, ImageView)>>>()?;
     Ok(match task {
-        EvalTask::Depth => {
-            session.depth_batch_with_valid_masks(&pairs, opts)?.into_iter().map(Predicted::Depth).collect()
-        }
-        EvalTask::Flow => session.flow_batch(&pairs, opts)?.into_iter().map(Predicted::Flow).collect(),
-        EvalTask::Segment => session.amodal_batch(&pairs, opts)?.into_iter().map(Predicted::Segment).collect(),
+        Task::Depth => session.depth_batch_with_valid_masks(&pairs, opts)?.into_iter().map(Predicted::Depth).collect(),
+        Task::Flow => session.flow_batch(&pairs, opts)?.into_iter().map(Predicted::Flow).collect(),
+        Task::Segment => session.amodal_batch(&pairs, opts)?.into_iter().map(Predicted::Segment).collect(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! The command line: clap definitions here, one module per subcommand.
 
+pub mod backend;
 pub mod bench;
 pub mod bench_device;
 pub mod convert;
@@ -19,6 +20,8 @@ pub mod verify;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+pub use backend::BackendArg;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "percept",
@@ -31,15 +34,6 @@ pub struct Cli {
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    Auto,
-    Cpu,
-    Cuda,
-    #[value(name = "cuda-emu")]
-    CudaEmu,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

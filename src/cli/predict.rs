@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::backend::{say_auto_chose_cpu, Chosen};
 use super::manifest::{Ledger, Manifest, Record, RunKey, Status};
 use super::runner::{BatchError, Outcome};
 use super::shard::Shard;
@@ -21,7 +22,8 @@ use crate::io::flo::{write_flo, Flow};
 use crate::io::image::{load_mask, load_rgb, save_png_gray16, save_png_gray8, save_png_rgb8, Image};
 use crate::io::inputs::{expand_inputs, output_stems, pair_flow_frames, pair_segment};
 use crate::io::npy::write_npy_f32;
-use crate::pipeline::tasks::{SampleOptions, TaskKind};
+use crate::model::task::Task;
+use crate::pipeline::tasks::SampleOptions;
 use crate::postprocess::color::{colorize_depth, flow_to_color};
 use crate::weights::model_file;
 
@@ -33,19 +35,27 @@ struct Job {
 
 /// The device a `--backend` names. The emulator runs what the GPU would (bf16 storage).
 pub fn session_options(backend: BackendArg) -> SessionOptions {
+    let opts = SessionOptions::new(backend.device());
     match backend {
-        BackendArg::Auto => SessionOptions::new(Device::Auto),
-        BackendArg::Cpu => SessionOptions::new(Device::Cpu { threads: None }),
-        BackendArg::Cuda => SessionOptions::new(Device::Cuda { ordinal: 0 }),
-        BackendArg::CudaEmu => SessionOptions::new(Device::CudaEmu).with_precision(Precision::Bf16),
+        BackendArg::CudaEmu => opts.with_precision(Precision::Bf16),
+        _ => opts,
     }
 }
 
 /// Load the model and open a session on the requested backend, saying which one runs.
 pub fn session(model: &ModelArgs) -> Result<Session> {
     let m = open_model(model)?;
-    let session = Session::with_options(&m, session_options(model.backend))?;
+    let session = open_session(&m, session_options(model.backend))?;
     say_model(&m, &session.device_name());
+    Ok(session)
+}
+
+/// A session with `opts`, saying why when `--backend auto` chose the CPU.
+fn open_session(m: &Model, opts: SessionOptions) -> Result<Session> {
+    let session = Session::with_options(m, opts)?;
+    if let Some(why) = session.auto_chose_cpu_because() {
+        say_auto_chose_cpu(why);
+    }
     Ok(session)
 }
 
@@ -80,15 +90,11 @@ fn worker_sessions(model: &ModelArgs, devices: Option<&str>) -> Result<Vec<Sessi
     let m = open_model(model)?;
     let opts = session_options(model.backend);
     let Some(list) = devices else {
-        let s = Session::with_options(&m, opts)?;
+        let s = open_session(&m, opts)?;
         say_model(&m, &s.device_name());
         return Ok(vec![s]);
     };
-    let gpu = match model.backend {
-        BackendArg::Cuda => true,
-        BackendArg::Auto => GpuDevice::count().is_ok_and(|n| n > 0),
-        BackendArg::Cpu | BackendArg::CudaEmu => false,
-    };
+    let gpu = matches!(model.backend.open()?, Chosen::Gpu(_));
     let ids: Vec<usize> = if list.trim() == "all" {
         if gpu {
             (0..GpuDevice::count()?).collect()
@@ -160,28 +166,28 @@ impl Interleaved {
     }
 }
 
-fn outputs_for(task: TaskKind, stem: &Path, out: &Path, ensemble: usize) -> Vec<PathBuf> {
+fn outputs_for(task: Task, stem: &Path, out: &Path, ensemble: usize) -> Vec<PathBuf> {
     let with = |suffix: &str| {
         let mut name = stem.file_name().unwrap_or_default().to_os_string();
         name.push(suffix);
         out.join(stem.with_file_name(name))
     };
     match task {
-        TaskKind::Depth => {
+        Task::Depth => {
             let mut v = vec![with("_depth.png"), with("_depth16.png"), with("_depth.npy")];
             if ensemble > 1 {
                 v.push(with("_uncertainty.png"));
             }
             v
         }
-        TaskKind::Flow => vec![with("_flow.flo"), with("_flow.png")],
-        TaskKind::Segment => vec![with("_amodal.png"), with("_mask.png")],
+        Task::Flow => vec![with("_flow.flo"), with("_flow.png")],
+        Task::Segment => vec![with("_amodal.png"), with("_mask.png")],
     }
 }
 
 /// Run a task over its command-line inputs. Returns false if any input failed.
 pub fn run(
-    task: TaskKind,
+    task: Task,
     args: &[PathBuf],
     model: &ModelArgs,
     sample: &SampleOptions,
@@ -206,11 +212,11 @@ pub fn run(
     }
     let mut failed: Vec<String> = Vec::new();
     let jobs: Vec<Job> = match task {
-        TaskKind::Depth => {
+        Task::Depth => {
             let stems = output_stems(&files);
             files.into_iter().zip(stems).map(|(f, s)| Job { inputs: vec![f], stem: s }).collect()
         }
-        TaskKind::Flow => {
+        Task::Flow => {
             let pairing = pair_flow_frames(&files);
             for p in &pairing.unpaired {
                 failed.push(format!("{}: no second frame to pair it with", p.display()));
@@ -219,7 +225,7 @@ pub fn run(
             let stems = output_stems(&firsts);
             pairing.pairs.into_iter().zip(stems).map(|((a, b), s)| Job { inputs: vec![a, b], stem: s }).collect()
         }
-        TaskKind::Segment => {
+        Task::Segment => {
             let (masks, images): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|p| is_mask_path(p));
             let pairing = pair_segment(&images, &masks);
             for p in &pairing.unpaired {
@@ -371,7 +377,7 @@ pub fn run(
 /// failed write or a device error stops the run.
 fn run_batch(
     session: &mut Session,
-    task: TaskKind,
+    task: Task,
     batch: &[&Job],
     opts: &Options,
     ensemble: usize,
@@ -426,11 +432,11 @@ fn model_fingerprint(model: &ModelArgs) -> String {
 
 /// The options that change a run's outputs, as its run records keep them (the device kind:
 /// the CPU computes in f32, a GPU and the emulator in bf16 by default).
-fn output_options(task: TaskKind, sample: &SampleOptions, session: &Session) -> serde_json::Value {
+fn output_options(task: Task, sample: &SampleOptions, session: &Session) -> serde_json::Value {
     let name = session.device_name();
     let kind = name.split(" (").next().unwrap_or(&name).to_string();
     serde_json::json!({
-        "task": format!("{task:?}").to_lowercase(),
+        "task": task.name(),
         "steps": sample.steps,
         "ensemble": sample.ensemble,
         "seed": sample.seed,
@@ -444,16 +450,16 @@ fn is_mask_path(p: &Path) -> bool {
 }
 
 /// Load a job's images: the image, and the second frame or the mask (CHW planes in [0, 1]).
-fn load_job(task: TaskKind, job: &Job) -> Result<Vec<Interleaved>> {
+fn load_job(task: Task, job: &Job) -> Result<Vec<Interleaved>> {
     let first = load_rgb(&job.inputs[0]).with_context(|| format!("{}", job.inputs[0].display()))?;
     let mut images = vec![Interleaved::new(&first)];
     match task {
-        TaskKind::Depth => {}
-        TaskKind::Flow => {
+        Task::Depth => {}
+        Task::Flow => {
             let second = load_rgb(&job.inputs[1]).with_context(|| format!("{}", job.inputs[1].display()))?;
             images.push(Interleaved::new(&second));
         }
-        TaskKind::Segment => {
+        Task::Segment => {
             let mask = load_mask(&job.inputs[1]).with_context(|| format!("{}", job.inputs[1].display()))?;
             images.push(Interleaved::new(&mask));
         }
@@ -471,7 +477,7 @@ pub enum TaskResult {
 /// One batch of loaded jobs through the session.
 fn predict(
     session: &mut Session,
-    task: TaskKind,
+    task: Task,
     loaded: &[Vec<Interleaved>],
     opts: &Options,
 ) -> crate::error::Result<Vec<TaskResult>> {
@@ -484,12 +490,12 @@ fn predict(
         .collect::<crate::error::Result<Vec<_>>>()?;
     let pairs = || views.iter().map(|v| (v[0], v[1])).collect::<Vec<_>>();
     Ok(match task {
-        TaskKind::Depth => {
+        Task::Depth => {
             let images: Vec<ImageView> = views.iter().map(|v| v[0]).collect();
             session.depth_batch(&images, opts)?.into_iter().map(TaskResult::Depth).collect()
         }
-        TaskKind::Flow => session.flow_batch(&pairs(), opts)?.into_iter().map(TaskResult::Flow).collect(),
-        TaskKind::Segment => session.amodal_batch(&pairs(), opts)?.into_iter().map(TaskResult::Segment).collect(),
+        Task::Flow => session.flow_batch(&pairs(), opts)?.into_iter().map(TaskResult::Flow).collect(),
+        Task::Segment => session.amodal_batch(&pairs(), opts)?.into_iter().map(TaskResult::Segment).collect(),
     })
 }
 
@@ -502,7 +508,7 @@ pub fn planar(data: &[f32], channels: usize) -> Vec<f32> {
 fn write_outputs(result: &TaskResult, stem: &Path, out: &Path, k: usize) -> Result<()> {
     match result {
         TaskResult::Depth(r) => {
-            let paths = outputs_for(TaskKind::Depth, stem, out, k);
+            let paths = outputs_for(Task::Depth, stem, out, k);
             let (w, h) = (r.width, r.height);
             save_png_rgb8(&paths[0], w, h, &colorize_depth(&r.depth))?;
             save_png_gray16(&paths[1], w, h, &r.depth)?;
@@ -512,7 +518,7 @@ fn write_outputs(result: &TaskResult, stem: &Path, out: &Path, k: usize) -> Resu
             }
         }
         TaskResult::Flow(r) => {
-            let paths = outputs_for(TaskKind::Flow, stem, out, k);
+            let paths = outputs_for(Task::Flow, stem, out, k);
             let uv = planar(&r.flow, 2);
             let n = r.width * r.height;
             let flow = Flow { width: r.width, height: r.height, u: uv[..n].to_vec(), v: uv[n..].to_vec() };
@@ -520,7 +526,7 @@ fn write_outputs(result: &TaskResult, stem: &Path, out: &Path, k: usize) -> Resu
             write_flo(&paths[0], &flow)?;
         }
         TaskResult::Segment(r) => {
-            let paths = outputs_for(TaskKind::Segment, stem, out, k);
+            let paths = outputs_for(Task::Segment, stem, out, k);
             let mask: Vec<f32> = r.mask.iter().map(|&m| m as f32).collect();
             save_png_rgb8(&paths[0], r.width, r.height, &planar(&r.rgb, 3))?;
             save_png_gray8(&paths[1], r.width, r.height, &mask)?;

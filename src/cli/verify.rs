@@ -4,23 +4,16 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
+use super::backend::Chosen;
 use super::{BackendArg, Precision};
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::backend::Cuda;
+use crate::backend::cuda::device::Device;
 use crate::backend::Backend;
-use crate::emu::{Arch, EmuDevice};
 use crate::verify::run::{list_fixtures, verify_one, Options, Outcome};
 
 /// Returns whether every fixture passed.
 pub fn run(dir: &Path, backend: BackendArg, precision: Precision, skip_slow: bool, only: &[String]) -> Result<bool> {
-    if precision == Precision::Bf16 {
-        match backend {
-            BackendArg::Cpu | BackendArg::Auto => bail!(
-                "--precision bf16 is for the cuda and cuda-emu backends; the CPU backend verifies at f32 (use --precision f32)"
-            ),
-            _ => {}
-        }
-    }
     let mut names = list_fixtures(dir)?;
     if names.is_empty() {
         bail!("{}: no fixtures found (expected NAME.json files with a \"kind\")", dir.display());
@@ -33,19 +26,26 @@ pub fn run(dir: &Path, backend: BackendArg, precision: Precision, skip_slow: boo
         }
         names.retain(|n| only.contains(n));
     }
-    let opts = Options { precision: precision.as_str().into(), skip_slow, only: only.to_vec() };
-    match backend {
-        BackendArg::Cpu | BackendArg::Auto => run_on(&Cpu::new(), dir, &names, &opts),
-        BackendArg::CudaEmu => {
-            let dev = EmuDevice::new(Arch::Sm90);
-            let be = if precision == Precision::Bf16 { Cuda::bf16(dev) } else { Cuda::new(dev) };
-            run_on(&be, dir, &names, &opts)
+    let opts = Options { precision: precision.as_str().into(), skip_slow };
+    match backend.open()? {
+        Chosen::Cpu { .. } => {
+            if precision == Precision::Bf16 {
+                bail!(
+                    "--precision bf16 is for the cuda and cuda-emu backends; the CPU backend verifies at f32 (use --precision f32)"
+                );
+            }
+            run_on(&Cpu::new(), dir, &names, &opts)
         }
-        BackendArg::Cuda => {
-            let dev = crate::backend::cuda::gpu::GpuDevice::open(0)?;
-            let be = if precision == Precision::Bf16 { Cuda::bf16(dev) } else { Cuda::new(dev) };
-            run_on(&be, dir, &names, &opts)
-        }
+        Chosen::Emu(dev) => run_on(&cuda(dev, precision), dir, &names, &opts),
+        Chosen::Gpu(dev) => run_on(&cuda(dev, precision), dir, &names, &opts),
+    }
+}
+
+fn cuda<D: Device>(dev: D, precision: Precision) -> Cuda<D> {
+    if precision == Precision::Bf16 {
+        Cuda::bf16(dev)
+    } else {
+        Cuda::new(dev)
     }
 }
 

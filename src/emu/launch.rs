@@ -13,6 +13,7 @@ use super::memory::{EmuBuffer, Registry};
 use super::stream::{EmuOp, EmuStream};
 use crate::backend::cuda::launch::{Arg, LaunchConfig};
 use crate::error::{Error, Result};
+use crate::util::hash::fnv1a64;
 
 struct Kernel {
     entry: *const RawEntry,
@@ -211,7 +212,7 @@ impl EmuDevice {
         let mut slots: Vec<u64> = args.iter().map(Arg::bits).collect();
         let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
         let params = SharedParams(ptrs.as_mut_ptr());
-        let seed = self.inner.seed.load(Ordering::Relaxed) ^ fnv1a(kernel.as_bytes());
+        let seed = self.inner.seed.load(Ordering::Relaxed) ^ fnv1a64(kernel.as_bytes());
         let limits = self.limits();
         let shared_limit = optin.map_or(limits.default_shared_bytes, |_| limits.max_shared_optin_bytes) as usize;
         let [gx, gy, gz] = cfg.grid;
@@ -262,7 +263,3 @@ type Checked = (Option<u32>, Vec<(usize, (u64, usize))>);
 struct SharedParams(*mut *mut c_void);
 // SAFETY: the parameter array is only read during the launch.
 unsafe impl Sync for SharedParams {}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}

@@ -114,6 +114,7 @@ struct Worker {
 thread_local Worker tls_worker_storage;
 thread_local Worker* tls_worker;
 
+// SplitMix64, the generator of src/util/rng.rs (written again here: this runtime is C++).
 uint64_t next_random(uint64_t& s) {
     s += 0x9E3779B97F4A7C15ull;
     uint64_t z = s;

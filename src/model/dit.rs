@@ -2,15 +2,13 @@
 //! attention and a top-k mixture of experts, final adaLN layer, unpatchify.
 
 use super::loader::Loader;
+use super::task::FIRST_TASK_LABEL;
 pub use crate::backend::cpu::timestep::{timestep_features, FREQ_DIM};
 use crate::backend::{Act, Backend, MoeWeights, Routing};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::weights::config::DitConfig;
 use crate::weights::Weights;
-
-/// The first task label; `conv_in_{j}` serves label `FIRST_TASK_LABEL + j - 1`.
-pub const FIRST_TASK_LABEL: i64 = 1000;
 
 struct Block<B: Backend> {
     ada_w: B::W,

@@ -42,11 +42,6 @@ impl<'a, B: Backend> Loader<'a, B> {
         }
     }
 
-    /// Whether `name` exists (optional tensors).
-    pub fn has(&self, name: &str) -> bool {
-        self.weights.contains(name)
-    }
-
     /// Parameter `name` of `shape`, on the backend.
     pub fn w(&mut self, name: &str, shape: &[usize]) -> Result<B::W> {
         let raw = self.raw(name, shape);

@@ -2,4 +2,5 @@
 pub mod dit;
 pub mod flops;
 pub mod loader;
+pub mod task;
 pub mod vae;

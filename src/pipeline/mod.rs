@@ -9,29 +9,9 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::dit::Dit;
 use crate::model::vae::Vae;
-use crate::scheduler::Ddim;
+use crate::scheduler::{Ddim, StepCoefficients};
 use crate::tensor::Tensor;
 use crate::weights::config::ModelConfig;
-
-/// Task labels of the generalist.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Task {
-    Depth,
-    Segment,
-    FlowX,
-    FlowY,
-}
-
-impl Task {
-    pub fn label(self) -> i64 {
-        match self {
-            Task::Depth => 1000,
-            Task::Segment => 1001,
-            Task::FlowX => 1002,
-            Task::FlowY => 1003,
-        }
-    }
-}
 
 /// Everything needed to run the tasks on one backend.
 pub struct Engine<B: Backend> {
@@ -82,7 +62,7 @@ impl<B: Backend> LoopState<B> {
         Ok(LoopState {
             x: be.upload(noise)?,
             t_dev: be.upload(&Tensor::zeros(&[n]))?,
-            coefs_dev: be.upload(&Tensor::zeros(&[4]))?,
+            coefs_dev: be.upload(&Tensor::zeros(&[StepCoefficients::VALUES]))?,
             graph: None,
             last_out: None,
         })
@@ -263,25 +243,16 @@ impl<B: Backend> Engine<B> {
         for (i, &t) in timesteps.iter().enumerate() {
             control.check()?;
             let coefs = self.scheduler.coefficients(t, steps)?;
-            if coefs.clip.is_some() {
-                // clip_sample (off in every SD-2 config) needs the general step.
-                let input = be.cat_channels(&[rgb, prompt, x])?;
-                let out = self.dit.forward(be, &input, &vec![t as f32; n], labels, None)?;
-                *x = be.ddim_step(&be.slice_channels(&out, 0, c)?, x, &coefs)?;
-                trace.push(be, &out, x)?;
-                control.step_done(i + 1, timesteps.len())?;
-                continue;
-            }
             if graph.is_none() {
                 *last_out = None; // its memory serves this step: the pool holds one step's worth
             }
             be.write(t_dev, &Tensor::new(vec![n], vec![t as f32; n])?)?;
-            be.write(coefs_dev, &Tensor::new(vec![4], coefs.values().to_vec())?)?;
+            be.write(coefs_dev, &Tensor::new(vec![StepCoefficients::VALUES], coefs.values().to_vec())?)?;
             let mut step = || -> Result<()> {
                 let input = be.cat_channels(&[rgb, prompt, &*x])?; // [N, 3c, h, w]
                 let out = self.dit.forward_t(be, &input, t_dev, labels, None)?; // [N, out, h, w]
                 let pred = be.slice_channels(&out, 0, c)?;
-                be.ddim_step_in_place(&pred, x, coefs_dev, prediction_type)?;
+                be.ddim_step(&pred, x, coefs_dev, prediction_type)?;
                 *last_out = Some(out);
                 Ok(())
             };

@@ -1,31 +1,23 @@
 //! Seeded Gaussian noise from our own generator (SplitMix64 + Box-Muller), identical on every
 //! machine and backend, so a seed names one result.
 
+use crate::util::rng::SplitMix64;
+
 pub struct NoiseRng {
-    state: u64,
+    uniform: SplitMix64,
+    /// Box-Muller draws normals in pairs: the second of the last pair.
     spare: Option<f32>,
 }
 
 impl NoiseRng {
     pub fn new(seed: u64) -> Self {
-        NoiseRng { state: seed ^ 0x5EED_0F_9E2C_EB7_u64, spare: None }
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1], 53 bits.
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+        NoiseRng { uniform: SplitMix64(seed ^ 0x5EED_0F_9E2C_EB7_u64), spare: None }
     }
     pub fn normal(&mut self) -> f32 {
         if let Some(s) = self.spare.take() {
             return s;
         }
-        let (u1, u2) = (self.uniform(), self.uniform());
+        let (u1, u2) = (self.uniform.unit_f64_nonzero(), self.uniform.unit_f64_nonzero());
         let r = (-2.0 * u1.ln()).sqrt();
         let th = 2.0 * std::f64::consts::PI * u2;
         self.spare = Some((r * th.sin()) as f32);

@@ -3,12 +3,14 @@
 
 use super::control::Control;
 use super::noise::NoiseRng;
-use super::{Engine, Task};
+use super::Engine;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::model::task::Task;
 use crate::postprocess::ensemble::{ensemble_depth, EnsembleOptions};
 use crate::postprocess::reduce::{amodal_median, mean_over_members};
 use crate::tensor::Tensor;
+use crate::util::rng::GOLDEN_GAMMA;
 
 /// Sampling options shared by every task.
 #[derive(Clone, Debug)]
@@ -29,16 +31,9 @@ impl Default for SampleOptions {
 /// One input of a task: an image and its prompt image, both [3, R, R] at the model's
 /// resolution in the task's value range.
 pub struct Request {
-    pub task: TaskKind,
+    pub task: Task,
     pub rgb: Tensor,
     pub prompt: Tensor,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskKind {
-    Depth,
-    Segment,
-    Flow,
 }
 
 /// A task's prediction at the model's resolution.
@@ -55,7 +50,7 @@ pub enum Prediction {
 /// Noise of member `m` for part `part` (flow x/y) of one input: seeded by (seed, m, part) only,
 /// so a result does not depend on which other inputs share its batch.
 fn member_noise(seed: u64, member: usize, part: usize, n: usize) -> Vec<f32> {
-    let s = seed.wrapping_mul(0x9E3779B97F4A7C15) ^ ((member as u64) << 8) ^ part as u64;
+    let s = seed.wrapping_mul(GOLDEN_GAMMA) ^ ((member as u64) << 8) ^ part as u64;
     NoiseRng::new(s).normals(n)
 }
 
@@ -107,14 +102,9 @@ impl<B: Backend> Engine<B> {
         // Batch rows: (request, part, member).
         let mut rows = Vec::new();
         for (i, r) in requests.iter().enumerate() {
-            let parts: &[Task] = match r.task {
-                TaskKind::Depth => &[Task::Depth],
-                TaskKind::Segment => &[Task::Segment],
-                TaskKind::Flow => &[Task::FlowX, Task::FlowY],
-            };
-            for (p, task) in parts.iter().enumerate() {
+            for (p, &label) in r.task.labels().iter().enumerate() {
                 for m in 0..k {
-                    rows.push((i, p, m, task.label()));
+                    rows.push((i, p, m, label));
                 }
             }
         }
@@ -169,7 +159,7 @@ impl<B: Backend> Engine<B> {
         let mut row = 0;
         for r in requests {
             match r.task {
-                TaskKind::Depth => {
+                Task::Depth => {
                     let members: Vec<f32> = (row..row + k).flat_map(channel_mean).collect();
                     row += k;
                     if k == 1 {
@@ -181,12 +171,12 @@ impl<B: Backend> Engine<B> {
                         out.push(Prediction::Depth { depth: e.depth, uncertainty: e.uncertainty });
                     }
                 }
-                TaskKind::Segment => {
+                Task::Segment => {
                     let members = &decoded.data[row * 3 * plane..(row + k) * 3 * plane];
                     row += k;
                     out.push(Prediction::Segment { image: amodal_median(members, k) });
                 }
-                TaskKind::Flow => {
+                Task::Flow => {
                     let scale = self.config.flow_scale as f32;
                     let mut uv = Vec::new();
                     for _part in 0..2 {

@@ -5,8 +5,6 @@ pub mod ddim;
 pub use crate::backend::ddim::PredictionType;
 pub use ddim::{Ddim, StepCoefficients};
 
-use std::path::Path;
-
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -67,17 +65,6 @@ impl SchedulerConfig {
             timestep_spacing: TimestepSpacing::Leading,
             trained_betas: None,
         }
-    }
-
-    /// Read `scheduler_config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: not valid JSON ({e})", path.display())))?;
-        Self::from_json(&json).map_err(|e| match e {
-            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
-            other => other,
-        })
     }
 
     /// Parse a scheduler config object; `null` counts as absent.

@@ -18,7 +18,6 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::render::{to_u8, Affine2, Shape, Texture};
-use super::rng::Rng;
 use super::{join_lines, ppm_rgb8, val_count, Sink, ToyDataOptions};
 use crate::error::Result;
 use crate::io::flo::Flow;
@@ -54,7 +53,7 @@ pub struct FlowSample {
 
 impl FlowScene {
     pub fn random(seed: u64, index: usize, size: usize) -> FlowScene {
-        let mut rng = Rng::derive(seed, "chairs", index as u64);
+        let mut rng = super::rng::stream(seed, "chairs", index as u64);
         let s = size as f32;
         // Background texture space is the unit square over frame 1, so content does not depend
         // on the image size.

@@ -70,7 +70,7 @@ const HIDDEN_MAX: f32 = 0.6;
 
 impl AmodalScene {
     pub fn random(seed: u64, index: usize) -> AmodalScene {
-        let mut rng = Rng::derive(seed, "gestalt", index as u64);
+        let mut rng = super::rng::stream(seed, "gestalt", index as u64);
         let background = Texture::random(&mut rng, (0.1, 0.3), (0.15, 1.0));
         let behind = (0..rng.between(0, 2))
             .map(|_| {

@@ -93,7 +93,7 @@ impl DepthView {
 
 impl Scene {
     pub fn random(seed: u64, index: usize) -> Scene {
-        let mut rng = Rng::derive(seed, "hypersim/scene", index as u64);
+        let mut rng = super::rng::stream(seed, "hypersim/scene", index as u64);
         let half_width = rng.range(2.0, 4.0);
         let height = rng.range(2.4, 3.6);
         let length = rng.range(5.0, 10.0);
@@ -124,7 +124,7 @@ impl Scene {
 
     /// A camera near the front wall looking into the room, slightly down.
     pub fn camera(&self, seed: u64, index: usize, view: usize) -> Camera {
-        let mut rng = Rng::derive(seed, "hypersim/camera", (index * VIEWS_PER_SCENE + view) as u64);
+        let mut rng = super::rng::stream(seed, "hypersim/camera", (index * VIEWS_PER_SCENE + view) as u64);
         let position = V3(
             rng.range(-self.half_width * 0.6, self.half_width * 0.6),
             rng.range(1.0, 1.8).min(self.height - 0.3),

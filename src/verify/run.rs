@@ -18,7 +18,6 @@ pub enum Outcome {
 pub struct Options {
     pub precision: String,
     pub skip_slow: bool,
-    pub only: Vec<String>,
 }
 
 /// Fixture names in DIR (every `NAME.json` that has a `kind`), sorted.

@@ -41,9 +41,6 @@ impl Weights {
     pub fn get(&self, name: &str) -> Result<&RawTensor> {
         self.map.get(name).ok_or_else(|| Error::Weights(format!("{}: tensor \"{name}\" is missing", self.source)))
     }
-    pub fn contains(&self, name: &str) -> bool {
-        self.map.contains_key(name)
-    }
     pub fn as_btree(&self) -> BTreeMap<String, &RawTensor> {
         self.map.iter().map(|(k, v)| (k.clone(), v)).collect()
     }

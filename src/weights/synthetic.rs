@@ -10,6 +10,8 @@ use serde_json::Value;
 use super::{Bytes, RawTensor};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
+use crate::util::hash::fnv1a64;
+use crate::util::rng::splitmix64_at;
 
 pub const RULE: &str = "fnv1a64-splitmix64-v1";
 
@@ -18,21 +20,11 @@ pub const GENERALIST_DIT_TABLE: &str = include_str!("tables/synthetic_generalist
 /// The (scale, offset) table of the SD-2 VAE's shape.
 pub const SD2_VAE_TABLE: &str = include_str!("tables/synthetic_sd2_vae.json");
 
-pub fn fnv1a64(name: &str) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in name.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
+/// Element `i` of the tensor keyed `key` (the FNV-1a of its name): SplitMix64's output `i` from
+/// that key, its top 24 bits as u in [0, 1), mapped to offset + scale * (2u - 1).
 #[inline]
 fn value(key: u64, i: u64, scale: f64, offset: f64) -> f32 {
-    let mut z = key.wrapping_add((i + 1).wrapping_mul(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-    z ^= z >> 31;
+    let z = splitmix64_at(key, i);
     let u = (z >> 40) as f64 / 16777216.0;
     // Two separately rounded f64 operations (no FMA), then one rounding to f32, as the rule says.
     let prod = std::hint::black_box(scale * (2.0 * u - 1.0));
@@ -41,7 +33,7 @@ fn value(key: u64, i: u64, scale: f64, offset: f64) -> f32 {
 
 /// `n` values of tensor `name` under the rule, generated in parallel.
 pub fn synth(name: &str, n: usize, scale: f64, offset: f64) -> Vec<f32> {
-    let key = fnv1a64(name);
+    let key = fnv1a64(name.as_bytes());
     let mut out = vec![0f32; n];
     out.par_chunks_mut(1 << 16).enumerate().for_each(|(c, chunk)| {
         let base = (c << 16) as u64;
@@ -113,7 +105,7 @@ mod tests {
 
     #[test]
     fn matches_the_readme_check_values() {
-        assert_eq!(fnv1a64("blocks.0.attn.qkv.weight"), 0xb8eed840ed199670);
+        assert_eq!(fnv1a64(b"blocks.0.attn.qkv.weight"), 0xb8eed840ed199670);
         assert_eq!(
             synth("blocks.0.attn.qkv.weight", 4, 1.0, 0.0),
             vec![0.46731603145599365, -0.1981898546218872, 0.650843620300293, -0.6938408613204956]

@@ -457,14 +457,6 @@ impl Backend for Cpu {
         shape[1] = len;
         Tensor::new(shape, out)
     }
-    fn ddim_step(&self, pred: &Tensor, sample: &Tensor, c: &crate::backend::ddim::StepCoefficients) -> Result<Tensor> {
-        if pred.shape != sample.shape {
-            return Err(shape_err!("ddim_step: prediction {:?} and sample {:?} differ", pred.shape, sample.shape));
-        }
-        let mut prev = sample.clone();
-        prev.data.par_iter_mut().zip(pred.data.par_iter()).for_each(|(x, p)| *x = c.apply(*p, *x).0);
-        Ok(prev)
-    }
     fn reshape(&self, x: Tensor, shape: &[usize]) -> Result<Tensor> {
         x.reshape(shape)
     }
@@ -478,18 +470,26 @@ impl Backend for Cpu {
     fn timestep_features(&self, t: &Tensor) -> Result<Tensor> {
         Ok(timestep::timestep_features(&t.data))
     }
-    fn ddim_step_in_place(
+    fn ddim_step(
         &self,
         pred: &Tensor,
         sample: &mut Tensor,
         coefs: &Tensor,
         prediction_type: crate::backend::ddim::PredictionType,
     ) -> Result<()> {
-        if coefs.data.len() != 4 {
-            return Err(shape_err!("ddim_step: coefficients {:?} must hold 4 values", coefs.shape));
+        use crate::backend::ddim::StepCoefficients;
+        if pred.shape != sample.shape {
+            return Err(shape_err!("ddim_step: prediction {:?} and sample {:?} differ", pred.shape, sample.shape));
         }
-        let c = crate::backend::ddim::StepCoefficients::from_values(&coefs.data, prediction_type);
-        *sample = self.ddim_step(pred, sample, &c)?;
+        if coefs.data.len() != StepCoefficients::VALUES {
+            return Err(shape_err!(
+                "ddim_step: coefficients {:?} must hold {} values",
+                coefs.shape,
+                StepCoefficients::VALUES
+            ));
+        }
+        let c = StepCoefficients::from_values(&coefs.data, prediction_type);
+        sample.data.par_iter_mut().zip(pred.data.par_iter()).for_each(|(x, p)| *x = c.apply(*p, *x).0);
         Ok(())
     }
     fn capture(&self, _step: &mut dyn FnMut() -> Result<()>) -> Result<Option<Self::Graph>> {

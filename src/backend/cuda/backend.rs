@@ -300,14 +300,6 @@ impl<D: Device> Backend for Cuda<D> {
     fn slice_channels(&self, x: &GpuTensor<D>, start: usize, len: usize) -> Result<GpuTensor<D>> {
         Cuda::slice_channels(self, x, start, len)
     }
-    fn ddim_step(
-        &self,
-        pred: &GpuTensor<D>,
-        sample: &GpuTensor<D>,
-        c: &crate::backend::ddim::StepCoefficients,
-    ) -> Result<GpuTensor<D>> {
-        Cuda::ddim_step(self, pred, sample, c)
-    }
     fn reshape(&self, x: GpuTensor<D>, shape: &[usize]) -> Result<GpuTensor<D>> {
         Cuda::reshape(self, x, shape)
     }
@@ -317,14 +309,14 @@ impl<D: Device> Backend for Cuda<D> {
     fn timestep_features(&self, t: &GpuTensor<D>) -> Result<GpuTensor<D>> {
         Cuda::timestep_features(self, t)
     }
-    fn ddim_step_in_place(
+    fn ddim_step(
         &self,
         pred: &GpuTensor<D>,
         sample: &mut GpuTensor<D>,
         coefs: &GpuTensor<D>,
         prediction_type: crate::backend::ddim::PredictionType,
     ) -> Result<()> {
-        Cuda::ddim_step_in_place(self, pred, sample, coefs, prediction_type)
+        Cuda::ddim_step(self, pred, sample, coefs, prediction_type)
     }
     fn capture(&self, step: &mut dyn FnMut() -> Result<()>) -> Result<Option<CudaGraph<D>>> {
         Cuda::capture(self, step)

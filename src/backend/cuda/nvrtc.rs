@@ -9,6 +9,7 @@ use cudarc::nvrtc::{result, sys};
 
 use super::kernels::{KernelModule, MODULES};
 use crate::error::{Error, Result};
+use crate::util::hash::fnv1a64;
 
 /// The architectures the engine builds for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,7 +130,7 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
 /// Not NVRTC's version: a CUBIN compiled by any NVRTC runs on its architecture, and a cache packed
 /// on another machine (scripts/gpu-pack) must serve a device that has no NVRTC to ask.
 pub fn cache_key(module: &KernelModule, arch: GpuArch) -> u64 {
-    fnv1a(format!("{:016x}|{}|{}", module.hash, arch.name(), options(arch).join(" ")).as_bytes())
+    fnv1a64(format!("{:016x}|{}|{}", module.hash, arch.name(), options(arch).join(" ")).as_bytes())
 }
 
 /// The cache files' stem for `module` on `arch` (`.cubin` and `.log` beside it).
@@ -335,8 +336,4 @@ pub fn parse_ptxas_log(module: &str, arch: GpuArch, log: &str) -> Vec<KernelInfo
         }
     }
     infos
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }

@@ -5,6 +5,7 @@
 use super::device::Device;
 use super::launch::{Arg, LaunchConfig};
 use crate::error::Result;
+use crate::util::rng::SplitMix64;
 
 /// One probe's comparison.
 #[derive(Clone, Debug)]
@@ -13,22 +14,6 @@ pub struct ProbeResult {
     /// Largest |a - b| / max(1, |b|) over the outputs (bit patterns compared exactly for ldmatrix).
     pub max_diff: f64,
     pub pass: bool,
-}
-
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
 }
 
 fn run<D: Device>(dev: &D, kernel: &str, out_bytes: usize, inputs: &[&[u8]]) -> Result<Vec<u8>> {
@@ -42,17 +27,17 @@ fn run<D: Device>(dev: &D, kernel: &str, out_bytes: usize, inputs: &[&[u8]]) -> 
 
 /// Run every probe on `a` and `b` with fragments drawn from `seed`; `b` is the reference.
 pub fn compare<A: Device, B: Device>(a: &A, b: &B, seed: u64) -> Result<Vec<ProbeResult>> {
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64(seed);
     let mut results = Vec::new();
     for (probe, bits) in [
         ("probe_mma_bf16", (|x: f32| half::bf16::from_f32(x).to_bits()) as fn(f32) -> u16),
         ("probe_mma_f16", |x: f32| half::f16::from_f32(x).to_bits()),
     ] {
         let mut pack = |n: usize| -> Vec<u32> {
-            (0..n).map(|_| bits(rng.unit()) as u32 | (bits(rng.unit()) as u32) << 16).collect()
+            (0..n).map(|_| bits(rng.uniform()) as u32 | (bits(rng.uniform()) as u32) << 16).collect()
         };
         let (fa, fb) = (pack(128), pack(64));
-        let fc: Vec<f32> = (0..128).map(|_| rng.unit()).collect();
+        let fc: Vec<f32> = (0..128).map(|_| rng.uniform()).collect();
         let inputs: [&[u8]; 3] = [bytemuck::cast_slice(&fa), bytemuck::cast_slice(&fb), bytemuck::cast_slice(&fc)];
         let ga: Vec<f32> = bytemuck::pod_collect_to_vec(&run(a, probe, 512, &inputs)?);
         let gb: Vec<f32> = bytemuck::pod_collect_to_vec(&run(b, probe, 512, &inputs)?);
@@ -63,7 +48,7 @@ pub fn compare<A: Device, B: Device>(a: &A, b: &B, seed: u64) -> Result<Vec<Prob
             .fold(0.0, f64::max);
         results.push(ProbeResult { probe, max_diff, pass: max_diff < 1e-5 });
     }
-    let src: Vec<u16> = (0..256).map(|_| rng.next() as u16).collect();
+    let src: Vec<u16> = (0..256).map(|_| rng.next_u64() as u16).collect();
     let inputs: [&[u8]; 1] = [bytemuck::cast_slice(&src)];
     let (ga, gb) =
         (run(a, "probe_ldmatrix_b16", 4 * 32 * 11, &inputs)?, run(b, "probe_ldmatrix_b16", 4 * 32 * 11, &inputs)?);
