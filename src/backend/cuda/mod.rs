@@ -5,6 +5,7 @@ pub mod backend;
 pub mod device;
 pub mod gpu;
 pub mod kernels;
+pub mod launchers;
 pub mod nvrtc;
 pub mod pool;
 pub mod probe;
