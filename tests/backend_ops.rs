@@ -36,7 +36,7 @@ fn sizes_past_the_kernels_index_width_are_refused_before_allocating() {
     let big = fake(vec![3, 1 << 30]);
     let e = gpu.scale(&big, 2.0).err().expect("12 GiB fit in 64 MiB").to_string();
     assert!(e.contains("out of device memory"), "{e}");
-    assert!(percept::backend::cuda::backend::checked::<i64>("scale", "element count", 3 << 30).is_ok());
+    assert!(percept::backend::cuda::launch::checked::<i64>("scale", "element count", 3 << 30).is_ok());
 }
 
 /// Faults that poison the CUDA context (the rest of the op test must rerun in a fresh process) are

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use percept::backend::cuda::device::Device;
 use percept::backend::cuda::kernels::MODULES;
+use percept::backend::cuda::launch::LaunchConfig;
 use percept::backend::cuda::launchers::{self, DevPtr, SIGNATURES};
-use percept::emu::{self, Arch, EmuDevice, LaunchConfig};
+use percept::emu::{self, Arch, EmuDevice};
 
 /// Every entry point has a signature, and its argument kinds are the ones the C++ compiler deduced
 /// for the emulator: the parser reads the `.cu` text as the compilers do.

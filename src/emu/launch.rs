@@ -11,63 +11,8 @@ use super::entries::{percept_emu_run_block, RawEntry, EMU_ENTRIES};
 use super::limits::{Arch, Limits};
 use super::memory::{EmuBuffer, Registry};
 use super::stream::{EmuOp, EmuStream};
+use crate::backend::cuda::launch::{Arg, LaunchConfig};
 use crate::error::{Error, Result};
-
-/// A kernel argument, passed by value like cuLaunchKernel's `void** kernelParams`.
-#[derive(Clone, Copy, Debug)]
-pub enum Arg {
-    /// A device address (`EmuBuffer::device_ptr`, plus a byte offset), or 0 for a null pointer.
-    Ptr(u64),
-    I32(i32),
-    U32(u32),
-    F32(f32),
-    I64(i64),
-    U64(u64),
-}
-
-impl Arg {
-    fn code(&self) -> char {
-        match self {
-            Arg::Ptr(_) => 'p',
-            Arg::I32(_) => 'i',
-            Arg::U32(_) => 'u',
-            Arg::F32(_) => 'f',
-            Arg::I64(_) => 'l',
-            Arg::U64(_) => 'L',
-        }
-    }
-
-    fn bits(&self) -> u64 {
-        match *self {
-            Arg::Ptr(p) => p,
-            Arg::I32(v) => v as u32 as u64,
-            Arg::U32(v) => v as u64,
-            Arg::F32(v) => v.to_bits() as u64,
-            Arg::I64(v) => v as u64,
-            Arg::U64(v) => v,
-        }
-    }
-}
-
-impl From<&EmuBuffer> for Arg {
-    fn from(b: &EmuBuffer) -> Self {
-        Arg::Ptr(b.device_ptr())
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct LaunchConfig {
-    pub grid: [u32; 3],
-    pub block: [u32; 3],
-    pub shared_bytes: u32,
-}
-
-impl LaunchConfig {
-    /// A 1-D launch.
-    pub fn linear(blocks: u32, threads: u32) -> Self {
-        LaunchConfig { grid: [blocks, 1, 1], block: [threads, 1, 1], shared_bytes: 0 }
-    }
-}
 
 struct Kernel {
     entry: *const RawEntry,

@@ -8,6 +8,7 @@ use std::alloc::{alloc, dealloc, Layout};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::backend::cuda::launch::Arg;
 use crate::error::{Error, Result};
 
 pub(crate) const GUARD: usize = if cfg!(percept_emu_asan) { 0 } else { 256 };
@@ -143,6 +144,12 @@ impl EmuBuffer {
 
     pub fn fill_bytes(&mut self, byte: u8) {
         self.as_bytes_mut().fill(byte);
+    }
+}
+
+impl From<&EmuBuffer> for Arg {
+    fn from(b: &EmuBuffer) -> Self {
+        Arg::Ptr(b.device_ptr())
     }
 }
 

@@ -4,13 +4,15 @@
 //! launches validated against the hardware limits, blocks spread over OS threads, each block's threads
 //! run as fibers in a seeded random order.
 
+mod device;
 mod entries;
 mod launch;
 mod limits;
 mod memory;
 mod stream;
 
-pub use launch::{Arg, EmuDevice, LaunchConfig};
+pub use crate::backend::cuda::launch::{Arg, LaunchConfig};
+pub use launch::EmuDevice;
 pub use limits::{Arch, Limits};
 pub use memory::EmuBuffer;
 pub use stream::{EmuEvent, EmuGraph};

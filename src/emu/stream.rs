@@ -10,8 +10,9 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::launch::{Arg, EmuDevice, LaunchConfig};
+use super::launch::EmuDevice;
 use super::memory::EmuBuffer;
+use crate::backend::cuda::launch::{Arg, LaunchConfig};
 use crate::error::{Error, Result};
 
 /// One recorded operation of a captured stream.

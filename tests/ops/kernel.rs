@@ -10,9 +10,9 @@ use half::bf16;
 use percept::backend::cpu::elementwise;
 use percept::backend::cpu::Cpu;
 use percept::backend::cuda::device::Device;
+use percept::backend::cuda::launch::LaunchConfig;
 use percept::backend::cuda::launchers::{self as k, DevPtr};
 use percept::backend::{Act, Backend};
-use percept::emu::LaunchConfig;
 use percept::{DType, Result, Tensor};
 
 /// Fewer blocks than elements / threads, so grid-stride loops must cover the rest.

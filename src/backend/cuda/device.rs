@@ -1,12 +1,12 @@
 //! The one interface the CUDA backend drives a device through: memory (allocate, copy, set),
 //! launches by name, streams, events and graph capture/replay. Two implementations: the CPU
-//! emulator (`cuda-emu`, always available) and a real GPU through cudarc (`cuda`). Everything
-//! above this file is the same code for both.
+//! emulator (`cuda-emu`, always available; `emu/device.rs`) and a real GPU through cudarc (`cuda`,
+//! `gpu.rs`). Everything above this file is the same code for both.
 //!
 //! A handle is one stream of its device: work given to a handle runs in order; `fork` gives a
 //! handle on a new stream, and events order work across streams.
 
-use crate::emu::{Arg, EmuBuffer, EmuDevice, EmuEvent, EmuGraph, LaunchConfig};
+use super::launch::{Arg, LaunchConfig};
 use crate::error::Result;
 
 pub trait Device: Clone + Send + Sync + 'static {
@@ -58,70 +58,5 @@ pub trait Device: Clone + Send + Sync + 'static {
     /// Device allocations made so far, where the device counts them.
     fn allocation_count(&self) -> Option<u64> {
         None
-    }
-}
-
-impl Device for EmuDevice {
-    type Buffer = EmuBuffer;
-    type Event = EmuEvent;
-    type Graph = EmuGraph;
-    fn describe(&self) -> String {
-        format!("cuda-emu ({} limits, CPU emulation)", self.arch().name())
-    }
-    fn alloc(&self, bytes: usize) -> Result<EmuBuffer> {
-        EmuDevice::alloc(self, bytes.max(4))
-    }
-    fn write(&self, buf: &EmuBuffer, offset: usize, bytes: &[u8]) -> Result<()> {
-        EmuDevice::write(self, buf, offset, bytes)
-    }
-    fn download(&self, buf: &EmuBuffer) -> Result<Vec<u8>> {
-        self.stream.refuse_while_capturing("copying device memory to the host")?;
-        Ok(buf.as_bytes().to_vec())
-    }
-    fn memset(&self, ptr: u64, len: usize, value: u8) -> Result<()> {
-        EmuDevice::memset(self, ptr, len, value)
-    }
-    fn copy(&self, dst: u64, src: u64, len: usize) -> Result<()> {
-        EmuDevice::copy(self, dst, src, len)
-    }
-    fn address(&self, buf: &EmuBuffer) -> u64 {
-        buf.device_ptr()
-    }
-    fn launch(&self, kernel: &str, cfg: &LaunchConfig, args: &[Arg]) -> Result<()> {
-        EmuDevice::launch(self, kernel, cfg, args)
-    }
-    fn set_max_dynamic_shared(&self, kernel: &str, bytes: u32) -> Result<()> {
-        EmuDevice::set_max_dynamic_shared(self, kernel, bytes)
-    }
-    fn synchronize(&self) -> Result<()> {
-        EmuDevice::synchronize(self)
-    }
-    fn fork(&self) -> Result<Self> {
-        Ok(EmuDevice::fork(self))
-    }
-    fn record_event(&self) -> Result<EmuEvent> {
-        EmuDevice::record_event(self)
-    }
-    fn wait_event(&self, _event: &EmuEvent) -> Result<()> {
-        // Every emulated operation has finished when its call returns.
-        Ok(())
-    }
-    fn elapsed_ms(&self, start: &EmuEvent, end: &EmuEvent) -> Result<f32> {
-        EmuDevice::elapsed_ms(self, start, end)
-    }
-    fn begin_capture(&self) -> Result<()> {
-        EmuDevice::begin_capture(self)
-    }
-    fn end_capture(&self) -> Result<EmuGraph> {
-        EmuDevice::end_capture(self)
-    }
-    fn replay(&self, graph: &EmuGraph) -> Result<()> {
-        EmuDevice::replay(self, graph)
-    }
-    fn memory_info(&self) -> Result<Option<(usize, usize)>> {
-        Ok(EmuDevice::memory_info(self))
-    }
-    fn allocation_count(&self) -> Option<u64> {
-        Some(self.allocations())
     }
 }

@@ -15,8 +15,8 @@ use cudarc::driver::{result, sys};
 
 use super::device::Device;
 use super::kernels::module_of;
+use super::launch::{Arg, LaunchConfig};
 use super::nvrtc::{self, GpuArch};
-use crate::emu::{Arg, LaunchConfig};
 use crate::error::{Error, Result};
 
 fn cu<T>(what: &str, r: std::result::Result<T, result::DriverError>) -> Result<T> {

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use super::device::Device;
-use crate::emu::{Arg, LaunchConfig};
+use super::launch::{Arg, LaunchConfig};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 

@@ -4,11 +4,18 @@
 pub mod backend;
 pub mod device;
 pub mod gpu;
+mod graph;
 pub mod kernels;
+pub mod launch;
 pub mod launchers;
 pub mod nvrtc;
+mod ops;
 pub mod pool;
 pub mod probe;
+mod tensors;
+
+pub use backend::{Cuda, GpuMoe, GpuTensor};
+pub use graph::CudaGraph;
 
 use crate::error::{Error, Result};
 

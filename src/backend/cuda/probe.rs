@@ -3,8 +3,7 @@
 //! error shows as an O(1) difference; accumulation order only as f32 rounding.
 
 use super::device::Device;
-use crate::emu::Arg;
-use crate::emu::LaunchConfig;
+use super::launch::{Arg, LaunchConfig};
 use crate::error::Result;
 
 /// One probe's comparison.

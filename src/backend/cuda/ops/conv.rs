@@ -1,0 +1,103 @@
+//! 2-D convolution (direct or, fast, on tensor-core tiles), with the nearest 2x upsampling
+//! fused into its loads or on its own.
+
+use crate::backend::cuda::backend::{Cuda, GpuTensor};
+use crate::backend::cuda::device::Device;
+use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::backend::Conv2d;
+use crate::error::Result;
+use crate::shape_err;
+
+impl<D: Device> Cuda<D> {
+    /// conv2d of `x`, or (`up` = 1) of `x` upsampled 2x (nearest) with the upsampling done by the
+    /// conv's own loads: the upsampled tensor never exists.
+    fn conv2d_up(
+        &self,
+        x: &GpuTensor<D>,
+        w: &GpuTensor<D>,
+        b: Option<&GpuTensor<D>>,
+        p: Conv2d,
+        up: usize,
+    ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
+        let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
+            return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
+        };
+        let (h, wd) = (h << up, wd << up);
+        if wc != c {
+            return Err(shape_err!("conv2d: input has {c} channels, weight {:?} expects {wc}", w.shape));
+        }
+        let (oh, ow) = crate::backend::cpu::conv::out_size(h, wd, kh, kw, p)
+            .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
+        let y = self.empty(&[n, o, oh, ow])?;
+        let op = if up == 1 { "conv2d_up2" } else { "conv2d" };
+        let (tile, kernel) = if self.tc128(c * kh * kw) {
+            (128, if up == 1 { "conv2d_tc_up2_bf16".to_string() } else { "conv2d_tc_bf16".to_string() })
+        } else {
+            (32, self.k(op))
+        };
+        let cfg = LaunchConfig {
+            grid: [dim(op, (oh * ow).div_ceil(tile))?, dim(op, o.div_ceil(tile))?, dim(op, n)?],
+            block: [256, 1, 1],
+            shared_bytes: 0,
+        };
+        let i = |v: usize| int("conv2d", v);
+        self.dev.launch(
+            &kernel,
+            &cfg,
+            &[
+                self.ptr(&y),
+                self.ptr(x),
+                self.ptr(w),
+                b.map_or(Arg::Ptr(0), |b| self.ptr(b)),
+                i(c)?,
+                i(h)?,
+                i(wd)?,
+                i(o)?,
+                i(kh)?,
+                i(kw)?,
+                i(p.stride)?,
+                i(p.pad[0])?,
+                i(p.pad[1])?,
+                i(oh)?,
+                i(ow)?,
+            ],
+        )?;
+        Ok(y)
+    }
+
+    pub(in crate::backend::cuda) fn conv2d(
+        &self,
+        x: &GpuTensor<D>,
+        w: &GpuTensor<D>,
+        b: Option<&GpuTensor<D>>,
+        p: Conv2d,
+    ) -> Result<GpuTensor<D>> {
+        self.conv2d_up(x, w, b, p, 0)
+    }
+
+    pub(in crate::backend::cuda) fn upsample_conv2d(
+        &self,
+        x: &GpuTensor<D>,
+        w: &GpuTensor<D>,
+        b: Option<&GpuTensor<D>>,
+        p: Conv2d,
+    ) -> Result<GpuTensor<D>> {
+        self.conv2d_up(x, w, b, p, 1)
+    }
+
+    pub(in crate::backend::cuda) fn upsample_nearest2x(&self, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
+        let &[n, c, h, w] = x.shape.as_slice() else {
+            return Err(shape_err!("upsample: input {:?} must be NCHW", x.shape));
+        };
+        let y = self.empty(&[n, c, 2 * h, 2 * w])?;
+        let i = |v: usize| int("upsample", v);
+        self.grid_stride(
+            &self.k("upsample_nearest2x"),
+            4 * n * c * h * w,
+            &[self.ptr(&y), self.ptr(x), i(n * c)?, i(h)?, i(w)?],
+        )?;
+        Ok(y)
+    }
+}

@@ -1,0 +1,91 @@
+//! Embeddings: label table rows, the per-label patch embedding, and the timestep features.
+
+use crate::backend::cuda::backend::{Cuda, GpuTensor};
+use crate::backend::cuda::device::Device;
+use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::error::{Error, Result};
+use crate::shape_err;
+use crate::tensor::{numel, DType};
+
+impl<D: Device> Cuda<D> {
+    pub(in crate::backend::cuda) fn embedding(&self, table: &GpuTensor<D>, ids: &[i64]) -> Result<GpuTensor<D>> {
+        let (rows, d) = (table.shape[0], table.shape[1]);
+        if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= rows) {
+            return Err(Error::Input(format!("label {bad} is outside the embedding table's {rows} rows")));
+        }
+        let (rows_arg, d_arg) = (int("embedding", rows)?, int("embedding", d)?);
+        let cfg =
+            LaunchConfig { grid: [dim("embedding", ids.len().max(1))?, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
+        let idb = self.ids_on_device(ids)?;
+        let y = self.empty(&[ids.len(), d])?;
+        let args = [self.ptr(&y), self.ptr(table), self.addr(&idb), rows_arg, d_arg];
+        self.dev.launch(&self.k("embedding"), &cfg, &args)?;
+        Ok(y)
+    }
+
+    pub(in crate::backend::cuda) fn patch_embed(
+        &self,
+        x: &GpuTensor<D>,
+        conv_w: &GpuTensor<D>,
+        conv_b: &GpuTensor<D>,
+        n_convs: usize,
+        labels: &[i64],
+        first_label: i64,
+        pos: &GpuTensor<D>,
+        patch: usize,
+    ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
+        let &[b, c, h, w] = x.shape.as_slice() else {
+            return Err(shape_err!("patch_embed: input {:?} must be NCHW", x.shape));
+        };
+        if labels.len() != b {
+            return Err(shape_err!("patch_embed: {} labels for a batch of {b}", labels.len()));
+        }
+        if n_convs == 0 || conv_w.shape[0] % n_convs != 0 || numel(&conv_b.shape) != conv_w.shape[0] {
+            return Err(shape_err!("patch_embed: {n_convs} convs do not fit weight {:?}", conv_w.shape));
+        }
+        let d = conv_w.shape[0] / n_convs;
+        let t = (h / patch) * (w / patch);
+        if numel(&pos.shape) != t * d {
+            return Err(shape_err!("patch_embed: pos_embed {:?} does not fit {t} tokens of {d}", pos.shape));
+        }
+        let lb = self.ids_on_device(labels)?;
+        let y = self.empty(&[b, t, d])?;
+        let i = |v: usize| int("patch_embed", v);
+        let cfg = LaunchConfig {
+            grid: [dim("patch_embed", t)?, dim("patch_embed", b)?, 1],
+            block: [128, 1, 1],
+            shared_bytes: dim("patch_embed", 4 * c * patch * patch)?,
+        };
+        let args = [
+            self.ptr(&y),
+            self.ptr(x),
+            self.ptr(conv_w),
+            self.ptr(conv_b),
+            self.addr(&lb),
+            Arg::I64(first_label),
+            i(n_convs)?,
+            self.ptr(pos),
+            i(c)?,
+            i(h)?,
+            i(w)?,
+            i(d)?,
+            i(patch)?,
+        ];
+        self.dev.launch(&self.k("patch_embed"), &cfg, &args)?;
+        // The residual stream starts here: f32 whatever the activation type.
+        self.convert(&y, DType::F32)
+    }
+
+    pub(in crate::backend::cuda) fn timestep_features(&self, t: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+        use crate::model::dit::FREQ_DIM;
+        if t.dtype != DType::F32 || t.shape.len() != 1 {
+            return Err(shape_err!("timestep_features: t must be f32 [B], not {:?} {:?}", t.dtype, t.shape));
+        }
+        let (b, half) = (t.shape[0], FREQ_DIM / 2);
+        let y = self.empty(&[b, FREQ_DIM])?;
+        let i = |v: usize| int("timestep_features", v);
+        self.grid_stride(&self.k("timestep_features"), b * half, &[self.ptr(&y), self.ptr(t), i(b)?, i(half)?])?;
+        Ok(y)
+    }
+}

@@ -1,0 +1,157 @@
+//! Layout changes: NCHW <-> tokens, unpatchify, channel concatenation and slicing.
+
+use crate::backend::cuda::backend::{Cuda, GpuTensor};
+use crate::backend::cuda::device::Device;
+use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::error::Result;
+use crate::shape_err;
+use crate::tensor::numel;
+
+impl<D: Device> Cuda<D> {
+    pub(in crate::backend::cuda) fn nchw_to_tokens(&self, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
+        let &[n, c, h, w] = x.shape.as_slice() else {
+            return Err(shape_err!("nchw_to_tokens: input {:?} must be NCHW", x.shape));
+        };
+        let hw = h * w;
+        let y = self.empty(&[n, hw, c])?;
+        let cfg = LaunchConfig {
+            grid: [
+                dim("nchw_to_tokens", hw.div_ceil(32))?,
+                dim("nchw_to_tokens", c.div_ceil(32))?,
+                dim("nchw_to_tokens", n)?,
+            ],
+            block: [32, 8, 1],
+            shared_bytes: 0,
+        };
+        self.dev.launch(
+            &self.k("nchw_to_tokens"),
+            &cfg,
+            &[self.ptr(&y), self.ptr(x), int("nchw_to_tokens", c)?, int("nchw_to_tokens", hw)?],
+        )?;
+        Ok(y)
+    }
+
+    pub(in crate::backend::cuda) fn tokens_to_nchw(
+        &self,
+        x: &GpuTensor<D>,
+        h: usize,
+        w: usize,
+    ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
+        let &[n, l, c] = x.shape.as_slice() else {
+            return Err(shape_err!("tokens_to_nchw: input {:?} must be [N, L, C]", x.shape));
+        };
+        if l != h * w {
+            return Err(shape_err!("tokens_to_nchw: {l} tokens is not {h}x{w}"));
+        }
+        let y = self.empty(&[n, c, h, w])?;
+        let cfg = LaunchConfig {
+            grid: [
+                dim("tokens_to_nchw", c.div_ceil(32))?,
+                dim("tokens_to_nchw", l.div_ceil(32))?,
+                dim("tokens_to_nchw", n)?,
+            ],
+            block: [32, 8, 1],
+            shared_bytes: 0,
+        };
+        self.dev.launch(
+            &self.k("tokens_to_nchw"),
+            &cfg,
+            &[self.ptr(&y), self.ptr(x), int("tokens_to_nchw", l)?, int("tokens_to_nchw", c)?],
+        )?;
+        Ok(y)
+    }
+
+    pub(in crate::backend::cuda) fn unpatchify(
+        &self,
+        x: &GpuTensor<D>,
+        patch: usize,
+        channels: usize,
+        gh: usize,
+        gw: usize,
+    ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
+        let &[b, t, f] = x.shape.as_slice() else {
+            return Err(shape_err!("unpatchify: input {:?} must be [B, T, F]", x.shape));
+        };
+        if t != gh * gw || f != patch * patch * channels {
+            return Err(shape_err!("unpatchify: {:?} is not {gh}x{gw} tokens of {patch}x{patch}x{channels}", x.shape));
+        }
+        let y = self.empty(&[b, channels, gh * patch, gw * patch])?;
+        let i = |v: usize| int("unpatchify", v);
+        self.grid_stride(
+            &self.k("unpatchify"),
+            b * t * f,
+            &[self.ptr(&y), self.ptr(x), i(b)?, i(channels)?, i(patch)?, i(gh)?, i(gw)?],
+        )?;
+        Ok(y)
+    }
+
+    pub(in crate::backend::cuda) fn cat_channels(&self, parts: &[&GpuTensor<D>]) -> Result<GpuTensor<D>> {
+        let owned = parts.iter().map(|p| self.act_of(p)).collect::<Result<Vec<_>>>()?;
+        let parts: Vec<&GpuTensor<D>> = owned.iter().collect();
+        let parts = parts.as_slice();
+        let first = parts.first().ok_or_else(|| shape_err!("cat_channels: no inputs"))?;
+        let (n, hw) = (first.shape[0], numel(&first.shape[2..]));
+        for p in parts {
+            if p.shape[0] != n || numel(&p.shape[2..]) != hw {
+                return Err(shape_err!("cat_channels: {:?} does not fit {:?}", p.shape, first.shape));
+            }
+        }
+        // The kernel joins up to three inputs; longer lists fold left.
+        let mut acc = (*first).clone();
+        let mut rest = &parts[1..];
+        while !rest.is_empty() {
+            let take = rest.len().min(2);
+            let (b, c) = (rest[0], if take == 2 { Some(rest[1]) } else { None });
+            let (ca, cb, cc) = (acc.shape[1], b.shape[1], c.map_or(0, |c| c.shape[1]));
+            let mut shape = first.shape.clone();
+            shape[1] = ca + cb + cc;
+            let y = self.empty(&shape)?;
+            let i = |v: usize| int("cat_channels", v);
+            self.grid_stride(
+                &self.k("cat_channels"),
+                n * (ca + cb + cc) * hw,
+                &[
+                    self.ptr(&y),
+                    self.ptr(&acc),
+                    self.ptr(b),
+                    c.map_or(Arg::Ptr(0), |c| self.ptr(c)),
+                    i(n)?,
+                    i(ca)?,
+                    i(cb)?,
+                    i(cc)?,
+                    i(hw)?,
+                ],
+            )?;
+            acc = y;
+            rest = &rest[take..];
+        }
+        Ok(acc)
+    }
+
+    pub(in crate::backend::cuda) fn slice_channels(
+        &self,
+        x: &GpuTensor<D>,
+        start: usize,
+        len: usize,
+    ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
+        let (n, c) = (x.shape[0], x.shape[1]);
+        if start + len > c {
+            return Err(shape_err!("slice_channels: {start}..{} of {c} channels", start + len));
+        }
+        let hw = numel(&x.shape[2..]);
+        let mut shape = x.shape.clone();
+        shape[1] = len;
+        let y = self.empty(&shape)?;
+        let i = |v: usize| int("slice_channels", v);
+        self.grid_stride(
+            &self.k("slice_channels"),
+            n * len * hw,
+            &[self.ptr(&y), self.ptr(x), i(n)?, i(c)?, i(start)?, i(len)?, i(hw)?],
+        )?;
+        Ok(y)
+    }
+}

@@ -1,0 +1,92 @@
+//! Normalisation: GroupNorm (optionally with SiLU) and the DiT's modulated LayerNorm.
+
+use crate::backend::cuda::backend::{Cuda, GpuTensor};
+use crate::backend::cuda::device::Device;
+use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::error::Result;
+use crate::shape_err;
+use crate::tensor::numel;
+
+impl<D: Device> Cuda<D> {
+    pub(in crate::backend::cuda) fn group_norm(
+        &self,
+        x: &GpuTensor<D>,
+        gamma: &GpuTensor<D>,
+        beta: &GpuTensor<D>,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> Result<GpuTensor<D>> {
+        let x = &self.act_of(x)?;
+        let (n, c) = (x.shape[0], x.shape[1]);
+        if groups == 0 || c % groups != 0 || numel(&gamma.shape) != c || numel(&beta.shape) != c {
+            return Err(shape_err!("group_norm: {c} channels, {groups} groups, gamma {:?}", gamma.shape));
+        }
+        let hw = numel(&x.shape) / (n * c);
+        let y = self.empty(&x.shape)?;
+        let cfg = LaunchConfig {
+            grid: [dim("group_norm", groups)?, dim("group_norm", n)?, 1],
+            block: [256, 1, 1],
+            shared_bytes: 0,
+        };
+        self.dev.launch(
+            &self.k("group_norm"),
+            &cfg,
+            &[
+                self.ptr(&y),
+                self.ptr(x),
+                self.ptr(gamma),
+                self.ptr(beta),
+                int("group_norm", c)?,
+                int("group_norm", hw)?,
+                int("group_norm", groups)?,
+                Arg::F32(eps),
+                Arg::I32(silu as i32),
+            ],
+        )?;
+        Ok(y)
+    }
+
+    pub(in crate::backend::cuda) fn modulated_layer_norm(
+        &self,
+        x: &GpuTensor<D>,
+        mods: &GpuTensor<D>,
+        shift: usize,
+        scale: usize,
+        eps: f32,
+    ) -> Result<GpuTensor<D>> {
+        // Statistics and modulation in the input's own storage type (the f32 residual stream under
+        // bf16); the result is an activation.
+        let mods = &self.convert(mods, x.dtype)?;
+        let kernel = format!("layer_norm_modulate_{}", x.dtype.name());
+        let &[b, t, d] = x.shape.as_slice() else {
+            return Err(shape_err!("layer_norm: input {:?} must be [B, T, D]", x.shape));
+        };
+        let m = *mods.shape.last().unwrap_or(&0);
+        if mods.shape[0] != b || (shift.max(scale) + 1) * d > m {
+            return Err(shape_err!("layer_norm: modulation {:?} does not fit input {:?}", mods.shape, x.shape));
+        }
+        let y = self.empty_as(&x.shape, x.dtype)?;
+        let shared = dim("layer_norm", d * 4)?;
+        if shared > 48 * 1024 {
+            self.dev.set_max_dynamic_shared(&kernel, shared)?;
+        }
+        let base = self.dev.address(mods.buf.buffer());
+        let cfg = LaunchConfig { grid: [dim("layer_norm", b * t)?, 1, 1], block: [128, 1, 1], shared_bytes: shared };
+        self.dev.launch(
+            &kernel,
+            &cfg,
+            &[
+                self.ptr(&y),
+                self.ptr(x),
+                Arg::Ptr(base + (shift * d * mods.dtype.size()) as u64),
+                Arg::Ptr(base + (scale * d * mods.dtype.size()) as u64),
+                int("layer_norm", t)?,
+                int("layer_norm", d)?,
+                int("layer_norm", m)?,
+                Arg::F32(eps),
+            ],
+        )?;
+        self.act_of(&y)
+    }
+}
