@@ -3,7 +3,7 @@
 
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{count, Arg};
+use crate::backend::cuda::launchers::{self as k, DevPtr};
 use crate::backend::Backend as _;
 use crate::error::Result;
 use crate::shape_err;
@@ -33,22 +33,10 @@ impl<D: Device> Cuda<D> {
             PredictionType::VPrediction => 1,
             PredictionType::Sample => 2,
         };
-        self.grid_stride(
-            "ddim_step_f32",
-            n,
-            &[
-                self.ptr(&y),
-                Arg::Ptr(0),
-                self.ptr(pred),
-                self.ptr(sample),
-                count("ddim_step", n)?,
-                Arg::I32(kind),
-                Arg::F32(c.sqrt_alpha),
-                Arg::F32(c.sqrt_one_minus_alpha),
-                Arg::F32(c.sqrt_alpha_prev),
-                Arg::F32(c.sqrt_one_minus_alpha_prev),
-            ],
-        )?;
+        let (sa, soma) = (c.sqrt_alpha, c.sqrt_one_minus_alpha);
+        let (c_x0, c_eps) = (c.sqrt_alpha_prev, c.sqrt_one_minus_alpha_prev);
+        let (yp, pp, sp) = (self.ptr(&y), self.ptr(pred), self.ptr(sample));
+        k::ddim_step_f32(&self.dev, &self.stride(n), yp, DevPtr::NULL, pp, sp, n, kind, sa, soma, c_x0, c_eps)?;
         Ok(y)
     }
 
@@ -78,17 +66,7 @@ impl<D: Device> Cuda<D> {
             PredictionType::VPrediction => 1,
             PredictionType::Sample => 2,
         };
-        self.grid_stride(
-            "ddim_step_dev_f32",
-            n,
-            &[
-                self.ptr(sample),
-                self.ptr(pred),
-                self.ptr(sample),
-                count("ddim_step", n)?,
-                Arg::I32(kind),
-                self.ptr(coefs),
-            ],
-        )
+        let (sp, pp) = (self.ptr(sample), self.ptr(pred));
+        k::ddim_step_dev_f32(&self.dev, &self.stride(n), sp, pp, sp, n, kind, self.ptr(coefs))
     }
 }
