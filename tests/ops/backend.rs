@@ -242,8 +242,14 @@ fn moe<D: Device>(r: &mut Run<'_, '_, D>, op: &str, s: &[Vec<usize>]) -> Result<
         let (b, gb) = r.weight(&[f], 1.0)?;
         let (c, gc) = r.weight(&[d, f], 0.3)?;
         let (dd, gd) = r.weight(&[d], 1.0)?;
-        (cw1.push(a), cb1.push(b), cw2.push(c), cb2.push(dd));
-        (gw1.push(ga), gb1.push(gb), gw2.push(gc), gb2.push(gd));
+        cw1.push(a);
+        cb1.push(b);
+        cw2.push(c);
+        cb2.push(dd);
+        gw1.push(ga);
+        gb1.push(gb);
+        gw2.push(gc);
+        gb2.push(gd);
     }
     let cm = cpu.prepare_moe("moe", MoeWeights { gate, fc1_w: cw1, fc1_b: cb1, fc2_w: cw2, fc2_b: cb2 }).unwrap();
     let gm = r.gpu.prepare_moe("moe", MoeWeights { gate: ggate, fc1_w: gw1, fc1_b: gb1, fc2_w: gw2, fc2_b: gb2 })?;

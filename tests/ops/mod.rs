@@ -336,7 +336,7 @@ impl<D: Device> Ctx<'_, D> {
             return self.mismatch(what, format!("{bad} non-finite output(s) (unwritten elements?)"));
         }
         let err = rel_l2(got, want);
-        if !(err <= self.case.tol) {
+        if err.is_nan() || err > self.case.tol {
             self.mismatch(what, format!("relative L2 error {err:e} > {:e} ({})", self.case.tol, self.case.why));
         }
     }
