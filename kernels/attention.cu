@@ -2,8 +2,9 @@
 // out [B, L, H*hd], scores scaled by `scale` (1/sqrt(hd)). Storage f32 or bf16 (the template
 // parameter T), all math and shared memory in f32.
 #include "common/reduce.cuh"
-#include "storage.cuh"
+#include "common/storage.cuh"
 #include "common/mma.cuh"
+#include "common/frag.cuh"
 
 static __device__ __forceinline__ float neg_inf() { return __uint_as_float(0xFF800000u); }
 
@@ -266,8 +267,7 @@ extern "C" __global__ void __launch_bounds__(128)
         float corr[2], rsum[2] = {0.0f, 0.0f};
         UNROLL
         for (int r = 0; r < 2; r++) {
-            tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(FULL_MASK, tmax[r], 1));
-            tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(FULL_MASK, tmax[r], 2));
+            tmax[r] = quad_max(tmax[r]);
             float m_new = fmaxf(m_run[r], tmax[r]);  // finite: every tile holds at least one key
             corr[r] = expf(m_run[r] - m_new);
             m_run[r] = m_new;
@@ -284,24 +284,15 @@ extern "C" __global__ void __launch_bounds__(128)
             }
         UNROLL
         for (int r = 0; r < 2; r++) {
-            rsum[r] += __shfl_xor_sync(FULL_MASK, rsum[r], 1);
-            rsum[r] += __shfl_xor_sync(FULL_MASK, rsum[r], 2);
-            l_run[r] = l_run[r] * corr[r] + rsum[r];
+            l_run[r] = l_run[r] * corr[r] + quad_sum(rsum[r]);
         }
-        UNROLL
-        for (int i = 0; i < TA_NT; i++) {
-            o[i][0] *= corr[0];
-            o[i][1] *= corr[0];
-            o[i][2] *= corr[1];
-            o[i][3] *= corr[1];
-        }
+        frag_scale_rows(o, corr);
 
         // O += P V, 16 keys at a time: two S tiles form one A fragment.
         UNROLL
         for (int kc = 0; kc < 4; kc++) {
-            u32 a[4] = {pack_bf16x2(s[2 * kc][0], s[2 * kc][1]), pack_bf16x2(s[2 * kc][2], s[2 * kc][3]),
-                        pack_bf16x2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                        pack_bf16x2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            u32 a[4];
+            frag_pack_a(a, s[2 * kc], s[2 * kc + 1]);
             // Lane l addresses key kc*16 + ((l >> 3) & 1) * 8 + (l & 7), dims + (l >> 4) * 8.
             const u16* vrow = &vs[(kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * lds + (lane >> 4) * 8];
             UNROLL

@@ -3,7 +3,7 @@
 // column matrix is materialised; each K slice of the gathered input is staged in shared memory.
 // Bottom/right padding only shows in OH/OW, which the caller computes (PyTorch's formula).
 // Written once over the storage type T of x, w and y (f32 or bf16, math in f32); bias is f32.
-#include "storage.cuh"
+#include "common/storage.cuh"
 #include "common/tc_tiles.cuh"
 
 // 32 output channels x 32 output pixels per block, 16-deep K slices, 256 threads each owning a 2x2
@@ -182,12 +182,12 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 PERCEPT_KERNEL(conv2d_tc_bf16)
 extern "C" __global__ void __launch_bounds__(256)
-    conv2d_tc_up2_bf16(bf16* __restrict__ y, const bf16* __restrict__ x, const bf16* __restrict__ w,
+    conv2d_up2_tc_bf16(bf16* __restrict__ y, const bf16* __restrict__ x, const bf16* __restrict__ w,
                        const float* __restrict__ bias, int C, int H, int W, int O, int kh, int kw, int stride,
                        int pad_t, int pad_l, int OH, int OW) {
     conv2d_tc<1>(y, x, w, bias, C, H, W, O, kh, kw, stride, pad_t, pad_l, OH, OW);
 }
-PERCEPT_KERNEL(conv2d_tc_up2_bf16)
+PERCEPT_KERNEL(conv2d_up2_tc_bf16)
 
 // Nearest-neighbour 2x upsampling: x [NC, H, W] -> y [NC, 2H, 2W].
 template <class T>

@@ -1,7 +1,7 @@
 // Embeddings of the DiT: label/patch embedding in, unpatchify out, table lookups and the sinusoidal
 // timestep features. Each written once over the storage type T (f32 or bf16, math in f32); the
 // patch convs' biases stay f32.
-#include "storage.cuh"
+#include "common/storage.cuh"
 
 // Per-sample patch embedding: y [B, T, D], token t = (th, tw) row-major over the (H/p, W/p) grid.
 // Sample b uses conv sel = labels[b] - first_label out of n_convs stacked convs, weights

@@ -50,7 +50,7 @@ PERCEPT_KERNEL(gemm_f32)
 #define GB_TILE 32
 #define GB_K 32
 #define GB_STRIDE 40
-extern "C" __global__ void __launch_bounds__(128) gemm_bf16_mma(void* __restrict__ c, const bf16* __restrict__ a,
+extern "C" __global__ void __launch_bounds__(128) gemm_mma_bf16(void* __restrict__ c, const bf16* __restrict__ a,
                                                                 const bf16* __restrict__ w,
                                                                 const float* __restrict__ bias, int M, int N,
                                                                 int K, int fuse_gelu, int out_bf16) {
@@ -94,26 +94,26 @@ extern "C" __global__ void __launch_bounds__(128) gemm_bf16_mma(void* __restrict
                 static_cast<float*>(c)[(long long)m * N + n] = v;
         }
 }
-PERCEPT_KERNEL(gemm_bf16_mma)
+PERCEPT_KERNEL(gemm_mma_bf16)
 
 // Fast variant (not the default until it has passed on a GPU; PERCEPT_FAST_KERNELS=1 selects it):
 // 128x128 tiles on tensor cores with a double-buffered cp.async pipeline (common/tc_gemm.cuh).
-// Same arguments and results as gemm_bf16_mma; needs K % 8 == 0.
-extern "C" __global__ void __launch_bounds__(256) gemm_bf16_tc128(void* __restrict__ c, const bf16* __restrict__ a,
+// Same arguments and results as gemm_mma_bf16; needs K % 8 == 0.
+extern "C" __global__ void __launch_bounds__(256) gemm_tc128_bf16(void* __restrict__ c, const bf16* __restrict__ a,
                                                                   const bf16* __restrict__ w,
                                                                   const float* __restrict__ bias, int M, int N,
                                                                   int K, int fuse_gelu, int out_bf16) {
     tc_gemm_tile(c, a, w, bias, blockIdx.y * TC_M, M, blockIdx.x * TC_N, N, K, fuse_gelu, out_bf16);
 }
-PERCEPT_KERNEL(gemm_bf16_tc128)
+PERCEPT_KERNEL(gemm_tc128_bf16)
 
 // Fast variant with the gated residual add as its epilogue (the attention projection of a DiT
 // block): x [M, N] f32 += gate[(m / tokens) * gate_stride + n] * (A . W^T + bias), where gate
 // points at the block's gate chunk of the modulation rows (f32). Needs K % 8 == 0.
 extern "C" __global__ void __launch_bounds__(256)
-    gemm_bf16_tc128_gated_add(float* __restrict__ x, const bf16* __restrict__ a, const bf16* __restrict__ w,
+    gemm_gated_add_tc128_bf16(float* __restrict__ x, const bf16* __restrict__ a, const bf16* __restrict__ w,
                               const float* __restrict__ bias, int M, int N, int K, const float* __restrict__ gate,
                               int tokens, int gate_stride) {
     tc_gemm_tile(x, a, w, bias, blockIdx.y * TC_M, M, blockIdx.x * TC_N, N, K, 0, 0, gate, tokens, gate_stride);
 }
-PERCEPT_KERNEL(gemm_bf16_tc128_gated_add)
+PERCEPT_KERNEL(gemm_gated_add_tc128_bf16)

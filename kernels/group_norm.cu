@@ -3,7 +3,7 @@
 // (mean, then the mean of squared deviations) as PyTorch does. The launcher guarantees C % G == 0,
 // grid (G, N), a block of a multiple of 32 threads.
 #include "common/reduce.cuh"
-#include "storage.cuh"
+#include "common/storage.cuh"
 
 // gamma and beta stay f32 whatever the storage type of x and y.
 template <class T>

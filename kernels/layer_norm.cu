@@ -3,7 +3,7 @@
 // y = LN(x) * (1 + scale[b]) + shift[b]. One block per row; the row is cached in dynamic shared
 // memory (D floats, set by the launcher) so x is read from global memory once.
 #include "common/reduce.cuh"
-#include "storage.cuh"
+#include "common/storage.cuh"
 
 template <class T>
 static __device__ __forceinline__ void layer_norm_modulate(T* __restrict__ y, const T* __restrict__ x,

@@ -2,8 +2,8 @@
 // slicing, add, scale, the adaLN gated residual, and a row bias + activation epilogue. Grid-stride
 // loops (any grid size covers any n) except the transposes, which stage 32x32 tiles in shared memory
 // so both the read and the write are coalesced. Each op is written once over the storage type T
-// (f32 or bf16, math in f32); biases stay f32, as in gemm_bf16_mma.
-#include "storage.cuh"
+// (f32 or bf16, math in f32); biases stay f32, as in gemm_mma_bf16.
+#include "common/storage.cuh"
 
 #define TR_TILE 32
 

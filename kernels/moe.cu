@@ -8,7 +8,7 @@
 // An "entry" is token * k + slot, the index into ids/wts. The _bf16 entries store activations and
 // weight matrices as bf16 (math in f32); ids, routing weights, offsets and biases stay int/f32.
 #include "common/reduce.cuh"
-#include "storage.cuh"
+#include "common/storage.cuh"
 #include "common/tc_gemm.cuh"
 
 #define MOE_MAX_E 256
@@ -207,7 +207,7 @@ PERCEPT_KERNEL(moe_expert_fc_bf16)
 // one 128x128 tile of one expert's rows on tensor cores (common/tc_gemm.cuh); grid
 // (ceil(N/128), ceil(rows/128) + E), surplus blocks exit. Needs K % 8 == 0.
 extern "C" __global__ void __launch_bounds__(256)
-    moe_expert_fc_tc128(bf16* __restrict__ y, const bf16* __restrict__ xs, const bf16* __restrict__ w,
+    moe_expert_fc_tc128_bf16(bf16* __restrict__ y, const bf16* __restrict__ xs, const bf16* __restrict__ w,
                         const float* __restrict__ bias, const int* __restrict__ offsets, int E, int N, int K,
                         int fuse_gelu) {
     int t = blockIdx.y, e = 0;
@@ -220,7 +220,7 @@ extern "C" __global__ void __launch_bounds__(256)
     tc_gemm_tile(y, xs, w + (long long)e * N * K, bias ? bias + (long long)e * N : 0, offsets[e] + t * TC_M,
                  offsets[e + 1], blockIdx.x * TC_N, N, K, fuse_gelu, 1);
 }
-PERCEPT_KERNEL(moe_expert_fc_tc128)
+PERCEPT_KERNEL(moe_expert_fc_tc128_bf16)
 
 // Token blockIdx.x's k entries in ascending expert order, the order of the authors' scatter_reduce
 // (ids of one token are distinct); returns how many (k <= 8).

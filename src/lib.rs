@@ -23,33 +23,69 @@
 //! The modules below the API follow the data flow: weights -> model -> scheduler -> pipeline ->
 //! api (and the `percept` command line on top, behind the default `cli` feature). They are
 //! public for percept's own tests, benches and bindings, not a stable interface.
-pub mod api;
+
+// Modules in data-flow order (rustfmt keeps it: one group each): each imports only modules
+// declared above it, which tests/layers.rs checks; `backend` never imports `emu`, the emulator
+// being one implementation of its device interface.
+
+// errors every layer returns
+pub mod error;
+
+// host tensors
+#[doc(hidden)]
+pub mod tensor;
+
+// files: images, .npy, .flo, atomic writes
+#[doc(hidden)]
+pub mod io;
+
+// checkpoints and configs
+#[doc(hidden)]
+pub mod weights;
+
+// the ops: CPU, CUDA (device interface, kernels)
 #[doc(hidden)]
 pub mod backend;
+
+// the CUDA device emulated on the CPU
+#[doc(hidden)]
+pub mod emu;
+
+// DiT-MoE and VAE on a backend
+#[doc(hidden)]
+pub mod model;
+
+// DDIM
+#[doc(hidden)]
+pub mod scheduler;
+
+// ensembling, metrics, colours
+#[doc(hidden)]
+pub mod postprocess;
+
+// tasks and ensembles
+#[doc(hidden)]
+pub mod pipeline;
+
+// the public Model/Session API
+pub mod api;
+
+// dataset layouts
+#[doc(hidden)]
+pub mod data;
+
+// generated toy data
+#[doc(hidden)]
+pub mod toydata;
+
+// golden fixtures
+#[doc(hidden)]
+pub mod verify;
+
+// the command line
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
-#[doc(hidden)]
-pub mod data;
-pub mod error;
-#[doc(hidden)]
-pub mod io;
-#[doc(hidden)]
-pub mod model;
-#[doc(hidden)]
-pub mod pipeline;
-#[doc(hidden)]
-pub mod postprocess;
-#[doc(hidden)]
-pub mod scheduler;
-#[doc(hidden)]
-pub mod tensor;
-#[doc(hidden)]
-pub mod toydata;
-#[doc(hidden)]
-pub mod verify;
-#[doc(hidden)]
-pub mod weights;
 
 pub use api::{
     AmodalOptions, AmodalResult, CancelToken, DepthOptions, DepthResult, Device, FlowOptions, FlowResult, ImageView,
@@ -58,5 +94,3 @@ pub use api::{
 pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]
 pub use tensor::{DType, Tensor};
-#[doc(hidden)]
-pub mod emu;

@@ -379,7 +379,7 @@ fn run_gemm_bf16(
 }
 
 #[test]
-fn emu_gemm_bf16_mma_matches_reference() {
+fn emu_gemm_mma_bf16_matches_reference() {
     let dev = device();
     let mut rng = Rng(16);
     for (i, &(m, n, k)) in GEMM_SHAPES.iter().enumerate() {
@@ -393,10 +393,10 @@ fn emu_gemm_bf16_mma_matches_reference() {
             dev.set_schedule_seed(seed);
             for out_bf16 in [false, true] {
                 let got =
-                    run_gemm_bf16(&dev, "gemm_bf16_mma", &da, &dw, with_bias.then_some(&db), (m, n, k), gelu, out_bf16)
+                    run_gemm_bf16(&dev, "gemm_mma_bf16", &da, &dw, with_bias.then_some(&db), (m, n, k), gelu, out_bf16)
                         .unwrap();
                 let tol = if out_bf16 { BF16_TOL } else { F32_TOL };
-                check(&format!("gemm_bf16_mma {:?} out_bf16={out_bf16}", (m, n, k)), &got, &want, tol);
+                check(&format!("gemm_mma_bf16 {:?} out_bf16={out_bf16}", (m, n, k)), &got, &want, tol);
             }
         }
     }
@@ -608,7 +608,7 @@ fn emu_planted_wrong_mma_fragment_gives_wrong_results() {
     let want = gemm_ref(&from_bf16(&a), &from_bf16(&w), None, m, n, k, false);
     let (da, dw) = (dev.htod(&a).unwrap(), dev.htod(&w).unwrap());
     let got =
-        run_gemm_bf16(&dev, "gemm_bf16_mma__wrong_mma_fragment", &da, &dw, None, (m, n, k), false, false).unwrap();
+        run_gemm_bf16(&dev, "gemm_mma_bf16__wrong_mma_fragment", &da, &dw, None, (m, n, k), false, false).unwrap();
     let err = rel_l2(&got, &want);
     assert!(err > 0.1, "the wrong fragment row went unnoticed (error {err:e})");
 }
@@ -910,6 +910,29 @@ fn emu_planted_ldmatrix_from_global_is_refused() {
     assert!(e.contains("ldmatrix") && e.contains("not a 16-byte row in shared memory"), "{e}");
 }
 
+/// `<op>_<dtype>` (the simple kernel) or `<op>_<variant>_<dtype>` (a fast variant): the dtype last
+/// and nowhere before it, except in a conversion's `<from>_to_<to>`.
+fn entry_name_is_op_variant_dtype(entry: &str) -> bool {
+    const DTYPES: [&str; 6] = ["f32", "bf16", "f16", "i32", "u32", "b16"];
+    let parts: Vec<&str> = entry.split('_').collect();
+    let Some((last, rest)) = parts.split_last() else { return false };
+    !rest.is_empty()
+        && DTYPES.contains(last)
+        && rest.iter().enumerate().all(|(i, p)| !DTYPES.contains(p) || parts.get(i + 1) == Some(&"to"))
+}
+
+#[test]
+fn entry_name_rule_tells_the_old_names_from_the_new() {
+    for good in
+        ["gemm_f32", "gemm_tc128_bf16", "gemm_gated_add_tc128_bf16", "conv2d_up2_tc_bf16", "convert_bf16_to_f32"]
+    {
+        assert!(entry_name_is_op_variant_dtype(good), "{good}");
+    }
+    for bad in ["gemm_bf16_tc128", "gemm_bf16_mma", "moe_expert_fc_tc128", "silu", "f32"] {
+        assert!(!entry_name_is_op_variant_dtype(bad), "{bad}");
+    }
+}
+
 #[test]
 fn emu_table_covers_every_kernel_module() {
     use percept::backend::cuda::kernels::{MODULES, PLANTED_MODULES};
@@ -918,7 +941,14 @@ fn emu_table_covers_every_kernel_module() {
         assert!(!module.entries.is_empty(), "kernels/{}.cu exports no PERCEPT_KERNEL", module.name);
         for entry in module.entries {
             assert!(emulated.contains(entry), "{entry} (kernels/{}.cu) has no emulated entry", module.name);
-            assert!(entry.contains('_'), "{entry}: entry points are named <op>_<dtype>");
+        }
+    }
+    for module in MODULES {
+        for entry in module.entries {
+            assert!(
+                entry_name_is_op_variant_dtype(entry),
+                "{entry}: entry points are <op>_<dtype> or <op>_<variant>_<dtype>"
+            );
         }
     }
     assert_eq!(emulated.len(), MODULES.iter().chain(PLANTED_MODULES).map(|m| m.entries.len()).sum::<usize>());

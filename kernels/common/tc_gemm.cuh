@@ -1,4 +1,4 @@
-// The tensor-core GEMM tile shared by the fast variants (gemm_bf16_tc128, moe_expert_fc_tc128):
+// The tensor-core GEMM tile shared by the fast variants (gemm_tc128_bf16, moe_expert_fc_tc128_bf16):
 // one 128x128 tile of C[m, n] = A[m, :] . W[n, :] + bias[n] (optional GELU) for rows m in
 // [m0, m_end) and columns n0.., A [*, K] and W [N, K] bf16, f32 accumulation, C f32 or bf16.
 //

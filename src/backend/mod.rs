@@ -3,11 +3,76 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod ddim;
 pub mod switches;
 
 use crate::error::Result;
+use crate::shape_err;
 use crate::tensor::Tensor;
 use crate::weights::RawTensor;
+
+/// The axes of `shape` when it has exactly `N`, else `Error::Shape` naming the op and the tensor:
+/// how the backends take a shape apart without indexing past its end.
+pub fn axes<const N: usize>(op: &str, what: &str, shape: &[usize]) -> Result<[usize; N]> {
+    shape.try_into().map_err(|_| shape_err!("{op}: {what} {shape:?} must have {N} axes"))
+}
+
+/// `shape` when it has at least `n` axes, else `Error::Shape` naming the op and the tensor.
+pub fn at_least<'a>(op: &str, what: &str, shape: &'a [usize], n: usize) -> Result<&'a [usize]> {
+    if shape.len() < n {
+        return Err(shape_err!("{op}: {what} {shape:?} must have at least {n} axes"));
+    }
+    Ok(shape)
+}
+
+/// Checks one MoE layer's weights (gate [E, D]; per expert fc1 [F, D] + [F], fc2 [D, F] + [D],
+/// at least one expert): (E, D, F), or `Error::Shape` naming the op.
+pub fn moe_dims<W>(op: &str, w: &MoeWeights<W>, shape: fn(&W) -> &[usize]) -> Result<(usize, usize, usize)> {
+    fn all<W>(v: &[W], shape: fn(&W) -> &[usize]) -> Vec<&[usize]> {
+        v.iter().map(shape).collect()
+    }
+    let (fc1_w, fc1_b) = (all(&w.fc1_w, shape), all(&w.fc1_b, shape));
+    let (fc2_w, fc2_b) = (all(&w.fc2_w, shape), all(&w.fc2_b, shape));
+    let gate = shape(&w.gate);
+    let [e, d] = axes(op, "gate", gate)?;
+    let experts = fc1_w.len();
+    if experts == 0 || experts != e || [fc1_b.len(), fc2_w.len(), fc2_b.len()] != [e; 3] {
+        return Err(shape_err!(
+            "{op}: gate {:?} for {} fc1, {} fc1 bias, {} fc2, {} fc2 bias weights",
+            gate,
+            experts,
+            fc1_b.len(),
+            fc2_w.len(),
+            fc2_b.len()
+        ));
+    }
+    let [f, _] = axes(op, "fc1 weight", fc1_w[0])?;
+    for j in 0..e {
+        if fc1_w[j] != [f, d] || fc1_b[j] != [f] || fc2_w[j] != [d, f] || fc2_b[j] != [d] {
+            return Err(shape_err!(
+                "{op}: expert {j}'s fc1 {:?} + {:?}, fc2 {:?} + {:?} do not fit [{f}, {d}] + [{f}], [{d}, {f}] + [{d}]",
+                fc1_w[j],
+                fc1_b[j],
+                fc2_w[j],
+                fc2_b[j]
+            ));
+        }
+    }
+    Ok((e, d, f))
+}
+
+/// Checks that token rows `x` (last axis D) and a top-k fit an MoE layer of `experts` experts whose
+/// gate is [experts, D], or `Error::Shape` naming the op.
+pub fn moe_input(op: &str, x: &[usize], gate: &[usize], top_k: usize) -> Result<()> {
+    let [e, d] = axes(op, "gate", gate)?;
+    if x.last() != Some(&d) {
+        return Err(shape_err!("{op}: input {x:?} does not fit gate {gate:?}"));
+    }
+    if top_k == 0 || top_k > e {
+        return Err(shape_err!("{op}: top-{top_k} of {e} experts"));
+    }
+    Ok(())
+}
 
 /// Activation applied in a fused epilogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +256,7 @@ pub trait Backend: Send + Sync {
         &self,
         pred: &Self::T,
         sample: &Self::T,
-        c: &crate::scheduler::ddim::StepCoefficients,
+        c: &crate::backend::ddim::StepCoefficients,
     ) -> Result<Self::T>;
     /// Reshape without moving data.
     fn reshape(&self, x: Self::T, shape: &[usize]) -> Result<Self::T>;
@@ -210,7 +275,7 @@ pub trait Backend: Send + Sync {
         pred: &Self::T,
         sample: &mut Self::T,
         coefs: &Self::T,
-        prediction_type: crate::scheduler::PredictionType,
+        prediction_type: crate::backend::ddim::PredictionType,
     ) -> Result<()>;
     /// Records the device work `step` issues (without running it) for `replay`. `Ok(None)`: this
     /// backend has no graphs and ran nothing; the caller runs `step` itself.

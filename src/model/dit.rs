@@ -2,6 +2,7 @@
 //! attention and a top-k mixture of experts, final adaLN layer, unpatchify.
 
 use super::loader::Loader;
+pub use crate::backend::cpu::timestep::{timestep_features, FREQ_DIM};
 use crate::backend::{Act, Backend, MoeWeights, Routing};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -10,8 +11,6 @@ use crate::weights::Weights;
 
 /// The first task label; `conv_in_{j}` serves label `FIRST_TASK_LABEL + j - 1`.
 pub const FIRST_TASK_LABEL: i64 = 1000;
-/// Width of the sinusoidal timestep features.
-pub const FREQ_DIM: usize = 256;
 
 struct Block<B: Backend> {
     ada_w: B::W,
@@ -47,19 +46,6 @@ pub struct Probe {
     pub block_outs: Vec<Tensor>,
     /// Routing of every layer (when `record_routing`).
     pub routing: Vec<Routing>,
-}
-
-/// `[cos(t f), sin(t f)]` with `f_i = exp(-ln(10000) i / 128)`, in f32 as the authors compute it.
-pub fn timestep_features(t: &[f32]) -> Tensor {
-    let half = FREQ_DIM / 2;
-    let freqs: Vec<f32> = (0..half).map(|i| (-(10000f64.ln() as f32) * i as f32 / half as f32).exp()).collect();
-    let mut data = Vec::with_capacity(t.len() * FREQ_DIM);
-    for &tv in t {
-        let args: Vec<f32> = freqs.iter().map(|f| tv * f).collect();
-        data.extend(args.iter().map(|a| (*a as f64).cos() as f32));
-        data.extend(args.iter().map(|a| (*a as f64).sin() as f32));
-    }
-    Tensor { shape: vec![t.len(), FREQ_DIM], data }
 }
 
 impl<B: Backend> Dit<B> {

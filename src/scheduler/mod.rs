@@ -2,6 +2,7 @@
 //! folder's `scheduler/scheduler_config.json` (SPEC.md "Scheduler").
 pub mod ddim;
 
+pub use crate::backend::ddim::PredictionType;
 pub use ddim::{Ddim, StepCoefficients};
 
 use std::path::Path;
@@ -15,13 +16,6 @@ pub enum BetaSchedule {
     Linear,
     ScaledLinear,
     SquaredcosCapV2,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PredictionType {
-    Epsilon,
-    VPrediction,
-    Sample,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

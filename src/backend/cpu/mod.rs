@@ -13,6 +13,7 @@ mod gemm_avx512;
 pub mod moe;
 pub mod norm;
 pub(crate) mod simd;
+pub mod timestep;
 
 use rayon::prelude::*;
 
@@ -91,6 +92,9 @@ impl Backend for Cpu {
     fn weight_cat(&self, name: &str, raws: &[&RawTensor]) -> Result<CpuWeight> {
         let mut data = Vec::new();
         let mut rows = 0;
+        if let Some(r) = raws.iter().find(|r| r.shape.is_empty()) {
+            return Err(shape_err!("weight_cat: {name}: cannot concatenate a scalar ({:?}) along rows", r.shape));
+        }
         let cols: usize = raws.first().map(|r| r.shape[1..].iter().product()).unwrap_or(0);
         for r in raws {
             let c: usize = r.shape[1..].iter().product();
@@ -109,10 +113,13 @@ impl Backend for Cpu {
 
     fn linear(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>, act: Act) -> Result<Tensor> {
         let k = last_dim(x);
-        if w.shape.len() != 2 || w.shape[1] != k {
+        if x.shape.is_empty() || w.shape.len() != 2 || w.shape[1] != k {
             return Err(shape_err!("linear: input {:?} does not fit weight {:?}", x.shape, w.shape));
         }
         let n = w.shape[0];
+        if let Some(b) = b.filter(|b| b.data().len() != n) {
+            return Err(shape_err!("linear: bias {:?} does not fit weight {:?}", b.shape, w.shape));
+        }
         let m = x.numel() / k.max(1);
         let mut out = vec![0f32; m * n];
         gemm::matmul_bt(m, n, k, &x.data, w.data(), &mut out, true);
@@ -144,6 +151,9 @@ impl Backend for Cpu {
         };
         if wc != c {
             return Err(shape_err!("conv2d: input has {c} channels, weight {:?} expects {wc}", w.shape));
+        }
+        if let Some(b) = b.filter(|b| b.data().len() != o) {
+            return Err(shape_err!("conv2d: bias {:?} does not fit weight {:?}", b.shape, w.shape));
         }
         let (oh, ow) = conv::out_size(h, wd, kh, kw, p)
             .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
@@ -190,11 +200,13 @@ impl Backend for Cpu {
         eps: f32,
         silu: bool,
     ) -> Result<Tensor> {
-        let (n, c) = (x.shape[0], x.shape[1]);
+        let (c, hw) = {
+            let s = super::at_least("group_norm", "input", &x.shape, 2)?;
+            (s[1], numel(&s[2..]))
+        };
         if groups == 0 || c % groups != 0 || gamma.data().len() != c || beta.data().len() != c {
             return Err(shape_err!("group_norm: {c} channels, {groups} groups, gamma {:?}", gamma.shape));
         }
-        let hw = x.numel() / (n * c);
         let mut out = vec![0f32; x.numel()];
         norm::group_norm(&x.data, &mut out, c, hw, groups, gamma.data(), beta.data(), eps, silu);
         Tensor::new(x.shape.clone(), out)
@@ -203,8 +215,8 @@ impl Backend for Cpu {
         let &[b, t, d] = x.shape.as_slice() else {
             return Err(shape_err!("layer_norm: input {:?} must be [B, T, D]", x.shape));
         };
-        let m = last_dim(mods);
-        if mods.shape[0] != b || (shift.max(scale) + 1) * d > m {
+        let [mb, m] = super::axes("layer_norm", "modulation", &mods.shape)?;
+        if mb != b || (shift.max(scale) + 1) * d > m {
             return Err(shape_err!("layer_norm: modulation {:?} does not fit input {:?}", mods.shape, x.shape));
         }
         let mut out = vec![0f32; x.numel()];
@@ -215,8 +227,14 @@ impl Backend for Cpu {
         if x.shape != y.shape || x.dims() != 3 {
             return Err(shape_err!("gated_add: shapes {:?} and {:?}", x.shape, y.shape));
         }
-        let (t, d) = (x.shape[1], x.shape[2]);
-        let m = last_dim(mods);
+        let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2]);
+        let [mb, m] = super::axes("gated_add", "modulation", &mods.shape)?;
+        if mb != b || (gate + 1) * d > m {
+            return Err(shape_err!(
+                "gated_add: chunk {gate} of width {d} for {b} samples is outside modulation {:?}",
+                mods.shape
+            ));
+        }
         x.data.par_chunks_mut(d).zip(y.data.par_chunks(d)).enumerate().for_each(|(row, (xr, yr))| {
             let g = &mods.data[(row / t) * m + gate * d..][..d];
             for i in 0..d {
@@ -229,14 +247,14 @@ impl Backend for Cpu {
         let &[b, l, d3] = qkv.shape.as_slice() else {
             return Err(shape_err!("attention: qkv {:?} must be [B, L, 3D]", qkv.shape));
         };
-        if d3 % (3 * heads) != 0 {
+        if heads == 0 || d3 % (3 * heads) != 0 {
             return Err(shape_err!("attention: qkv width {d3} is not 3 x {heads} heads"));
         }
         let hd = d3 / 3 / heads;
         Tensor::new(vec![b, l, d3 / 3], attention::attention(&qkv.data, b, l, heads, hd))
     }
     fn embedding(&self, table: &CpuWeight, ids: &[i64]) -> Result<Tensor> {
-        let (rows, d) = (table.shape[0], table.shape[1]);
+        let [rows, d] = super::axes("embedding", "table", &table.shape)?;
         let mut out = Vec::with_capacity(ids.len() * d);
         for &id in ids {
             if id < 0 || id as usize >= rows {
@@ -263,10 +281,20 @@ impl Backend for Cpu {
         if labels.len() != b {
             return Err(shape_err!("patch_embed: {} labels for a batch of {b}", labels.len()));
         }
-        if n_convs == 0 || conv_w.shape[0] % n_convs != 0 || conv_b.data().len() != conv_w.shape[0] {
-            return Err(shape_err!("patch_embed: {n_convs} convs do not fit weight {:?}", conv_w.shape));
+        let [nd, ..] = super::axes::<4>("patch_embed", "conv weight", &conv_w.shape)?;
+        if n_convs == 0
+            || patch == 0
+            || nd % n_convs != 0
+            || conv_w.shape[1..] != [c, patch, patch]
+            || conv_b.data().len() != nd
+        {
+            return Err(shape_err!(
+                "patch_embed: {n_convs} convs of patch {patch} over {c} channels do not fit weight {:?}, bias {:?}",
+                conv_w.shape,
+                conv_b.shape
+            ));
         }
-        let d = conv_w.shape[0] / n_convs;
+        let d = nd / n_convs;
         let per_conv = d * c * patch * patch;
         let (gh, gw) = (h / patch, w / patch);
         let t = gh * gw;
@@ -341,10 +369,9 @@ impl Backend for Cpu {
         top_k: usize,
         record: bool,
     ) -> Result<(Tensor, Option<Routing>)> {
-        let d = last_dim(x);
-        let n = x.numel() / d;
-        let e = w.gate.shape[0];
-        let f = w.fc1_w[0].shape[0];
+        let (e, d, f) = super::moe_dims("moe", w, |w| &w.shape)?;
+        super::moe_input("moe", &x.shape, &w.gate.shape, top_k)?;
+        let n = x.numel() / d.max(1);
         let routing = moe::route(&x.data, n, d, w.gate.data(), e, top_k);
         let out = moe::experts(
             &x.data,
@@ -393,6 +420,9 @@ impl Backend for Cpu {
     }
     fn cat_channels(&self, parts: &[&Tensor]) -> Result<Tensor> {
         let first = parts.first().ok_or_else(|| shape_err!("cat_channels: no inputs"))?;
+        for p in parts {
+            super::at_least("cat_channels", "input", &p.shape, 2)?;
+        }
         let (n, hw) = (first.shape[0], numel(&first.shape[2..]));
         let mut c_total = 0;
         for p in parts {
@@ -413,7 +443,8 @@ impl Backend for Cpu {
         Tensor::new(shape, out)
     }
     fn slice_channels(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
-        let (n, c) = (x.shape[0], x.shape[1]);
+        let s = super::at_least("slice_channels", "input", &x.shape, 2)?;
+        let (n, c) = (s[0], s[1]);
         if start + len > c {
             return Err(shape_err!("slice_channels: {start}..{} of {c} channels", start + len));
         }
@@ -426,12 +457,7 @@ impl Backend for Cpu {
         shape[1] = len;
         Tensor::new(shape, out)
     }
-    fn ddim_step(
-        &self,
-        pred: &Tensor,
-        sample: &Tensor,
-        c: &crate::scheduler::ddim::StepCoefficients,
-    ) -> Result<Tensor> {
+    fn ddim_step(&self, pred: &Tensor, sample: &Tensor, c: &crate::backend::ddim::StepCoefficients) -> Result<Tensor> {
         if pred.shape != sample.shape {
             return Err(shape_err!("ddim_step: prediction {:?} and sample {:?} differ", pred.shape, sample.shape));
         }
@@ -450,19 +476,19 @@ impl Backend for Cpu {
         Ok(())
     }
     fn timestep_features(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(crate::model::dit::timestep_features(&t.data))
+        Ok(timestep::timestep_features(&t.data))
     }
     fn ddim_step_in_place(
         &self,
         pred: &Tensor,
         sample: &mut Tensor,
         coefs: &Tensor,
-        prediction_type: crate::scheduler::PredictionType,
+        prediction_type: crate::backend::ddim::PredictionType,
     ) -> Result<()> {
         if coefs.data.len() != 4 {
             return Err(shape_err!("ddim_step: coefficients {:?} must hold 4 values", coefs.shape));
         }
-        let c = crate::scheduler::ddim::StepCoefficients::from_values(&coefs.data, prediction_type);
+        let c = crate::backend::ddim::StepCoefficients::from_values(&coefs.data, prediction_type);
         *sample = self.ddim_step(pred, sample, &c)?;
         Ok(())
     }

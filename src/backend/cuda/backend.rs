@@ -304,7 +304,7 @@ impl<D: Device> Backend for Cuda<D> {
         &self,
         pred: &GpuTensor<D>,
         sample: &GpuTensor<D>,
-        c: &crate::scheduler::ddim::StepCoefficients,
+        c: &crate::backend::ddim::StepCoefficients,
     ) -> Result<GpuTensor<D>> {
         Cuda::ddim_step(self, pred, sample, c)
     }
@@ -322,7 +322,7 @@ impl<D: Device> Backend for Cuda<D> {
         pred: &GpuTensor<D>,
         sample: &mut GpuTensor<D>,
         coefs: &GpuTensor<D>,
-        prediction_type: crate::scheduler::PredictionType,
+        prediction_type: crate::backend::ddim::PredictionType,
     ) -> Result<()> {
         Cuda::ddim_step_in_place(self, pred, sample, coefs, prediction_type)
     }

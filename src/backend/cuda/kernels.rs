@@ -10,7 +10,8 @@ pub struct KernelModule {
     pub source: &'static str,
     /// FNV-1a of `source`: part of the compile cache key.
     pub hash: u64,
-    /// The entry points (`PERCEPT_KERNEL(...)`), named `<op>_<dtype>`.
+    /// The entry points (`PERCEPT_KERNEL(...)`), named `<op>_<dtype>` (the simple
+    /// kernel) or `<op>_<variant>_<dtype>` (a fast variant, e.g. `gemm_tc128_bf16`).
     pub entries: &'static [&'static str],
 }
 

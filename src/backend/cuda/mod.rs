@@ -1,5 +1,12 @@
 //! The CUDA backend. Only this folder talks to CUDA (through cudarc, loaded at run time): the crate
 //! builds and runs without CUDA, and reports its absence as `Error::NoCuda`.
+//!
+//! `backend.rs`: the backend's state and `impl Backend`, one line per op; `ops/<family>.rs`: each
+//! op family's launches and its choice of kernel (simple or fast variant); `tensors.rs`: device
+//! tensors and launch helpers; `graph.rs`: captured steps; `launch.rs`: what a launch is (both
+//! devices); `device.rs`: the device interface, implemented by `gpu.rs` (cudarc, kernels compiled
+//! by `nvrtc.rs` from `kernels.rs`) and by the emulator (`crate::emu`); `pool.rs`: activation
+//! memory; `probe.rs`: any two devices' warp-level primitives compared.
 
 pub mod backend;
 pub mod device;

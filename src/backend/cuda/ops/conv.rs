@@ -8,6 +8,7 @@ use crate::backend::cuda::launchers as k;
 use crate::backend::Conv2d;
 use crate::error::Result;
 use crate::shape_err;
+use crate::tensor::numel;
 
 impl<D: Device> Cuda<D> {
     /// conv2d of `x`, or (`up` = 1) of `x` upsampled 2x (nearest) with the upsampling done by the
@@ -25,6 +26,9 @@ impl<D: Device> Cuda<D> {
             return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
         };
         let (h, wd) = (h << up, wd << up);
+        if let Some(b) = b.filter(|b| numel(&b.shape) != o) {
+            return Err(shape_err!("conv2d: bias {:?} does not fit weight {:?}", b.shape, w.shape));
+        }
         if wc != c {
             return Err(shape_err!("conv2d: input has {c} channels, weight {:?} expects {wc}", w.shape));
         }
@@ -44,7 +48,7 @@ impl<D: Device> Cuda<D> {
         let (stride, pt, pl) = (p.stride, p.pad[0], p.pad[1]);
         match (tc, up == 1) {
             (true, true) => {
-                k::conv2d_tc_up2_bf16(dev, &cfg, yp, xp, wp, bp, c, h, wd, o, kh, kw, stride, pt, pl, oh, ow)
+                k::conv2d_up2_tc_bf16(dev, &cfg, yp, xp, wp, bp, c, h, wd, o, kh, kw, stride, pt, pl, oh, ow)
             }
             (true, false) => k::conv2d_tc_bf16(dev, &cfg, yp, xp, wp, bp, c, h, wd, o, kh, kw, stride, pt, pl, oh, ow),
             (false, true) => k::conv2d_up2(dev, act, &cfg, yp, xp, wp, bp, c, h, wd, o, kh, kw, stride, pt, pl, oh, ow),

@@ -14,9 +14,9 @@ impl<D: Device> Cuda<D> {
         &self,
         pred: &GpuTensor<D>,
         sample: &GpuTensor<D>,
-        c: &crate::scheduler::ddim::StepCoefficients,
+        c: &crate::backend::ddim::StepCoefficients,
     ) -> Result<GpuTensor<D>> {
-        use crate::scheduler::PredictionType;
+        use crate::backend::ddim::PredictionType;
         if pred.shape != sample.shape {
             return Err(shape_err!("ddim_step: prediction {:?} and sample {:?} differ", pred.shape, sample.shape));
         }
@@ -45,9 +45,9 @@ impl<D: Device> Cuda<D> {
         pred: &GpuTensor<D>,
         sample: &mut GpuTensor<D>,
         coefs: &GpuTensor<D>,
-        prediction_type: crate::scheduler::PredictionType,
+        prediction_type: crate::backend::ddim::PredictionType,
     ) -> Result<()> {
-        use crate::scheduler::PredictionType;
+        use crate::backend::ddim::PredictionType;
         if pred.shape != sample.shape || sample.dtype != DType::F32 {
             return Err(shape_err!(
                 "ddim_step: prediction {:?} and f32 sample {:?} {:?} must match",

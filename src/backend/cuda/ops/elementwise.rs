@@ -3,7 +3,7 @@
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
 use crate::backend::cuda::launchers as k;
-use crate::backend::Act;
+use crate::backend::{axes, Act};
 use crate::error::Result;
 use crate::shape_err;
 use crate::tensor::numel;
@@ -61,9 +61,12 @@ impl<D: Device> Cuda<D> {
             return Err(shape_err!("gated_add: shapes {:?} and {:?}", x.shape, y.shape));
         }
         let (b, t, d) = (x.shape[0], x.shape[1], x.shape[2]);
-        let m = *mods.shape.last().unwrap_or(&0);
-        if (gate + 1) * d > m {
-            return Err(shape_err!("gated_add: chunk {gate} of width {d} is outside modulation {:?}", mods.shape));
+        let [mb, m] = axes("gated_add", "modulation", &mods.shape)?;
+        if mb != b || (gate + 1) * d > m {
+            return Err(shape_err!(
+                "gated_add: chunk {gate} of width {d} for {b} samples is outside modulation {:?}",
+                mods.shape
+            ));
         }
         // In place: `x` is the residual stream, owned by the forward pass.
         let cfg = self.stride(b * t * d);

@@ -1,5 +1,6 @@
 //! Embeddings: label table rows, the per-label patch embedding, and the timestep features.
 
+use crate::backend::axes;
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
 use crate::backend::cuda::launch::{checked, dim, LaunchConfig};
@@ -10,7 +11,7 @@ use crate::tensor::{numel, DType};
 
 impl<D: Device> Cuda<D> {
     pub(in crate::backend::cuda) fn embedding(&self, table: &GpuTensor<D>, ids: &[i64]) -> Result<GpuTensor<D>> {
-        let (rows, d) = (table.shape[0], table.shape[1]);
+        let [rows, d] = axes("embedding", "table", &table.shape)?;
         if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= rows) {
             return Err(Error::Input(format!("label {bad} is outside the embedding table's {rows} rows")));
         }
@@ -43,10 +44,20 @@ impl<D: Device> Cuda<D> {
         if labels.len() != b {
             return Err(shape_err!("patch_embed: {} labels for a batch of {b}", labels.len()));
         }
-        if n_convs == 0 || conv_w.shape[0] % n_convs != 0 || numel(&conv_b.shape) != conv_w.shape[0] {
-            return Err(shape_err!("patch_embed: {n_convs} convs do not fit weight {:?}", conv_w.shape));
+        let [nd, ..] = axes::<4>("patch_embed", "conv weight", &conv_w.shape)?;
+        if n_convs == 0
+            || patch == 0
+            || nd % n_convs != 0
+            || conv_w.shape[1..] != [c, patch, patch]
+            || numel(&conv_b.shape) != nd
+        {
+            return Err(shape_err!(
+                "patch_embed: {n_convs} convs of patch {patch} over {c} channels do not fit weight {:?}, bias {:?}",
+                conv_w.shape,
+                conv_b.shape
+            ));
         }
-        let d = conv_w.shape[0] / n_convs;
+        let d = nd / n_convs;
         let t = (h / patch) * (w / patch);
         if numel(&pos.shape) != t * d {
             return Err(shape_err!("patch_embed: pos_embed {:?} does not fit {t} tokens of {d}", pos.shape));
@@ -68,7 +79,7 @@ impl<D: Device> Cuda<D> {
     }
 
     pub(in crate::backend::cuda) fn timestep_features(&self, t: &GpuTensor<D>) -> Result<GpuTensor<D>> {
-        use crate::model::dit::FREQ_DIM;
+        use crate::backend::cpu::timestep::FREQ_DIM;
         if t.dtype != DType::F32 || t.shape.len() != 1 {
             return Err(shape_err!("timestep_features: t must be f32 [B], not {:?} {:?}", t.dtype, t.shape));
         }

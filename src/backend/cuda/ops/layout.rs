@@ -1,5 +1,6 @@
 //! Layout changes: NCHW <-> tokens, unpatchify, channel concatenation and slicing.
 
+use crate::backend::at_least;
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
 use crate::backend::cuda::launch::{dim, LaunchConfig};
@@ -82,6 +83,9 @@ impl<D: Device> Cuda<D> {
         let parts: Vec<&GpuTensor<D>> = owned.iter().collect();
         let parts = parts.as_slice();
         let first = parts.first().ok_or_else(|| shape_err!("cat_channels: no inputs"))?;
+        for p in parts {
+            at_least("cat_channels", "input", &p.shape, 2)?;
+        }
         let (n, hw) = (first.shape[0], numel(&first.shape[2..]));
         for p in parts {
             if p.shape[0] != n || numel(&p.shape[2..]) != hw {
@@ -114,7 +118,8 @@ impl<D: Device> Cuda<D> {
         len: usize,
     ) -> Result<GpuTensor<D>> {
         let x = &self.act_of(x)?;
-        let (n, c) = (x.shape[0], x.shape[1]);
+        let s = at_least("slice_channels", "input", &x.shape, 2)?;
+        let (n, c) = (s[0], s[1]);
         if start + len > c {
             return Err(shape_err!("slice_channels: {start}..{} of {c} channels", start + len));
         }

@@ -5,7 +5,7 @@ use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
 use crate::backend::cuda::launch::{checked, dim, LaunchConfig};
 use crate::backend::cuda::launchers as k;
-use crate::backend::Act;
+use crate::backend::{axes, Act};
 use crate::error::Result;
 use crate::shape_err;
 use crate::tensor::{numel, DType};
@@ -20,10 +20,13 @@ impl<D: Device> Cuda<D> {
     ) -> Result<GpuTensor<D>> {
         let x = &self.act_of(x)?;
         let k = *x.shape.last().unwrap_or(&0);
-        if w.shape.len() != 2 || w.shape[1] != k {
+        if x.shape.is_empty() || w.shape.len() != 2 || w.shape[1] != k {
             return Err(shape_err!("linear: input {:?} does not fit weight {:?}", x.shape, w.shape));
         }
         let (m, n) = (numel(&x.shape) / k.max(1), w.shape[0]);
+        if let Some(b) = b.filter(|b| numel(&b.shape) != n) {
+            return Err(shape_err!("linear: bias {:?} does not fit weight {:?}", b.shape, w.shape));
+        }
         // Sizes and grid checked before anything is allocated.
         for v in [m, n, k] {
             checked::<i32>("linear", "size", v)?;
@@ -38,11 +41,11 @@ impl<D: Device> Cuda<D> {
         let gelu = (act == Act::GeluTanh) as usize;
         if tc {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
-            k::gemm_bf16_tc128(&self.dev, &cfg, yp, xp, wp, bias, m, n, k, gelu, 1)?;
+            k::gemm_tc128_bf16(&self.dev, &cfg, yp, xp, wp, bias, m, n, k, gelu, 1)?;
         } else if self.act == DType::BF16 {
             // Tensor cores: bf16 operands, f32 accumulation, bf16 output.
             let cfg = LaunchConfig { grid, block: [128, 1, 1], shared_bytes: 0 };
-            k::gemm_bf16_mma(&self.dev, &cfg, yp, xp, wp, bias, m, n, k, gelu, 1)?;
+            k::gemm_mma_bf16(&self.dev, &cfg, yp, xp, wp, bias, m, n, k, gelu, 1)?;
         } else {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
             k::gemm_f32(&self.dev, &cfg, yp, xp, wp, bias, m, n, k, gelu)?;
@@ -71,8 +74,9 @@ impl<D: Device> Cuda<D> {
         let &[bsz, t, d] = x.shape.as_slice() else {
             return Err(shape_err!("linear_gated_add: x {:?} must be [B, T, D]", x.shape));
         };
-        let m = *mods.shape.last().unwrap_or(&0);
-        if w.shape != [d, k] || numel(&a.shape) != bsz * t * k || mods.shape[0] != bsz || (gate + 1) * d > m {
+        let [mb, m] = axes("linear_gated_add", "modulation", &mods.shape)?;
+        let bias_fits = b.is_none_or(|b| numel(&b.shape) == d);
+        if w.shape != [d, k] || numel(&a.shape) != bsz * t * k || mb != bsz || (gate + 1) * d > m || !bias_fits {
             return Err(shape_err!(
                 "linear_gated_add: x {:?}, input {:?}, weight {:?}, modulation {:?} (chunk {gate}) do not fit",
                 x.shape,
@@ -89,6 +93,6 @@ impl<D: Device> Cuda<D> {
             shared_bytes: 0,
         };
         let (xp, ap, wp, bias) = (self.ptr(x), self.ptr(a), self.ptr(w), self.ptr_or_null(b));
-        k::gemm_bf16_tc128_gated_add(&self.dev, &cfg, xp, ap, wp, bias, rows, d, k, gate_ptr, t, m)
+        k::gemm_gated_add_tc128_bf16(&self.dev, &cfg, xp, ap, wp, bias, rows, d, k, gate_ptr, t, m)
     }
 }

@@ -6,7 +6,7 @@ use crate::backend::cuda::device::Device;
 use crate::backend::cuda::launch::{dim, LaunchConfig};
 use crate::backend::cuda::launchers as kl;
 use crate::backend::cuda::pool::Block;
-use crate::backend::{MoeWeights, Routing};
+use crate::backend::{axes, moe_dims, moe_input, MoeWeights, Routing};
 use crate::error::Result;
 use crate::shape_err;
 use crate::tensor::{numel, DType};
@@ -24,10 +24,11 @@ struct MoeRun<D: Device> {
 }
 
 impl<D: Device> Cuda<D> {
-    pub(in crate::backend::cuda) fn prepare_moe(&self, _name: &str, w: MoeWeights<GpuTensor<D>>) -> Result<GpuMoe<D>> {
+    pub(in crate::backend::cuda) fn prepare_moe(&self, name: &str, w: MoeWeights<GpuTensor<D>>) -> Result<GpuMoe<D>> {
+        let (experts, _, hidden) = moe_dims(&format!("prepare_moe ({name})"), &w, |w| &w.shape)?;
         Ok(GpuMoe {
-            experts: w.fc1_w.len(),
-            hidden: w.fc1_w[0].shape[0],
+            experts,
+            hidden,
             fc1_w: self.stack(&w.fc1_w.iter().collect::<Vec<_>>())?,
             fc1_b: self.stack(&w.fc1_b.iter().collect::<Vec<_>>())?,
             fc2_w: self.stack(&w.fc2_w.iter().collect::<Vec<_>>())?,
@@ -40,6 +41,7 @@ impl<D: Device> Cuda<D> {
     /// `x` (already in the activation type): the expert outputs in expert-sorted order and what
     /// the combine needs to bring them back.
     fn moe_experts(&self, x: &GpuTensor<D>, w: &GpuMoe<D>, top_k: usize) -> Result<MoeRun<D>> {
+        moe_input("moe", &x.shape, &w.gate.shape, top_k)?;
         let d = *x.shape.last().unwrap_or(&0);
         let n_tok = numel(&x.shape) / d.max(1);
         let (e, f, k) = (w.experts, w.hidden, top_k);
@@ -73,7 +75,7 @@ impl<D: Device> Cuda<D> {
             };
             let (yp, xp, wp, bp, op) = (self.ptr(y), self.ptr(xin), self.ptr(wt), self.ptr(bias), a(&offsets));
             if tc {
-                kl::moe_expert_fc_tc128(&self.dev, &cfg, yp, xp, wp, bp, op, e, nout, kin, gelu as usize)
+                kl::moe_expert_fc_tc128_bf16(&self.dev, &cfg, yp, xp, wp, bp, op, e, nout, kin, gelu as usize)
             } else {
                 kl::moe_expert_fc(&self.dev, self.act, &cfg, yp, xp, wp, bp, op, e, nout, kin, gelu as usize)
             }
@@ -128,8 +130,8 @@ impl<D: Device> Cuda<D> {
         let &[b, t, d] = x.shape.as_slice() else {
             return Err(shape_err!("moe_gated_add: x {:?} must be [B, T, D]", x.shape));
         };
-        let m = *mods.shape.last().unwrap_or(&0);
-        if x.dtype != DType::F32 || numel(&m_in.shape) != b * t * d || mods.shape[0] != b || (gate + 1) * d > m {
+        let [mb, m] = axes("moe_gated_add", "modulation", &mods.shape)?;
+        if x.dtype != DType::F32 || numel(&m_in.shape) != b * t * d || mb != b || (gate + 1) * d > m {
             return Err(shape_err!(
                 "moe_gated_add: x {:?} {:?}, input {:?}, modulation {:?} (chunk {gate}) do not fit",
                 x.dtype,

@@ -4,6 +4,7 @@ use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
 use crate::backend::cuda::launch::{dim, LaunchConfig};
 use crate::backend::cuda::launchers as k;
+use crate::backend::{at_least, axes};
 use crate::error::Result;
 use crate::shape_err;
 use crate::tensor::numel;
@@ -19,11 +20,13 @@ impl<D: Device> Cuda<D> {
         silu: bool,
     ) -> Result<GpuTensor<D>> {
         let x = &self.act_of(x)?;
-        let (n, c) = (x.shape[0], x.shape[1]);
+        let (n, c, hw) = {
+            let s = at_least("group_norm", "input", &x.shape, 2)?;
+            (s[0], s[1], numel(&s[2..]))
+        };
         if groups == 0 || c % groups != 0 || numel(&gamma.shape) != c || numel(&beta.shape) != c {
             return Err(shape_err!("group_norm: {c} channels, {groups} groups, gamma {:?}", gamma.shape));
         }
-        let hw = numel(&x.shape) / (n * c);
         let y = self.empty(&x.shape)?;
         let cfg = LaunchConfig {
             grid: [dim("group_norm", groups)?, dim("group_norm", n)?, 1],
@@ -49,8 +52,8 @@ impl<D: Device> Cuda<D> {
         let &[b, t, d] = x.shape.as_slice() else {
             return Err(shape_err!("layer_norm: input {:?} must be [B, T, D]", x.shape));
         };
-        let m = *mods.shape.last().unwrap_or(&0);
-        if mods.shape[0] != b || (shift.max(scale) + 1) * d > m {
+        let [mb, m] = axes("layer_norm", "modulation", &mods.shape)?;
+        if mb != b || (shift.max(scale) + 1) * d > m {
             return Err(shape_err!("layer_norm: modulation {:?} does not fit input {:?}", mods.shape, x.shape));
         }
         let y = self.empty_as(&x.shape, x.dtype)?;
