@@ -11,6 +11,9 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[path = "build/launchers.rs"]
+mod launchers;
+
 struct KernelFile {
     /// File stem, e.g. `group_norm`.
     stem: String,
@@ -29,12 +32,14 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=src/emu/runtime.cpp");
     println!("cargo:rerun-if-changed=src/util/hash.rs");
+    println!("cargo:rerun-if-changed=build");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_ASAN");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_UCONTEXT");
     println!("cargo:rerun-if-env-changed=PERCEPT_EMU_FMA");
     println!("cargo:rustc-check-cfg=cfg(percept_emu_asan)");
 
     let mut files = Vec::new();
+    let mut signatures = Vec::new();
     let mut names: Vec<PathBuf> = fs::read_dir(&kernels_dir)
         .expect("kernels/ is readable")
         .map(|e| e.unwrap().path())
@@ -46,6 +51,7 @@ fn main() {
         let text = fs::read_to_string(&path).unwrap();
         let expanded = expand_includes(&text, &kernels_dir, &mut HashSet::new(), &kernel_label(&kernels_dir, &path));
         let entries = kernel_entries(&text);
+        signatures.extend(launchers::parse(&format!("kernels/{stem}.cu"), &text, &entries));
         files.push(KernelFile { stem, expanded, entries, path });
     }
     let planted = planted_copies(&kernels_dir, &files, &out);
@@ -55,6 +61,8 @@ fn main() {
     write_modules(&mut table, "PLANTED_MODULES", &planted);
     fs::write(out.join("kernel_modules.rs"), table).unwrap();
     fs::write(out.join("emu_entries.rs"), emu_entries(files.iter().chain(&planted))).unwrap();
+    fs::write(out.join("launchers.rs"), launchers::launchers(&signatures)).unwrap();
+    fs::write(out.join("kernel_signatures.rs"), launchers::table(&signatures)).unwrap();
 
     build_emulator(&root, &out, files.iter().chain(&planted));
 }

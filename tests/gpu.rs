@@ -1,7 +1,7 @@
 //! The tests that need a GPU, all named `gpu::...` so scripts/gpu-check selects them with the
 //! `gpu::` filter whatever files they come from. Without a GPU each says so and passes;
 //! `PERCEPT_REQUIRE_GPU=1` (set by gpu-check) makes the absence a failure. The same checks run on
-//! the emulator in `backend_ops` and `graph`.
+//! the emulator in `ops` and `graph`.
 
 use percept::backend::cuda::gpu::GpuDevice;
 
@@ -16,13 +16,13 @@ fn open_gpu() -> Option<GpuDevice> {
     }
 }
 
-/// Every backend op against the CPU; `PERCEPT_GPU_VARIANTS` and `PERCEPT_GPU_OPS` choose what runs
-/// (gpu-check runs each variant in its own process), and every mismatch is listed at the end.
+/// The op table (`ops`) against the CPU; `PERCEPT_GPU_VARIANTS` and `PERCEPT_GPU_OPS` choose what
+/// runs (gpu-check runs each variant in its own process), and every mismatch is listed at the end.
 #[test]
-fn backend_ops_match_cpu() {
+fn ops_match_cpu() {
     let Some(gpu) = open_gpu() else { return };
-    let (variants, ops) = crate::backend_ops::selection_from_env();
-    crate::backend_ops::check_ops(gpu, "gpu", &variants, &ops).assert_all_pass();
+    let (variants, ops) = crate::ops::selection_from_env();
+    crate::ops::check_ops(&gpu, "gpu", &variants, &ops, &[0], &|_| {}, &crate::ops::cases()).assert_all_pass();
 }
 
 /// The captured denoising step, replayed, against step-by-step on the GPU.

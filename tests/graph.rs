@@ -5,9 +5,10 @@
 use crate::support::{fixtures_dir, Rng};
 use percept::backend::cuda::backend::Cuda;
 use percept::backend::cuda::device::Device;
+use percept::backend::cuda::launchers::{self as k, DevPtr};
 use percept::backend::cuda::pool::{size_class, Pool};
 use percept::backend::Backend;
-use percept::emu::{Arch, Arg, EmuDevice, LaunchConfig};
+use percept::emu::{Arch, EmuDevice, LaunchConfig};
 use percept::pipeline::Trace;
 use percept::verify::fixture::Fixture;
 use percept::verify::pipeline::fixture_engine;
@@ -17,12 +18,7 @@ fn f32s(dev: &EmuDevice, buf: &percept::emu::EmuBuffer) -> Vec<f32> {
 }
 
 fn scale(dev: &EmuDevice, y: u64, x: u64, s: f32, n: usize) -> percept::error::Result<()> {
-    Device::launch(
-        dev,
-        "scale_f32",
-        &LaunchConfig::linear(2, 128),
-        &[Arg::Ptr(y), Arg::Ptr(x), Arg::F32(s), Arg::I64(n as i64)],
-    )
+    k::scale_f32(dev, &LaunchConfig::linear(2, 128), DevPtr(y), DevPtr(x), s, n)
 }
 
 #[test]
@@ -180,12 +176,10 @@ fn ddim_step_in_place_matches_the_step_into_another_buffer() {
             let s = Device::upload(&dev, bytemuck::cast_slice(&sample)).unwrap();
             let c = Device::upload(&dev, bytemuck::cast_slice(&coef)).unwrap();
             let want = Device::alloc(&dev, 4 * n).unwrap();
-            let a = |b: &percept::emu::EmuBuffer| Arg::Ptr(dev.address(b));
+            let a = |b: &percept::emu::EmuBuffer| DevPtr::of(&dev, b);
             let cfg = LaunchConfig::linear(3, 128);
-            let args = [a(&want), Arg::Ptr(0), a(&p), a(&s), Arg::I64(n as i64), Arg::I32(kind), a(&c)];
-            Device::launch(&dev, "ddim_step_f32", &cfg, &args).unwrap();
-            let args = [a(&s), Arg::Ptr(0), a(&p), a(&s), Arg::I64(n as i64), Arg::I32(kind), a(&c)];
-            Device::launch(&dev, "ddim_step_f32", &cfg, &args).unwrap();
+            k::ddim_step_f32(&dev, &cfg, a(&want), DevPtr::NULL, a(&p), a(&s), n, kind, a(&c)).unwrap();
+            k::ddim_step_f32(&dev, &cfg, a(&s), DevPtr::NULL, a(&p), a(&s), n, kind, a(&c)).unwrap();
             assert_eq!(f32s(&dev, &s), f32s(&dev, &want), "prediction type {kind}, clip {clip}");
         }
     }

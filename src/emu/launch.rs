@@ -38,6 +38,10 @@ fn kernels() -> &'static HashMap<&'static str, Kernel> {
     })
 }
 
+pub(super) fn signature(name: &str) -> Option<&'static str> {
+    kernels().get(name).map(|k| k.signature)
+}
+
 struct Inner {
     arch: Arch,
     seed: AtomicU64,

@@ -22,5 +22,11 @@ pub fn kernel_names() -> impl Iterator<Item = &'static str> {
     entries::EMU_ENTRIES.iter().map(|(name, _)| *name)
 }
 
+/// The argument types of entry point `name` as the C++ compiler saw them, one code per parameter
+/// (p pointer, i int, u unsigned, f float, l long long, L unsigned long long).
+pub fn kernel_signature(name: &str) -> Option<&'static str> {
+    launch::signature(name)
+}
+
 /// True when the emulated kernels were built with AddressSanitizer (`PERCEPT_EMU_ASAN=1`).
 pub const ASAN: bool = cfg!(percept_emu_asan);

@@ -64,10 +64,11 @@ pub fn blocks_for(n: usize) -> u32 {
     (n.div_ceil(THREADS as usize)).clamp(1, 65_535) as u32
 }
 
-/// `v` as the integer type a kernel parameter or launch dimension takes, or a clear error naming
-/// the op: a size that wrapped on the way to a kernel would make it index the wrong memory.
-/// Every size, count and offset handed to a kernel goes through here (grid-stride element counts
-/// are 64-bit; the per-axis sizes are 32-bit, the kernels widening their products to 64 bits).
+/// `v` as the integer type a launch dimension (or a size checked before anything is allocated)
+/// takes, or a clear error naming the op: a size that wrapped on the way to a kernel would make it
+/// index the wrong memory. Kernel parameters are checked the same way by the generated launchers
+/// (`launchers.rs`; grid-stride element counts are 64-bit, the per-axis sizes 32-bit, the kernels
+/// widening their products to 64 bits).
 pub fn checked<T: TryFrom<usize>>(op: &str, what: &str, v: usize) -> Result<T> {
     T::try_from(v).map_err(|_| {
         Error::Shape(format!(
@@ -75,16 +76,6 @@ pub fn checked<T: TryFrom<usize>>(op: &str, what: &str, v: usize) -> Result<T> {
             std::any::type_name::<T>()
         ))
     })
-}
-
-/// A 32-bit `int` kernel parameter (see `checked`).
-pub fn int(op: &str, v: usize) -> Result<Arg> {
-    checked::<i32>(op, "size", v).map(Arg::I32)
-}
-
-/// A 64-bit element count (`long long n`) for the element-wise kernels.
-pub fn count(op: &str, v: usize) -> Result<Arg> {
-    checked::<i64>(op, "element count", v).map(Arg::I64)
 }
 
 /// A launch dimension (grid size or shared-memory bytes).

@@ -14,6 +14,7 @@ pub mod gpu;
 mod graph;
 pub mod kernels;
 pub mod launch;
+pub mod launchers;
 pub mod nvrtc;
 mod ops;
 pub mod pool;

@@ -3,8 +3,9 @@
 //! error shows as an O(1) difference; accumulation order only as f32 rounding.
 
 use super::device::Device;
-use super::launch::{Arg, LaunchConfig};
-use crate::error::Result;
+use super::launch::LaunchConfig;
+use super::launchers::{self as k, DevPtr};
+use crate::error::{Error, Result};
 use crate::util::rng::SplitMix64;
 
 /// One probe's comparison.
@@ -19,9 +20,14 @@ pub struct ProbeResult {
 fn run<D: Device>(dev: &D, kernel: &str, out_bytes: usize, inputs: &[&[u8]]) -> Result<Vec<u8>> {
     let out = dev.alloc(out_bytes)?;
     let bufs = inputs.iter().map(|b| dev.upload(b)).collect::<Result<Vec<_>>>()?;
-    let mut args = vec![Arg::Ptr(dev.address(&out))];
-    args.extend(bufs.iter().map(|b| Arg::Ptr(dev.address(b))));
-    dev.launch(kernel, &LaunchConfig::linear(1, 32), &args)?;
+    let (o, ins) = (DevPtr::of(dev, &out), bufs.iter().map(|b| DevPtr::of(dev, b)).collect::<Vec<_>>());
+    let cfg = LaunchConfig::linear(1, 32);
+    match (kernel, ins.as_slice()) {
+        ("probe_mma_bf16", &[a, b, c]) => k::probe_mma_bf16(dev, &cfg, o, a, b, c)?,
+        ("probe_mma_f16", &[a, b, c]) => k::probe_mma_f16(dev, &cfg, o, a, b, c)?,
+        ("probe_ldmatrix_b16", &[src]) => k::probe_ldmatrix_b16(dev, &cfg, o, src)?,
+        _ => return Err(Error::Cuda(format!("probe: no launch for {kernel} with {} inputs", ins.len()))),
+    }
     Ok(dev.download(&out)?[..out_bytes].to_vec())
 }
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{blocks_for, count, Arg, LaunchConfig, THREADS};
+use crate::backend::cuda::launch::{blocks_for, LaunchConfig, THREADS};
+use crate::backend::cuda::launchers::{self as k, DevPtr};
 use crate::backend::cuda::pool::Block;
 use crate::backend::Backend as _;
 use crate::error::{Error, Result};
@@ -30,17 +31,25 @@ impl<D: Device> Cuda<D> {
         Ok(b)
     }
 
-    pub(in crate::backend::cuda) fn addr(&self, b: &Block<D>) -> Arg {
-        Arg::Ptr(self.dev.address(b.buffer()))
+    /// A block's device address, as a kernel parameter.
+    pub(in crate::backend::cuda) fn addr(&self, b: &Block<D>) -> DevPtr {
+        DevPtr::of(&self.dev, b.buffer())
     }
 
-    /// Entry point `<op>_<dtype>` for the activation type.
-    pub(in crate::backend::cuda) fn k(&self, op: &str) -> String {
-        format!("{op}_{}", self.act.name())
+    /// Entry point `<op>_<dtype>` for `dtype`: what per-kernel settings (the shared-memory
+    /// opt-in) name; launches go through the typed launchers.
+    pub(in crate::backend::cuda) fn entry(op: &str, dtype: DType) -> String {
+        format!("{op}_{}", dtype.name())
     }
 
-    pub(in crate::backend::cuda) fn ptr(&self, t: &GpuTensor<D>) -> Arg {
+    /// A tensor's device address, as a kernel parameter.
+    pub(in crate::backend::cuda) fn ptr(&self, t: &GpuTensor<D>) -> DevPtr {
         self.addr(&t.buf)
+    }
+
+    /// An optional tensor's device address, null without one.
+    pub(in crate::backend::cuda) fn ptr_or_null(&self, t: Option<&GpuTensor<D>>) -> DevPtr {
+        t.map_or(DevPtr::NULL, |t| self.ptr(t))
     }
 
     pub(in crate::backend::cuda) fn empty(&self, shape: &[usize]) -> Result<GpuTensor<D>> {
@@ -90,7 +99,7 @@ impl<D: Device> Cuda<D> {
         }
         let n = numel(&t.shape);
         let w = self.owned_as(&t.shape, self.act)?;
-        self.grid_stride("convert_f32_to_bf16", n, &[self.ptr(&w), self.ptr(&f32), count("convert_f32_to_bf16", n)?])?;
+        k::convert_f32_to_bf16(&self.dev, &self.stride(n), self.ptr(&w), self.ptr(&f32), n)?;
         Ok(w)
     }
 
@@ -104,9 +113,9 @@ impl<D: Device> Cuda<D> {
         self.weight_from(Tensor::new(w.shape.clone(), w.data().to_vec())?)
     }
 
-    /// A 1-D grid-stride launch over `n` elements.
-    pub(in crate::backend::cuda) fn grid_stride(&self, kernel: &str, n: usize, args: &[Arg]) -> Result<()> {
-        self.dev.launch(kernel, &LaunchConfig::linear(blocks_for(n), THREADS), args)
+    /// The launch shape of a 1-D grid-stride kernel over `n` elements.
+    pub(in crate::backend::cuda) fn stride(&self, n: usize) -> LaunchConfig {
+        LaunchConfig::linear(blocks_for(n), THREADS)
     }
 
     /// Same-shaped parameters stacked along a new first axis, copied on the device.
@@ -116,14 +125,13 @@ impl<D: Device> Cuda<D> {
         shape.extend_from_slice(&parts[0].shape);
         let dtype = parts[0].dtype;
         let y = self.owned_as(&shape, dtype)?;
-        let base = self.dev.address(y.buf.buffer());
-        let copy = format!("scale_{}", dtype.name());
+        let base = self.ptr(&y);
         for (j, p) in parts.iter().enumerate() {
             if numel(&p.shape) != each {
                 return Err(shape_err!("stack: {:?} and {:?} differ", parts[0].shape, p.shape));
             }
-            let dst = Arg::Ptr(base + (j * each * dtype.size()) as u64);
-            self.grid_stride(&copy, each, &[dst, self.ptr(p), Arg::F32(1.0), count(&copy, each)?])?;
+            let dst = base.offset(j * each * dtype.size());
+            k::scale(&self.dev, dtype, &self.stride(each), dst, self.ptr(p), 1.0, each)?;
         }
         Ok(y)
     }

@@ -3,7 +3,8 @@
 
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::backend::cuda::launch::{dim, LaunchConfig};
+use crate::backend::cuda::launchers as k;
 use crate::error::Result;
 use crate::shape_err;
 use crate::tensor::DType;
@@ -19,8 +20,7 @@ impl<D: Device> Cuda<D> {
         }
         let hd = d3 / 3 / heads;
         let y = self.empty(&[b, l, heads * hd])?;
-        let i = |v: usize| int("attention", v);
-        let args = [self.ptr(&y), self.ptr(qkv), i(l)?, i(heads)?, i(hd)?, Arg::F32(1.0 / (hd as f32).sqrt())];
+        let (yp, qp, scale) = (self.ptr(&y), self.ptr(qkv), 1.0 / (hd as f32).sqrt());
         if self.fast && self.act == DType::BF16 && hd % 8 == 0 && hd <= 128 {
             // Tensor cores: 64 query rows a block; Q, K and V tiles of 64 rows in dynamic shared.
             let shared = dim("attention", 3 * 64 * (hd.next_multiple_of(16) + 8) * 2)?;
@@ -32,25 +32,25 @@ impl<D: Device> Cuda<D> {
                 block: [128, 1, 1],
                 shared_bytes: shared,
             };
-            self.dev.launch("attention_tc_bf16", &cfg, &args)?;
+            k::attention_tc_bf16(&self.dev, &cfg, yp, qp, l, heads, hd, scale)?;
         } else if hd % 8 == 0 && hd <= 128 {
             let cfg = LaunchConfig {
                 grid: [dim("attention", l.div_ceil(16))?, dim("attention", heads)?, dim("attention", b)?],
                 block: [128, 1, 1],
                 shared_bytes: 0,
             };
-            self.dev.launch(&self.k("attention"), &cfg, &args)?;
+            k::attention(&self.dev, self.act, &cfg, yp, qp, l, heads, hd, scale)?;
         } else {
             let shared = dim("attention", 4 * (l + hd))?;
             if shared > 48 * 1024 {
-                self.dev.set_max_dynamic_shared(&self.k("attention_wide"), shared)?;
+                self.dev.set_max_dynamic_shared(&Self::entry("attention_wide", self.act), shared)?;
             }
             let cfg = LaunchConfig {
                 grid: [dim("attention", l)?, dim("attention", heads)?, dim("attention", b)?],
                 block: [256, 1, 1],
                 shared_bytes: shared,
             };
-            self.dev.launch(&self.k("attention_wide"), &cfg, &args)?;
+            k::attention_wide(&self.dev, self.act, &cfg, yp, qp, l, heads, hd, scale)?;
         }
         Ok(y)
     }

@@ -3,7 +3,8 @@
 
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::backend::cuda::launch::{dim, LaunchConfig};
+use crate::backend::cuda::launchers as k;
 use crate::backend::Conv2d;
 use crate::error::Result;
 use crate::shape_err;
@@ -35,38 +36,24 @@ impl<D: Device> Cuda<D> {
             .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
         let y = self.empty(&[n, o, oh, ow])?;
         let op = if up == 1 { "conv2d_up2" } else { "conv2d" };
-        let (tile, kernel) = if self.tc128(c * kh * kw) {
-            (128, if up == 1 { "conv2d_up2_tc_bf16".to_string() } else { "conv2d_tc_bf16".to_string() })
-        } else {
-            (32, self.k(op))
-        };
+        let tc = self.tc128(c * kh * kw);
+        let tile = if tc { 128 } else { 32 };
         let cfg = LaunchConfig {
             grid: [dim(op, (oh * ow).div_ceil(tile))?, dim(op, o.div_ceil(tile))?, dim(op, n)?],
             block: [256, 1, 1],
             shared_bytes: 0,
         };
-        let i = |v: usize| int("conv2d", v);
-        self.dev.launch(
-            &kernel,
-            &cfg,
-            &[
-                self.ptr(&y),
-                self.ptr(x),
-                self.ptr(w),
-                b.map_or(Arg::Ptr(0), |b| self.ptr(b)),
-                i(c)?,
-                i(h)?,
-                i(wd)?,
-                i(o)?,
-                i(kh)?,
-                i(kw)?,
-                i(p.stride)?,
-                i(p.pad[0])?,
-                i(p.pad[1])?,
-                i(oh)?,
-                i(ow)?,
-            ],
-        )?;
+        let (dev, act, yp, xp, wp, bp) =
+            (&self.dev, self.act, self.ptr(&y), self.ptr(x), self.ptr(w), self.ptr_or_null(b));
+        let (stride, pt, pl) = (p.stride, p.pad[0], p.pad[1]);
+        match (tc, up == 1) {
+            (true, true) => {
+                k::conv2d_up2_tc_bf16(dev, &cfg, yp, xp, wp, bp, c, h, wd, o, kh, kw, stride, pt, pl, oh, ow)
+            }
+            (true, false) => k::conv2d_tc_bf16(dev, &cfg, yp, xp, wp, bp, c, h, wd, o, kh, kw, stride, pt, pl, oh, ow),
+            (false, true) => k::conv2d_up2(dev, act, &cfg, yp, xp, wp, bp, c, h, wd, o, kh, kw, stride, pt, pl, oh, ow),
+            (false, false) => k::conv2d(dev, act, &cfg, yp, xp, wp, bp, c, h, wd, o, kh, kw, stride, pt, pl, oh, ow),
+        }?;
         Ok(y)
     }
 
@@ -96,12 +83,8 @@ impl<D: Device> Cuda<D> {
             return Err(shape_err!("upsample: input {:?} must be NCHW", x.shape));
         };
         let y = self.empty(&[n, c, 2 * h, 2 * w])?;
-        let i = |v: usize| int("upsample", v);
-        self.grid_stride(
-            &self.k("upsample_nearest2x"),
-            4 * n * c * h * w,
-            &[self.ptr(&y), self.ptr(x), i(n * c)?, i(h)?, i(w)?],
-        )?;
+        let cfg = self.stride(4 * n * c * h * w);
+        k::upsample_nearest2x(&self.dev, self.act, &cfg, self.ptr(&y), self.ptr(x), n * c, h, w)?;
         Ok(y)
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::count;
+use crate::backend::cuda::launchers as k;
 use crate::error::Result;
 use crate::tensor::{numel, DType};
 
@@ -18,8 +18,12 @@ impl<D: Device> Cuda<D> {
         }
         let n = numel(&t.shape);
         let y = self.empty_as(&t.shape, to)?;
-        let kernel = if to == DType::BF16 { "convert_f32_to_bf16" } else { "convert_bf16_to_f32" };
-        self.grid_stride(kernel, n, &[self.ptr(&y), self.ptr(t), count(kernel, n)?])?;
+        let cfg = self.stride(n);
+        if to == DType::BF16 {
+            k::convert_f32_to_bf16(&self.dev, &cfg, self.ptr(&y), self.ptr(t), n)?;
+        } else {
+            k::convert_bf16_to_f32(&self.dev, &cfg, self.ptr(&y), self.ptr(t), n)?;
+        }
         Ok(y)
     }
 }

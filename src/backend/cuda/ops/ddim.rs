@@ -3,7 +3,7 @@
 
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{count, Arg};
+use crate::backend::cuda::launchers::{self as k, DevPtr};
 use crate::backend::ddim::{PredictionType, StepCoefficients};
 use crate::error::Result;
 use crate::shape_err;
@@ -36,18 +36,8 @@ impl<D: Device> Cuda<D> {
             PredictionType::VPrediction => 1,
             PredictionType::Sample => 2,
         };
-        self.grid_stride(
-            "ddim_step_f32",
-            n,
-            &[
-                self.ptr(sample),
-                Arg::Ptr(0), // no pred_x0
-                self.ptr(pred),
-                self.ptr(sample),
-                count("ddim_step", n)?,
-                Arg::I32(kind),
-                self.ptr(coefs),
-            ],
-        )
+        let (sp, pp) = (self.ptr(sample), self.ptr(pred));
+        // In place (the sample is read and written element by element); no pred_x0 output.
+        k::ddim_step_f32(&self.dev, &self.stride(n), sp, DevPtr::NULL, pp, sp, n, kind, self.ptr(coefs))
     }
 }

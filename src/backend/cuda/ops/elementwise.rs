@@ -2,31 +2,31 @@
 
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{blocks_for, count, int, Arg, LaunchConfig, THREADS};
+use crate::backend::cuda::launchers as k;
 use crate::backend::{axes, Act};
 use crate::error::Result;
 use crate::shape_err;
 use crate::tensor::numel;
 
 impl<D: Device> Cuda<D> {
-    pub(in crate::backend::cuda) fn elementwise(&self, kernel: &str, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+    /// `act` of `x` (already in the activation type): a new tensor, or `x` itself for `None`.
+    pub(in crate::backend::cuda) fn elementwise(&self, act: Act, x: &GpuTensor<D>) -> Result<GpuTensor<D>> {
+        if act == Act::None {
+            return Ok(x.clone());
+        }
         let n = numel(&x.shape);
         let y = self.empty(&x.shape)?;
-        self.dev.launch(
-            kernel,
-            &LaunchConfig::linear(blocks_for(n), THREADS),
-            &[self.ptr(&y), self.ptr(x), count(kernel, n)?],
-        )?;
+        let (cfg, yp, xp) = (self.stride(n), self.ptr(&y), self.ptr(x));
+        if act == Act::Silu {
+            k::silu(&self.dev, self.act, &cfg, yp, xp, n)?;
+        } else {
+            k::gelu_tanh(&self.dev, self.act, &cfg, yp, xp, n)?;
+        }
         Ok(y)
     }
 
     pub(in crate::backend::cuda) fn act(&self, x: &GpuTensor<D>, act: Act) -> Result<GpuTensor<D>> {
-        let x = &self.act_of(x)?;
-        match act {
-            Act::None => Ok(x.clone()),
-            Act::Silu => self.elementwise(&self.k("silu"), x),
-            Act::GeluTanh => self.elementwise(&self.k("gelu_tanh"), x),
-        }
+        self.elementwise(act, &self.act_of(x)?)
     }
 
     pub(in crate::backend::cuda) fn add(&self, a: &GpuTensor<D>, b: &GpuTensor<D>) -> Result<GpuTensor<D>> {
@@ -36,7 +36,7 @@ impl<D: Device> Cuda<D> {
         }
         let n = numel(&a.shape);
         let y = self.empty(&a.shape)?;
-        self.grid_stride(&self.k("add"), n, &[self.ptr(&y), self.ptr(a), self.ptr(b), count("add", n)?])?;
+        k::add(&self.dev, self.act, &self.stride(n), self.ptr(&y), self.ptr(a), self.ptr(b), n)?;
         Ok(y)
     }
 
@@ -44,7 +44,7 @@ impl<D: Device> Cuda<D> {
         let x = &self.act_of(x)?;
         let n = numel(&x.shape);
         let y = self.empty(&x.shape)?;
-        self.grid_stride(&self.k("scale"), n, &[self.ptr(&y), self.ptr(x), Arg::F32(s), count("scale", n)?])?;
+        k::scale(&self.dev, self.act, &self.stride(n), self.ptr(&y), self.ptr(x), s, n)?;
         Ok(y)
     }
 
@@ -57,7 +57,6 @@ impl<D: Device> Cuda<D> {
     ) -> Result<()> {
         // The residual stream keeps its own storage type (f32 under bf16, as autocast keeps it).
         let (y, mods) = (&self.convert(y, x.dtype)?, &self.convert(mods, x.dtype)?);
-        let kernel = format!("gated_add_{}", x.dtype.name());
         if x.shape != y.shape || x.shape.len() != 3 {
             return Err(shape_err!("gated_add: shapes {:?} and {:?}", x.shape, y.shape));
         }
@@ -70,11 +69,7 @@ impl<D: Device> Cuda<D> {
             ));
         }
         // In place: `x` is the residual stream, owned by the forward pass.
-        let i = |v: usize| int("gated_add", v);
-        self.grid_stride(
-            &kernel,
-            b * t * d,
-            &[self.ptr(x), self.ptr(y), self.ptr(mods), i(b)?, i(t)?, i(d)?, i(m)?, i(gate * d)?],
-        )
+        let cfg = self.stride(b * t * d);
+        k::gated_add(&self.dev, x.dtype, &cfg, self.ptr(x), self.ptr(y), self.ptr(mods), b, t, d, m, gate * d)
     }
 }

@@ -3,7 +3,8 @@
 use crate::backend::axes;
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::backend::cuda::launch::{checked, dim, LaunchConfig};
+use crate::backend::cuda::launchers as k;
 use crate::error::{Error, Result};
 use crate::shape_err;
 use crate::tensor::{numel, DType};
@@ -14,13 +15,14 @@ impl<D: Device> Cuda<D> {
         if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= rows) {
             return Err(Error::Input(format!("label {bad} is outside the embedding table's {rows} rows")));
         }
-        let (rows_arg, d_arg) = (int("embedding", rows)?, int("embedding", d)?);
+        // Sizes checked before anything is uploaded or allocated.
+        checked::<i32>("embedding", "size", rows)?;
+        checked::<i32>("embedding", "size", d)?;
         let cfg =
             LaunchConfig { grid: [dim("embedding", ids.len().max(1))?, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
         let idb = self.ids_on_device(ids)?;
         let y = self.empty(&[ids.len(), d])?;
-        let args = [self.ptr(&y), self.ptr(table), self.addr(&idb), rows_arg, d_arg];
-        self.dev.launch(&self.k("embedding"), &cfg, &args)?;
+        k::embedding(&self.dev, self.act, &cfg, self.ptr(&y), self.ptr(table), self.addr(&idb), rows, d)?;
         Ok(y)
     }
 
@@ -60,30 +62,18 @@ impl<D: Device> Cuda<D> {
         if numel(&pos.shape) != t * d {
             return Err(shape_err!("patch_embed: pos_embed {:?} does not fit {t} tokens of {d}", pos.shape));
         }
+        let first_label = usize::try_from(first_label)
+            .map_err(|_| Error::Input(format!("patch_embed: the first task label {first_label} is negative")))?;
         let lb = self.ids_on_device(labels)?;
         let y = self.empty(&[b, t, d])?;
-        let i = |v: usize| int("patch_embed", v);
         let cfg = LaunchConfig {
             grid: [dim("patch_embed", t)?, dim("patch_embed", b)?, 1],
             block: [128, 1, 1],
             shared_bytes: dim("patch_embed", 4 * c * patch * patch)?,
         };
-        let args = [
-            self.ptr(&y),
-            self.ptr(x),
-            self.ptr(conv_w),
-            self.ptr(conv_b),
-            self.addr(&lb),
-            Arg::I64(first_label),
-            i(n_convs)?,
-            self.ptr(pos),
-            i(c)?,
-            i(h)?,
-            i(w)?,
-            i(d)?,
-            i(patch)?,
-        ];
-        self.dev.launch(&self.k("patch_embed"), &cfg, &args)?;
+        let (yp, xp, wp, bp, lp) = (self.ptr(&y), self.ptr(x), self.ptr(conv_w), self.ptr(conv_b), self.addr(&lb));
+        let pp = self.ptr(pos);
+        k::patch_embed(&self.dev, self.act, &cfg, yp, xp, wp, bp, lp, first_label, n_convs, pp, c, h, w, d, patch)?;
         // The residual stream starts here: f32 whatever the activation type.
         self.convert(&y, DType::F32)
     }
@@ -95,8 +85,8 @@ impl<D: Device> Cuda<D> {
         }
         let (b, half) = (t.shape[0], FREQ_DIM / 2);
         let y = self.empty(&[b, FREQ_DIM])?;
-        let i = |v: usize| int("timestep_features", v);
-        self.grid_stride(&self.k("timestep_features"), b * half, &[self.ptr(&y), self.ptr(t), i(b)?, i(half)?])?;
+        let cfg = self.stride(b * half);
+        k::timestep_features(&self.dev, self.act, &cfg, self.ptr(&y), self.ptr(t), b, half)?;
         Ok(y)
     }
 }

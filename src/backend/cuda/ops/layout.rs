@@ -3,7 +3,8 @@
 use crate::backend::at_least;
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::backend::cuda::launch::{dim, LaunchConfig};
+use crate::backend::cuda::launchers as k;
 use crate::error::Result;
 use crate::shape_err;
 use crate::tensor::numel;
@@ -25,11 +26,7 @@ impl<D: Device> Cuda<D> {
             block: [32, 8, 1],
             shared_bytes: 0,
         };
-        self.dev.launch(
-            &self.k("nchw_to_tokens"),
-            &cfg,
-            &[self.ptr(&y), self.ptr(x), int("nchw_to_tokens", c)?, int("nchw_to_tokens", hw)?],
-        )?;
+        k::nchw_to_tokens(&self.dev, self.act, &cfg, self.ptr(&y), self.ptr(x), c, hw)?;
         Ok(y)
     }
 
@@ -56,11 +53,7 @@ impl<D: Device> Cuda<D> {
             block: [32, 8, 1],
             shared_bytes: 0,
         };
-        self.dev.launch(
-            &self.k("tokens_to_nchw"),
-            &cfg,
-            &[self.ptr(&y), self.ptr(x), int("tokens_to_nchw", l)?, int("tokens_to_nchw", c)?],
-        )?;
+        k::tokens_to_nchw(&self.dev, self.act, &cfg, self.ptr(&y), self.ptr(x), l, c)?;
         Ok(y)
     }
 
@@ -80,12 +73,8 @@ impl<D: Device> Cuda<D> {
             return Err(shape_err!("unpatchify: {:?} is not {gh}x{gw} tokens of {patch}x{patch}x{channels}", x.shape));
         }
         let y = self.empty(&[b, channels, gh * patch, gw * patch])?;
-        let i = |v: usize| int("unpatchify", v);
-        self.grid_stride(
-            &self.k("unpatchify"),
-            b * t * f,
-            &[self.ptr(&y), self.ptr(x), i(b)?, i(channels)?, i(patch)?, i(gh)?, i(gw)?],
-        )?;
+        let cfg = self.stride(b * t * f);
+        k::unpatchify(&self.dev, self.act, &cfg, self.ptr(&y), self.ptr(x), b, channels, patch, gh, gw)?;
         Ok(y)
     }
 
@@ -113,22 +102,9 @@ impl<D: Device> Cuda<D> {
             let mut shape = first.shape.clone();
             shape[1] = ca + cb + cc;
             let y = self.empty(&shape)?;
-            let i = |v: usize| int("cat_channels", v);
-            self.grid_stride(
-                &self.k("cat_channels"),
-                n * (ca + cb + cc) * hw,
-                &[
-                    self.ptr(&y),
-                    self.ptr(&acc),
-                    self.ptr(b),
-                    c.map_or(Arg::Ptr(0), |c| self.ptr(c)),
-                    i(n)?,
-                    i(ca)?,
-                    i(cb)?,
-                    i(cc)?,
-                    i(hw)?,
-                ],
-            )?;
+            let cfg = self.stride(n * (ca + cb + cc) * hw);
+            let (yp, ap, bp, cp) = (self.ptr(&y), self.ptr(&acc), self.ptr(b), self.ptr_or_null(c));
+            k::cat_channels(&self.dev, self.act, &cfg, yp, ap, bp, cp, n, ca, cb, cc, hw)?;
             acc = y;
             rest = &rest[take..];
         }
@@ -151,12 +127,8 @@ impl<D: Device> Cuda<D> {
         let mut shape = x.shape.clone();
         shape[1] = len;
         let y = self.empty(&shape)?;
-        let i = |v: usize| int("slice_channels", v);
-        self.grid_stride(
-            &self.k("slice_channels"),
-            n * len * hw,
-            &[self.ptr(&y), self.ptr(x), i(n)?, i(c)?, i(start)?, i(len)?, i(hw)?],
-        )?;
+        let cfg = self.stride(n * len * hw);
+        k::slice_channels(&self.dev, self.act, &cfg, self.ptr(&y), self.ptr(x), n, c, start, len, hw)?;
         Ok(y)
     }
 }

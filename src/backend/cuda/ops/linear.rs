@@ -3,7 +3,8 @@
 
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::backend::cuda::launch::{checked, dim, LaunchConfig};
+use crate::backend::cuda::launchers as k;
 use crate::backend::{axes, Act};
 use crate::error::Result;
 use crate::shape_err;
@@ -27,29 +28,30 @@ impl<D: Device> Cuda<D> {
             return Err(shape_err!("linear: bias {:?} does not fit weight {:?}", b.shape, w.shape));
         }
         // Sizes and grid checked before anything is allocated.
-        let (mi, ni, ki) = (int("linear", m)?, int("linear", n)?, int("linear", k)?);
+        for v in [m, n, k] {
+            checked::<i32>("linear", "size", v)?;
+        }
         let tc = self.tc128(k);
         let tile = if tc { 128 } else { 32 };
         let grid = [dim("linear", n.div_ceil(tile))?, dim("linear", m.div_ceil(tile))?, 1];
         let mut shape = x.shape.clone();
         *shape.last_mut().unwrap() = n;
         let y = self.empty(&shape)?;
-        let bias = b.map_or(Arg::Ptr(0), |b| self.ptr(b));
-        let gelu = Arg::I32((act == Act::GeluTanh) as i32);
-        let args = [self.ptr(&y), self.ptr(x), self.ptr(w), bias, mi, ni, ki, gelu, Arg::I32(1)];
+        let (yp, xp, wp, bias) = (self.ptr(&y), self.ptr(x), self.ptr(w), self.ptr_or_null(b));
+        let gelu = (act == Act::GeluTanh) as usize;
         if tc {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
-            self.dev.launch("gemm_tc128_bf16", &cfg, &args)?;
+            k::gemm_tc128_bf16(&self.dev, &cfg, yp, xp, wp, bias, m, n, k, gelu, 1)?;
         } else if self.act == DType::BF16 {
             // Tensor cores: bf16 operands, f32 accumulation, bf16 output.
             let cfg = LaunchConfig { grid, block: [128, 1, 1], shared_bytes: 0 };
-            self.dev.launch("gemm_mma_bf16", &cfg, &args)?;
+            k::gemm_mma_bf16(&self.dev, &cfg, yp, xp, wp, bias, m, n, k, gelu, 1)?;
         } else {
             let cfg = LaunchConfig { grid, block: [256, 1, 1], shared_bytes: 0 };
-            self.dev.launch("gemm_f32", &cfg, &args[..8])?;
+            k::gemm_f32(&self.dev, &cfg, yp, xp, wp, bias, m, n, k, gelu)?;
         }
         if act == Act::Silu {
-            return self.elementwise(&self.k("silu"), &y);
+            return self.elementwise(Act::Silu, &y);
         }
         Ok(y)
     }
@@ -84,15 +86,13 @@ impl<D: Device> Cuda<D> {
             ));
         }
         let rows = bsz * t;
-        let i = |v: usize| int("linear_gated_add", v);
-        let gate_ptr = Arg::Ptr(self.dev.address(mods.buf.buffer()) + (gate * d * 4) as u64);
+        let gate_ptr = self.ptr(mods).offset(gate * d * 4);
         let cfg = LaunchConfig {
             grid: [dim("linear_gated_add", d.div_ceil(128))?, dim("linear_gated_add", rows.div_ceil(128))?, 1],
             block: [256, 1, 1],
             shared_bytes: 0,
         };
-        let bias = b.map_or(Arg::Ptr(0), |b| self.ptr(b));
-        let args = [self.ptr(x), self.ptr(a), self.ptr(w), bias, i(rows)?, i(d)?, i(k)?, gate_ptr, i(t)?, i(m)?];
-        self.dev.launch("gemm_gated_add_tc128_bf16", &cfg, &args)
+        let (xp, ap, wp, bias) = (self.ptr(x), self.ptr(a), self.ptr(w), self.ptr_or_null(b));
+        k::gemm_gated_add_tc128_bf16(&self.dev, &cfg, xp, ap, wp, bias, rows, d, k, gate_ptr, t, m)
     }
 }

@@ -3,7 +3,8 @@
 
 use crate::backend::cuda::backend::{Cuda, GpuMoe, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{dim, int, LaunchConfig};
+use crate::backend::cuda::launch::{dim, LaunchConfig};
+use crate::backend::cuda::launchers as kl;
 use crate::backend::cuda::pool::Block;
 use crate::backend::{axes, moe_dims, moe_input, MoeWeights, Routing};
 use crate::error::Result;
@@ -45,29 +46,19 @@ impl<D: Device> Cuda<D> {
         let n_tok = numel(&x.shape) / d.max(1);
         let (e, f, k) = (w.experts, w.hidden, top_k);
         let rows = n_tok * k;
-        let i = |v: usize| int("moe", v);
         let ids = self.pool.take(rows * 4)?;
         let wts = self.pool.take(rows * 4)?;
         let a = |b: &Block<D>| self.addr(b);
-        self.dev.launch(
-            &self.k("moe_route"),
-            &LaunchConfig { grid: [dim("moe", n_tok)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[a(&ids), a(&wts), self.ptr(x), self.ptr(&w.gate), i(d)?, i(e)?, i(k)?],
-        )?;
+        let cfg = LaunchConfig { grid: [dim("moe", n_tok)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
+        kl::moe_route(&self.dev, self.act, &cfg, a(&ids), a(&wts), self.ptr(x), self.ptr(&w.gate), d, e, k)?;
         let offsets = self.pool.take((e + 1) * 4)?;
         let sorted = self.pool.take(rows * 4)?;
         let pos = self.pool.take(rows * 4)?;
-        self.dev.launch(
-            "moe_count_sort_i32",
-            &LaunchConfig { grid: [1, 1, 1], block: [1024, 1, 1], shared_bytes: 0 },
-            &[a(&offsets), a(&sorted), a(&pos), a(&ids), i(rows)?, i(e)?],
-        )?;
+        let cfg = LaunchConfig { grid: [1, 1, 1], block: [1024, 1, 1], shared_bytes: 0 };
+        kl::moe_count_sort_i32(&self.dev, &cfg, a(&offsets), a(&sorted), a(&pos), a(&ids), rows, e)?;
         let xs = self.empty(&[rows, d])?;
-        self.dev.launch(
-            &self.k("moe_gather"),
-            &LaunchConfig { grid: [dim("moe", rows)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[self.ptr(&xs), self.ptr(x), a(&sorted), i(k)?, i(d)?],
-        )?;
+        let cfg = LaunchConfig { grid: [dim("moe", rows)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
+        kl::moe_gather(&self.dev, self.act, &cfg, self.ptr(&xs), self.ptr(x), a(&sorted), k, d)?;
         let fc = |y: &GpuTensor<D>,
                   xin: &GpuTensor<D>,
                   wt: &GpuTensor<D>,
@@ -75,31 +66,19 @@ impl<D: Device> Cuda<D> {
                   nout: usize,
                   kin: usize,
                   gelu: bool| {
-            let (tile, kernel) = if self.tc128(kin) {
-                (128, "moe_expert_fc_tc128_bf16".to_string())
-            } else {
-                (32, self.k("moe_expert_fc"))
-            };
+            let tc = self.tc128(kin);
+            let tile = if tc { 128 } else { 32 };
             let cfg = LaunchConfig {
                 grid: [dim("moe", nout.div_ceil(tile))?, dim("moe", rows.div_ceil(tile) + e)?, 1],
                 block: [256, 1, 1],
                 shared_bytes: 0,
             };
-            self.dev.launch(
-                &kernel,
-                &cfg,
-                &[
-                    self.ptr(y),
-                    self.ptr(xin),
-                    self.ptr(wt),
-                    self.ptr(bias),
-                    a(&offsets),
-                    i(e)?,
-                    i(nout)?,
-                    i(kin)?,
-                    i(gelu as usize)?,
-                ],
-            )
+            let (yp, xp, wp, bp, op) = (self.ptr(y), self.ptr(xin), self.ptr(wt), self.ptr(bias), a(&offsets));
+            if tc {
+                kl::moe_expert_fc_tc128_bf16(&self.dev, &cfg, yp, xp, wp, bp, op, e, nout, kin, gelu as usize)
+            } else {
+                kl::moe_expert_fc(&self.dev, self.act, &cfg, yp, xp, wp, bp, op, e, nout, kin, gelu as usize)
+            }
         };
         let h = self.empty(&[rows, f])?;
         fc(&h, &xs, &w.fc1_w, &w.fc1_b, f, d, true)?;
@@ -128,12 +107,10 @@ impl<D: Device> Cuda<D> {
         let x = &self.act_of(x)?;
         let run = self.moe_experts(x, w, top_k)?;
         let out = self.empty(&x.shape)?;
-        let (a, i) = (|b: &Block<D>| self.addr(b), |v: usize| int("moe", v));
-        self.dev.launch(
-            &self.k("moe_combine"),
-            &LaunchConfig { grid: [dim("moe", run.tokens)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[self.ptr(&out), self.ptr(&run.y), a(&run.wts), a(&run.ids), a(&run.pos), i(top_k)?, i(run.d)?],
-        )?;
+        let a = |b: &Block<D>| self.addr(b);
+        let cfg = LaunchConfig { grid: [dim("moe", run.tokens)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
+        let (op, yp) = (self.ptr(&out), self.ptr(&run.y));
+        kl::moe_combine(&self.dev, self.act, &cfg, op, yp, a(&run.wts), a(&run.ids), a(&run.pos), top_k, run.d)?;
         Ok((out, self.routing_of(&run, top_k, record)?))
     }
 
@@ -165,24 +142,11 @@ impl<D: Device> Cuda<D> {
         }
         let m_in = &self.act_of(m_in)?;
         let run = self.moe_experts(m_in, w, top_k)?;
-        let (a, i) = (|b: &Block<D>| self.addr(b), |v: usize| int("moe_gated_add", v));
-        self.dev.launch(
-            &self.k("moe_combine_gated_add"),
-            &LaunchConfig { grid: [dim("moe_gated_add", run.tokens)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 },
-            &[
-                self.ptr(x),
-                self.ptr(&run.y),
-                a(&run.wts),
-                a(&run.ids),
-                a(&run.pos),
-                i(top_k)?,
-                i(d)?,
-                self.ptr(mods),
-                i(t)?,
-                i(m)?,
-                i(gate * d)?,
-            ],
-        )?;
+        let a = |b: &Block<D>| self.addr(b);
+        let cfg = LaunchConfig { grid: [dim("moe_gated_add", run.tokens)?, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
+        let (xp, yp, mp) = (self.ptr(x), self.ptr(&run.y), self.ptr(mods));
+        let (wts, ids, pos) = (a(&run.wts), a(&run.ids), a(&run.pos));
+        kl::moe_combine_gated_add(&self.dev, self.act, &cfg, xp, yp, wts, ids, pos, top_k, d, mp, t, m, gate * d)?;
         self.routing_of(&run, top_k, record)
     }
 }

@@ -2,7 +2,8 @@
 
 use crate::backend::cuda::backend::{Cuda, GpuTensor};
 use crate::backend::cuda::device::Device;
-use crate::backend::cuda::launch::{dim, int, Arg, LaunchConfig};
+use crate::backend::cuda::launch::{dim, LaunchConfig};
+use crate::backend::cuda::launchers as k;
 use crate::backend::{at_least, axes};
 use crate::error::Result;
 use crate::shape_err;
@@ -32,21 +33,8 @@ impl<D: Device> Cuda<D> {
             block: [256, 1, 1],
             shared_bytes: 0,
         };
-        self.dev.launch(
-            &self.k("group_norm"),
-            &cfg,
-            &[
-                self.ptr(&y),
-                self.ptr(x),
-                self.ptr(gamma),
-                self.ptr(beta),
-                int("group_norm", c)?,
-                int("group_norm", hw)?,
-                int("group_norm", groups)?,
-                Arg::F32(eps),
-                Arg::I32(silu as i32),
-            ],
-        )?;
+        let (yp, xp, gp, bp) = (self.ptr(&y), self.ptr(x), self.ptr(gamma), self.ptr(beta));
+        k::group_norm(&self.dev, self.act, &cfg, yp, xp, gp, bp, c, hw, groups, eps, silu as usize)?;
         Ok(y)
     }
 
@@ -61,7 +49,6 @@ impl<D: Device> Cuda<D> {
         // Statistics and modulation in the input's own storage type (the f32 residual stream under
         // bf16); the result is an activation.
         let mods = &self.convert(mods, x.dtype)?;
-        let kernel = format!("layer_norm_modulate_{}", x.dtype.name());
         let &[b, t, d] = x.shape.as_slice() else {
             return Err(shape_err!("layer_norm: input {:?} must be [B, T, D]", x.shape));
         };
@@ -72,24 +59,12 @@ impl<D: Device> Cuda<D> {
         let y = self.empty_as(&x.shape, x.dtype)?;
         let shared = dim("layer_norm", d * 4)?;
         if shared > 48 * 1024 {
-            self.dev.set_max_dynamic_shared(&kernel, shared)?;
+            self.dev.set_max_dynamic_shared(&Self::entry("layer_norm_modulate", x.dtype), shared)?;
         }
-        let base = self.dev.address(mods.buf.buffer());
+        let base = self.ptr(mods);
         let cfg = LaunchConfig { grid: [dim("layer_norm", b * t)?, 1, 1], block: [128, 1, 1], shared_bytes: shared };
-        self.dev.launch(
-            &kernel,
-            &cfg,
-            &[
-                self.ptr(&y),
-                self.ptr(x),
-                Arg::Ptr(base + (shift * d * mods.dtype.size()) as u64),
-                Arg::Ptr(base + (scale * d * mods.dtype.size()) as u64),
-                int("layer_norm", t)?,
-                int("layer_norm", d)?,
-                int("layer_norm", m)?,
-                Arg::F32(eps),
-            ],
-        )?;
+        let (shift, scale) = (base.offset(shift * d * mods.dtype.size()), base.offset(scale * d * mods.dtype.size()));
+        k::layer_norm_modulate(&self.dev, x.dtype, &cfg, self.ptr(&y), self.ptr(x), shift, scale, t, d, m, eps)?;
         self.act_of(&y)
     }
 }
