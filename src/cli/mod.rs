@@ -48,6 +48,12 @@ pub enum Precision {
     Bf16,
 }
 
+/// What `--precision` says on every command that runs the model.
+pub const PRECISION_HELP: &str = "Storage precision of weights and activations: f32, or bf16 (products of bf16 values summed \
+in f32; biases, norm statistics, the residual stream and the scheduler state stay f32). bf16 halves the weights' memory \
+and runs the CPU's bf16 dot-product or tile instructions where it has them (AVX512-BF16, AMX), at the accuracy of the \
+fixtures' bf16 tolerances (what a GPU run gives). [default: bf16 on a GPU, f32 on the CPU and the emulator]";
+
 impl Precision {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -69,6 +75,8 @@ pub struct ModelArgs {
     pub sd2: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
+    #[arg(long, value_enum, help = PRECISION_HELP)]
+    pub precision: Option<Precision>,
 }
 
 impl ModelArgs {
@@ -198,8 +206,9 @@ pub enum Command {
         fixtures: PathBuf,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
-        #[arg(long, value_enum, default_value = "f32")]
-        precision: Precision,
+        /// f32 or bf16 (the fixtures' bf16 tolerances), on every backend [default: f32].
+        #[arg(long, value_enum)]
+        precision: Option<Precision>,
         /// Skip (and count) fixtures marked slow.
         #[arg(long)]
         skip_slow: bool,
@@ -226,6 +235,10 @@ pub enum Command {
         /// the emulator].
         #[arg(long)]
         model: Option<String>,
+        /// Precision of the rows (see the task commands' --precision). On the CPU, bf16 times
+        /// the f32 rows beside the bf16 ones, alternating runs, each row named with its precision.
+        #[arg(long, value_enum)]
+        precision: Option<Precision>,
     },
     /// List a checkpoint's tensors, parameter count and (inferred) config.
     Inspect { file: PathBuf },

@@ -13,14 +13,6 @@ use crate::verify::run::{list_fixtures, verify_one, Options, Outcome};
 
 /// Returns whether every fixture passed.
 pub fn run(dir: &Path, backend: BackendArg, precision: Precision, skip_slow: bool, only: &[String]) -> Result<bool> {
-    if precision == Precision::Bf16 {
-        match backend {
-            BackendArg::Cpu | BackendArg::Auto => bail!(
-                "--precision bf16 is for the cuda and cuda-emu backends; the CPU backend verifies at f32 (use --precision f32)"
-            ),
-            _ => {}
-        }
-    }
     let mut names = list_fixtures(dir)?;
     if names.is_empty() {
         bail!("{}: no fixtures found (expected NAME.json files with a \"kind\")", dir.display());
@@ -35,7 +27,10 @@ pub fn run(dir: &Path, backend: BackendArg, precision: Precision, skip_slow: boo
     }
     let opts = Options { precision: precision.as_str().into(), skip_slow, only: only.to_vec() };
     match backend {
-        BackendArg::Cpu | BackendArg::Auto => run_on(&Cpu::new(), dir, &names, &opts),
+        BackendArg::Cpu | BackendArg::Auto => {
+            let be = if precision == Precision::Bf16 { Cpu::bf16() } else { Cpu::new() };
+            run_on(&be, dir, &names, &opts)
+        }
         BackendArg::CudaEmu => {
             let dev = EmuDevice::new(Arch::Sm90);
             let be = if precision == Precision::Bf16 { Cuda::bf16(dev) } else { Cuda::new(dev) };
