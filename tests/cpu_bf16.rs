@@ -120,3 +120,34 @@ fn cpu_bf16_and_emulated_cuda_bf16_agree_on_vae_tiny() {
     assert!(ez <= tol("latent") && ed <= tol("decoded"), "latent {ez:.3e}, decoded {ed:.3e}");
     assert!(ez > 0.0 && ed > 0.0);
 }
+
+/// The command line at bf16 on the CPU: `verify` on the tiny fixtures (every one but dit_tiny,
+/// see above) and a depth prediction that names its precision.
+#[test]
+fn cli_runs_the_cpu_at_bf16() {
+    let Some(fx) = fixtures_dir() else { return };
+    let bin = env!("CARGO_BIN_EXE_percept");
+    let mut args = vec!["verify", "--fixtures", fx.to_str().unwrap(), "--backend", "cpu", "--precision", "bf16"];
+    for f in ["vae_tiny", "pipeline_tiny", "ddim", "postprocess"] {
+        args.extend(["--only", f]);
+    }
+    let o = std::process::Command::new(bin).args(&args).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("bf16, ") && out.contains("at bf16"), "{out}");
+    assert!(out.lines().any(|l| l == "4 passed, 0 failed, 0 skipped"), "{out}");
+
+    let dir = crate::support::temp_dir("cpu_bf16_depth");
+    let img = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("toy_data/Hypersim_small/val/ai_001_010/rgb_cam_00_fr0000.png");
+    let o = std::process::Command::new(bin)
+        .args(["depth", img.to_str().unwrap(), "--steps", "2", "--backend", "cpu", "--precision", "bf16", "--out"])
+        .arg(&dir)
+        .env_remove("PERCEPT_MODEL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("bf16"), "the run names its precision: {err}");
+    assert!(dir.join("rgb_cam_00_fr0000_depth.npy").is_file());
+}
