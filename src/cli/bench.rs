@@ -237,6 +237,9 @@ fn cpu_rows(
         println!("bench: benchmarking the CPU path at {p} ({}); the GPU rows need a GPU.", be.name());
     }
     let mut rng = NoiseRng::new(0);
+    // A row runs when a filter selects it at any of the precisions (or its group).
+    let wanted = |row: &str| backends.iter().any(|(p, _)| want(&format!("cpu/{row}/{p}")));
+    let vae_rows = ["vae_encode/512x512/b1", "vae_decode/512x512/b1"];
     let push_rows = |rows: &mut Vec<Row>, row: &str, flops: f64, times: Vec<(f64, Option<f64>)>| {
         for ((p, _), (ms, cpu_ms)) in backends.iter().zip(&times) {
             rows.push(Row { name: format!("cpu/{row}/{p}"), ms: *ms, cpu_ms: *cpu_ms, flops });
@@ -246,17 +249,17 @@ fn cpu_rows(
             println!("{row}: bf16 {:.2}x the speed of f32", times[0].0 / times[1].0);
         }
     };
-    if want("vae") {
+    if vae_rows.iter().any(|r| wanted(r)) {
         let (vae_cfg, vae_weights) = model_file::synthetic_sd2_vae()?;
         let vaes =
             backends.iter().map(|(_, be)| Vae::load(be, &vae_cfg, &vae_weights)).collect::<Result<Vec<_>, _>>()?;
         let img = Tensor::new(vec![1, 3, 512, 512], rng.normals(3 * 512 * 512))?;
         let lat = Tensor::new(vec![1, 4, 64, 64], rng.normals(4 * 64 * 64))?;
         for (row, encode, flops) in [
-            ("vae_encode/512x512/b1", true, vae_encode_flops(&vae_cfg, 512, 512)),
-            ("vae_decode/512x512/b1", false, vae_decode_flops(&vae_cfg, 512, 512)),
+            (vae_rows[0], true, vae_encode_flops(&vae_cfg, 512, 512)),
+            (vae_rows[1], false, vae_decode_flops(&vae_cfg, 512, 512)),
         ] {
-            if !want(row) {
+            if !wanted(row) {
                 continue;
             }
             let (img, lat) = (&img, &lat);
@@ -278,7 +281,7 @@ fn cpu_rows(
             push_rows(rows, row, flops, times);
         }
     }
-    if want("dit") {
+    if wanted("dit_forward/b1") {
         let t0 = Instant::now();
         let (cfg, weights) = model_file::synthetic_generalist_dit()?;
         let dits = backends.iter().map(|(_, be)| Dit::load(be, &cfg, &weights)).collect::<Result<Vec<_>, _>>()?;

@@ -84,19 +84,64 @@ impl PackedBf16 {
     }
 
     fn from_fn<F: Fn(usize) -> u16>(n: usize, k: usize, row: impl Fn(usize) -> F + Sync) -> Self {
-        assert!(n > 0 && k > 0, "gemm_bf16: empty weight [{n}, {k}]");
-        let kp = Self::kp(k);
-        let panel_len = kp * PANEL;
-        let mut data = vec![0u16; n.div_ceil(PANEL) * panel_len];
-        data.par_chunks_mut(panel_len).enumerate().for_each(|(p, dst)| {
+        Self::from_panels(n, k, |p, dst| {
             for j in 0..PANEL.min(n - p * PANEL) {
                 let get = row(p * PANEL + j);
                 for c in 0..k {
                     dst[(c / 2) * 2 * PANEL + 2 * j + (c & 1)] = get(c);
                 }
             }
-        });
+        })
+    }
+
+    /// Packs by panels: `fill(p, dst)` writes panel p (rows 16p..16p+16, zero-initialised).
+    fn from_panels(n: usize, k: usize, fill: impl Fn(usize, &mut [u16]) + Sync) -> Self {
+        assert!(n > 0 && k > 0, "gemm_bf16: empty operand [{n}, {k}]");
+        let panel_len = Self::kp(k) * PANEL;
+        let mut data = vec![0u16; n.div_ceil(PANEL) * panel_len];
+        data.par_chunks_mut(panel_len).enumerate().for_each(|(p, dst)| fill(p, dst));
         PackedBf16 { n, k, data }
+    }
+
+    /// The column matrix of a band of a convolution's output pixels as a right operand: row j
+    /// (output pixel p0 + j, row-major over the output's `ow` columns) holds the input values
+    /// its kernel window reads, `x[ci, oy*s + ky - pt, ox*s + kx - pl]` for k = (ci, ky, kx)
+    /// (zero outside the image), rounded to bf16. x is one image [c, h, w].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_band(
+        x: &[f32],
+        (c, h, w): (usize, usize, usize),
+        (kh, kw): (usize, usize),
+        stride: usize,
+        (pt, pl): (usize, usize),
+        ow: usize,
+        p0: usize,
+        n: usize,
+    ) -> Self {
+        let k = c * kh * kw;
+        Self::from_panels(n, k, |p, dst| {
+            let px: Vec<(isize, isize)> = (p * PANEL..((p + 1) * PANEL).min(n))
+                .map(|j| {
+                    let q = p0 + j;
+                    (((q / ow) * stride) as isize - pt as isize, ((q % ow) * stride) as isize - pl as isize)
+                })
+                .collect();
+            for ci in 0..c {
+                let plane = &x[ci * h * w..(ci + 1) * h * w];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let kk = (ci * kh + ky) * kw + kx;
+                        let base = (kk / 2) * 2 * PANEL + (kk & 1);
+                        for (j, &(y0, x0)) in px.iter().enumerate() {
+                            let (iy, ix) = (y0 + ky as isize, x0 + kx as isize);
+                            if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                                dst[base + 2 * j] = bf16_bits(plane[iy as usize * w + ix as usize]);
+                            }
+                        }
+                    }
+                }
+            }
+        })
     }
 
     /// Bytes the packed values take.
@@ -117,7 +162,8 @@ impl PackedBf16 {
     }
 }
 
-/// Left operand rows [m, k] in bf16, k padded to even with a zero.
+/// Left operand rows [m, k] in bf16, k padded to even with a zero (activations per product; a
+/// convolution's weights [O, C*kh*kw] at load).
 pub struct Bf16Rows {
     pub m: usize,
     pub k: usize,
@@ -135,6 +181,16 @@ impl Bf16Rows {
             }
         });
         Bf16Rows { m, k, data }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 2
+    }
+
+    /// The rows as f32 values [m, k].
+    pub fn to_f32(&self) -> Vec<f32> {
+        let kp = PackedBf16::kp(self.k);
+        (0..self.m).flat_map(|r| self.data[r * kp..r * kp + self.k].iter().map(|&h| bf16_to_f32(h))).collect()
     }
 }
 
@@ -171,14 +227,22 @@ impl Bf16Engine {
 /// `out[m, n] = a[m, k] · w[n, k]^T`, f32 results. Threads (split over output columns) for
 /// large products unless `allow_threads` is false.
 pub fn matmul_bt(a: &Bf16Rows, w: &PackedBf16, out: &mut [f32], allow_threads: bool) {
-    matmul_bt_with(Bf16Engine::best(), a, w, out, allow_threads)
+    matmul_bt_with(Bf16Engine::best(), a, w, out, w.n, allow_threads)
 }
 
-/// `matmul_bt` on a chosen engine (tests, benchmarks). Panics if the engine is not available.
-pub fn matmul_bt_with(engine: Bf16Engine, a: &Bf16Rows, w: &PackedBf16, out: &mut [f32], allow_threads: bool) {
+/// `out[i * ldo + j] = (a · w^T)[i, j]`: `matmul_bt` into rows `ldo` apart (a band of a
+/// convolution's output planes), on a chosen engine. Panics if the engine is not available.
+pub fn matmul_bt_with(
+    engine: Bf16Engine,
+    a: &Bf16Rows,
+    w: &PackedBf16,
+    out: &mut [f32],
+    ldo: usize,
+    allow_threads: bool,
+) {
     let (m, n, k) = (a.m, w.n, w.k);
     assert_eq!(a.k, k, "gemm_bf16: a has {} columns, w {}", a.k, k);
-    assert!(out.len() >= m * n, "gemm_bf16: dst too short");
+    assert!(ldo >= n && (m == 0 || out.len() >= (m - 1) * ldo + n), "gemm_bf16: dst too short");
     if m == 0 {
         return;
     }
@@ -193,7 +257,7 @@ pub fn matmul_bt_with(engine: Bf16Engine, a: &Bf16Rows, w: &PackedBf16, out: &mu
         for pp in range {
             // SAFETY: each panel pair writes only its own 32 columns of `out` (bounds checked
             // above); ranges of pairs are disjoint between threads.
-            unsafe { panel_pair(engine, a, w, pp, dst.0, n) };
+            unsafe { panel_pair(engine, a, w, pp, dst.0, ldo) };
         }
     };
     if threads <= 1 || pairs == 1 {
@@ -369,6 +433,29 @@ mod tests {
         assert_eq!(round_bf16(-2.5), -2.5);
     }
 
+    /// A convolution band packed from the image equals the packed im2col matrix.
+    #[test]
+    fn conv_band_is_the_packed_column_matrix() {
+        let (c, h, w, kh, kw, s, pt, pl) = (3, 7, 9, 3, 3, 2, 1, 0);
+        let x: Vec<f32> = lcg(5, c * h * w).into_iter().map(round_bf16).collect();
+        let (oh, ow) = ((h + pt + 1 - kh) / s + 1, (w + pl + 1 - kw) / s + 1);
+        let (p0, n) = (3, oh * ow - 4);
+        let k = c * kh * kw;
+        let mut cols = vec![0f32; n * k];
+        for j in 0..n {
+            let (oy, ox) = ((p0 + j) / ow, (p0 + j) % ow);
+            for kk in 0..k {
+                let (ci, ky, kx) = (kk / (kh * kw), (kk / kw) % kh, kk % kw);
+                let (iy, ix) = ((oy * s + ky) as isize - pt as isize, (ox * s + kx) as isize - pl as isize);
+                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                    cols[j * k + kk] = x[ci * h * w + iy as usize * w + ix as usize];
+                }
+            }
+        }
+        let band = PackedBf16::conv_band(&x, (c, h, w), (kh, kw), s, (pt, pl), ow, p0, n);
+        assert_eq!(band.to_f32(), cols);
+    }
+
     #[test]
     fn packed_rows_read_back() {
         let (n, k) = (19, 7);
@@ -394,7 +481,7 @@ mod tests {
             let mut first: Option<Vec<f32>> = None;
             for &e in &engines {
                 let mut out = vec![f32::NAN; m * n];
-                matmul_bt_with(e, &a, &p, &mut out, true);
+                matmul_bt_with(e, &a, &p, &mut out, n, true);
                 for i in 0..m {
                     for j in 0..n {
                         let terms = (0..k).map(|c| round_bf16(x[i * k + c]) as f64 * round_bf16(w[j * k + c]) as f64);
