@@ -115,48 +115,6 @@ pub fn conv2d_image_with(
     }
 }
 
-/// `conv2d_image` at bf16: weights [O, C*kh*kw] as bf16 rows, the input's windows packed as
-/// bf16 a band of output pixels at a time (a few MiB, so a 512x512 plane never needs its full
-/// column matrix), products on the bf16 engine, f32 sums, f32 bias. Output f32 (the caller
-/// rounds it).
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_image_bf16(
-    x: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    weight: &super::gemm_bf16::Bf16Rows,
-    bias: Option<&[f32]>,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    p: Conv2d,
-    out: &mut [f32],
-) {
-    use super::gemm_bf16::{matmul_bt_with, Bf16Engine, PackedBf16};
-    let [pt, pl, pb, pr] = p.pad;
-    let oh = (h + pt + pb - kh) / p.stride + 1;
-    let ow = (w + pl + pr - kw) / p.stride + 1;
-    let plane = oh * ow;
-    let ckp = (c * kh * kw).next_multiple_of(2);
-    // About 4 MiB of packed columns per band, whole panel pairs.
-    let band = ((4usize << 20) / (2 * ckp)).next_multiple_of(32).max(32);
-    let engine = Bf16Engine::best();
-    let mut q0 = 0;
-    while q0 < plane {
-        let n = band.min(plane - q0);
-        let cols = PackedBf16::conv_band(x, (c, h, w), (kh, kw), p.stride, (pt, pl), ow, q0, n);
-        matmul_bt_with(engine, weight, &cols, &mut out[q0..o * plane], plane, true);
-        q0 += n;
-    }
-    if let Some(b) = bias {
-        out[..o * plane]
-            .par_chunks_mut(plane)
-            .zip(b.par_iter())
-            .for_each(|(row, b)| row.iter_mut().for_each(|v| *v += b));
-    }
-}
-
 /// Output size of a convolution.
 pub fn out_size(h: usize, w: usize, kh: usize, kw: usize, p: Conv2d) -> Option<(usize, usize)> {
     let [pt, pl, pb, pr] = p.pad;

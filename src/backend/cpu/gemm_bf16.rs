@@ -103,47 +103,6 @@ impl PackedBf16 {
         PackedBf16 { n, k, data }
     }
 
-    /// The column matrix of a band of a convolution's output pixels as a right operand: row j
-    /// (output pixel p0 + j, row-major over the output's `ow` columns) holds the input values
-    /// its kernel window reads, `x[ci, oy*s + ky - pt, ox*s + kx - pl]` for k = (ci, ky, kx)
-    /// (zero outside the image), rounded to bf16. x is one image [c, h, w].
-    #[allow(clippy::too_many_arguments)]
-    pub fn conv_band(
-        x: &[f32],
-        (c, h, w): (usize, usize, usize),
-        (kh, kw): (usize, usize),
-        stride: usize,
-        (pt, pl): (usize, usize),
-        ow: usize,
-        p0: usize,
-        n: usize,
-    ) -> Self {
-        let k = c * kh * kw;
-        Self::from_panels(n, k, |p, dst| {
-            let px: Vec<(isize, isize)> = (p * PANEL..((p + 1) * PANEL).min(n))
-                .map(|j| {
-                    let q = p0 + j;
-                    (((q / ow) * stride) as isize - pt as isize, ((q % ow) * stride) as isize - pl as isize)
-                })
-                .collect();
-            for ci in 0..c {
-                let plane = &x[ci * h * w..(ci + 1) * h * w];
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let kk = (ci * kh + ky) * kw + kx;
-                        let base = (kk / 2) * 2 * PANEL + (kk & 1);
-                        for (j, &(y0, x0)) in px.iter().enumerate() {
-                            let (iy, ix) = (y0 + ky as isize, x0 + kx as isize);
-                            if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
-                                dst[base + 2 * j] = bf16_bits(plane[iy as usize * w + ix as usize]);
-                            }
-                        }
-                    }
-                }
-            }
-        })
-    }
-
     /// Bytes the packed values take.
     pub fn bytes(&self) -> usize {
         self.data.len() * 2
@@ -162,8 +121,7 @@ impl PackedBf16 {
     }
 }
 
-/// Left operand rows [m, k] in bf16, k padded to even with a zero (activations per product; a
-/// convolution's weights [O, C*kh*kw] at load).
+/// Left operand rows [m, k] in bf16, k padded to even with a zero.
 pub struct Bf16Rows {
     pub m: usize,
     pub k: usize,
@@ -181,16 +139,6 @@ impl Bf16Rows {
             }
         });
         Bf16Rows { m, k, data }
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.data.len() * 2
-    }
-
-    /// The rows as f32 values [m, k].
-    pub fn to_f32(&self) -> Vec<f32> {
-        let kp = PackedBf16::kp(self.k);
-        (0..self.m).flat_map(|r| self.data[r * kp..r * kp + self.k].iter().map(|&h| bf16_to_f32(h))).collect()
     }
 }
 
@@ -431,29 +379,6 @@ mod tests {
         assert!(round_bf16(f32::NAN).is_nan());
         assert_eq!(round_bf16(f32::INFINITY), f32::INFINITY);
         assert_eq!(round_bf16(-2.5), -2.5);
-    }
-
-    /// A convolution band packed from the image equals the packed im2col matrix.
-    #[test]
-    fn conv_band_is_the_packed_column_matrix() {
-        let (c, h, w, kh, kw, s, pt, pl) = (3, 7, 9, 3, 3, 2, 1, 0);
-        let x: Vec<f32> = lcg(5, c * h * w).into_iter().map(round_bf16).collect();
-        let (oh, ow) = ((h + pt + 1 - kh) / s + 1, (w + pl + 1 - kw) / s + 1);
-        let (p0, n) = (3, oh * ow - 4);
-        let k = c * kh * kw;
-        let mut cols = vec![0f32; n * k];
-        for j in 0..n {
-            let (oy, ox) = ((p0 + j) / ow, (p0 + j) % ow);
-            for kk in 0..k {
-                let (ci, ky, kx) = (kk / (kh * kw), (kk / kw) % kh, kk % kw);
-                let (iy, ix) = ((oy * s + ky) as isize - pt as isize, (ox * s + kx) as isize - pl as isize);
-                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
-                    cols[j * k + kk] = x[ci * h * w + iy as usize * w + ix as usize];
-                }
-            }
-        }
-        let band = PackedBf16::conv_band(&x, (c, h, w), (kh, kw), s, (pt, pl), ow, p0, n);
-        assert_eq!(band.to_f32(), cols);
     }
 
     #[test]

@@ -40,8 +40,6 @@ enum WeightStorage {
     Owned(Vec<f32>),
     /// A [n, k] matrix rounded to bf16 and packed for `gemm_bf16` (bf16 backend only).
     Packed(PackedBf16),
-    /// A convolution's weights [O, C, kh, kw] as bf16 rows [O, C*kh*kw] (bf16 backend only).
-    Rows(gemm_bf16::Bf16Rows),
 }
 
 impl CpuWeight {
@@ -51,9 +49,7 @@ impl CpuWeight {
         match &self.storage {
             WeightStorage::Borrowed(r) => r.as_f32_slice().expect("checked at creation"),
             WeightStorage::Owned(v) => v,
-            WeightStorage::Packed(_) | WeightStorage::Rows(_) => {
-                panic!("CpuWeight::data on bf16 weights {:?}", self.shape)
-            }
+            WeightStorage::Packed(_) => panic!("CpuWeight::data on a packed bf16 matrix {:?}", self.shape),
         }
     }
 
@@ -61,7 +57,6 @@ impl CpuWeight {
     pub fn to_f32(&self) -> Cow<'_, [f32]> {
         match &self.storage {
             WeightStorage::Packed(p) => Cow::Owned(p.to_f32()),
-            WeightStorage::Rows(r) => Cow::Owned(r.to_f32()),
             _ => Cow::Borrowed(self.data()),
         }
     }
@@ -80,7 +75,6 @@ impl CpuWeight {
             WeightStorage::Borrowed(_) => 0,
             WeightStorage::Owned(v) => v.len() * 4,
             WeightStorage::Packed(p) => p.bytes(),
-            WeightStorage::Rows(r) => r.bytes(),
         }
     }
 }
@@ -143,10 +137,10 @@ impl Cpu {
     fn weight_from_values(&self, shape: Vec<usize>, values: Cow<'_, [f32]>, raw: Option<&RawTensor>) -> CpuWeight {
         let storage = if self.bf16 && shape.len() == 2 && shape[0] > 0 && shape[1] > 0 {
             WeightStorage::Packed(PackedBf16::from_f32(&values, shape[0], shape[1]))
-        } else if self.bf16 && shape.len() == 4 && numel(&shape) > 0 {
-            let ck = shape[1] * shape[2] * shape[3];
-            WeightStorage::Rows(gemm_bf16::Bf16Rows::from_f32(&values, shape[0], ck))
         } else if self.bf16 && shape.len() > 2 {
+            // Convolution weights (and the position table) stay f32 values rounded to bf16: the
+            // convolutions run on the f32 engine, whose sums of these exact bf16 products are
+            // the bf16 engine's up to order, and which this CPU runs faster (PERF.md).
             let mut v = values.into_owned();
             gemm_bf16::round_slice(&mut v);
             WeightStorage::Owned(v)
@@ -321,23 +315,6 @@ impl Backend for Cpu {
     }
     fn conv2d(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>, p: Conv2d) -> Result<Tensor> {
         let x = &*self.input(x);
-        if let WeightStorage::Rows(rows) = &w.storage {
-            let (&[n, c, h, wd], &[o, _, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
-                return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
-            };
-            if rows.k != c * kh * kw {
-                return Err(shape_err!("conv2d: input has {c} channels, weight {:?} expects {}", w.shape, w.shape[1]));
-            }
-            let (oh, ow) = conv::out_size(h, wd, kh, kw, p)
-                .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
-            let mut out = vec![0f32; n * o * oh * ow];
-            for i in 0..n {
-                let img = &x.data[i * c * h * wd..(i + 1) * c * h * wd];
-                let dst = &mut out[i * o * oh * ow..(i + 1) * o * oh * ow];
-                conv::conv2d_image_bf16(img, c, h, wd, rows, b.map(|b| b.data()), o, kh, kw, p, dst);
-            }
-            return self.output_of(Tensor::new(vec![n, o, oh, ow], out));
-        }
         let w_values = w.to_f32();
         let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
             return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
