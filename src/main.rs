@@ -29,6 +29,8 @@ fn main() {
 fn run(cmd: Command) -> anyhow::Result<bool> {
     match cmd {
         Command::Verify { fixtures, backend, precision, skip_slow, only } => {
+            // verify defaults to f32 on every backend (CONVENTIONS.md).
+            let precision = precision.unwrap_or(percept::cli::Precision::F32);
             percept::cli::verify::run(&fixtures, backend, precision, skip_slow, &only)
         }
         Command::Depth { images, model, sample } => run_task(Task::Depth, &images, &model, &sample),
@@ -57,8 +59,8 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Doctor { probe: true, .. } => percept::cli::doctor::probe(),
         Command::Doctor { compile_only, arch, .. } => percept::cli::doctor::run(compile_only, arch.as_deref()),
         Command::Eval(args) => percept::cli::eval::run(&args),
-        Command::Bench { json, reps, only, backend, model } => {
-            percept::cli::bench::run(json.as_deref(), reps, &only, backend, model.as_deref())
+        Command::Bench { json, reps, only, backend, model, precision } => {
+            percept::cli::bench::run(json.as_deref(), reps, &only, backend, model.as_deref(), precision)
         }
     }
 }

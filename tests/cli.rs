@@ -72,7 +72,7 @@ fn cli_verify_refuses_bad_arguments_clearly() {
     let o = percept(&["verify", "--fixtures", f, "--only", "nope"], Path::new("."));
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("--only nope: no such fixture"), "{}", text(&o));
-    let o = percept(&["verify", "--fixtures", f, "--precision", "bf16"], Path::new("."));
+    let o = percept(&["verify", "--fixtures", f, "--precision", "bf17"], Path::new("."));
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("bf16"), "{}", text(&o));
 }

@@ -3,6 +3,7 @@ mod api;
 mod backend_ops;
 mod checkpoint_matrix;
 mod cli;
+mod cpu_bf16;
 mod cpu_ops;
 mod data;
 mod ddim;

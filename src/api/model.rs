@@ -28,8 +28,9 @@ pub struct Model {
 
 pub(crate) struct ModelInner {
     pub(crate) source: ModelSource,
-    /// The CPU engine every CPU session shares (CPU weights are read-only), built lazily.
-    cpu_engine: Mutex<Option<Arc<Engine<Cpu>>>>,
+    /// The CPU engines every CPU session shares (CPU weights are read-only), built lazily: at
+    /// f32 and at bf16.
+    cpu_engine: Mutex<[Option<Arc<Engine<Cpu>>>; 2]>,
 }
 
 impl std::fmt::Debug for Model {
@@ -40,7 +41,7 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     fn from_source(source: ModelSource) -> Model {
-        Model { inner: Arc::new(ModelInner { source, cpu_engine: Mutex::new(None) }) }
+        Model { inner: Arc::new(ModelInner { source, cpu_engine: Mutex::new([None, None]) }) }
     }
 
     /// A `.safetensors` or PyTorch `.pt` model file; its config from the file's metadata, else
@@ -114,17 +115,20 @@ impl Model {
     /// every CPU session); 0 before the first CPU session.
     #[doc(hidden)]
     pub fn cpu_engine_users(&self) -> usize {
-        let slot = self.inner.cpu_engine.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().map_or(0, |e| Arc::strong_count(e) - 1)
+        let slots = self.inner.cpu_engine.lock().unwrap_or_else(|e| e.into_inner());
+        slots.iter().flatten().map(|e| Arc::strong_count(e) - 1).sum()
     }
 
-    /// The CPU engine all CPU sessions share, built on first use.
-    pub(crate) fn cpu_engine(&self) -> Result<Arc<Engine<Cpu>>> {
-        let mut slot = self.inner.cpu_engine.lock().unwrap_or_else(|e| e.into_inner());
+    /// The CPU engine all CPU sessions at this precision share, built on first use (at bf16
+    /// the matrices are converted and packed then, once).
+    pub(crate) fn cpu_engine(&self, bf16: bool) -> Result<Arc<Engine<Cpu>>> {
+        let mut slots = self.inner.cpu_engine.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut slots[bf16 as usize];
         if let Some(e) = slot.as_ref() {
             return Ok(e.clone());
         }
-        let e = Arc::new(Engine::new(Cpu::new(), &self.inner.source)?);
+        let be = if bf16 { Cpu::bf16() } else { Cpu::new() };
+        let e = Arc::new(Engine::new(be, &self.inner.source)?);
         *slot = Some(e.clone());
         Ok(e)
     }

@@ -104,8 +104,8 @@ pub enum Precision {
 #[non_exhaustive]
 pub struct SessionOptions {
     pub device: Device,
-    /// `None`: the device's default, f32 on the CPU and the emulator, bf16 on a GPU. The CPU
-    /// computes in f32 only.
+    /// `None`: the device's default, f32 on the CPU and the emulator, bf16 on a GPU. On the CPU,
+    /// bf16 computes what a GPU's bf16 path does (bf16 weights and activations, f32 sums).
     pub precision: Option<Precision>,
     /// CUDA: the fast kernel variants (bf16 tensor-core tiles).
     pub fast_kernels: Option<bool>,
@@ -260,7 +260,7 @@ impl Session {
     }
 
     /// A session with `opts`. A GPU that was asked for and is not usable is an error
-    /// (`ErrorKind::NoDevice`); `Device::Auto` falls back to the CPU (at f32) when there is no
+    /// (`ErrorKind::NoDevice`); `Device::Auto` falls back to the CPU (at the precision asked for, f32 by default) when there is no
     /// usable GPU or the model does not fit it (with a `log` warning in the second case).
     pub fn with_options(model: &Model, opts: SessionOptions) -> Result<Session> {
         let sw = opts.switches();
@@ -280,7 +280,7 @@ impl Session {
                 Runner::gpu(gpu_engine(GpuDevice::open_with(ordinal, &sw)?, opts.precision, &sw, model)?)
             }
             Device::Auto => {
-                let cpu = || cpu_runner(model, None, opts.precision.filter(|p| *p == Precision::F32), &sw);
+                let cpu = || cpu_runner(model, None, opts.precision, &sw);
                 match auto_gpu(&sw) {
                     Ok(dev) => match gpu_engine(dev, opts.precision, &sw, model) {
                         Ok(e) => Runner::gpu(e),
@@ -568,11 +568,6 @@ fn one<T>(v: Vec<T>) -> Result<T> {
 }
 
 fn cpu_runner(model: &Model, threads: Option<usize>, precision: Option<Precision>, sw: &DevSwitches) -> Result<Runner> {
-    if precision == Some(Precision::Bf16) {
-        return Err(Error::Input(
-            "the CPU backend computes in f32 only (precision bf16 needs a GPU or cuda-emu)".into(),
-        ));
-    }
     if threads == Some(0) {
         return Err(Error::Input("Device::Cpu: threads must be at least 1".into()));
     }
@@ -583,7 +578,7 @@ fn cpu_runner(model: &Model, threads: Option<usize>, precision: Option<Precision
         .start_handler(move |_| crate::backend::cpu::gemm::set_thread_amx(amx))
         .build()
         .map_err(|e| Error::Input(format!("cannot start {} CPU threads: {e}", threads.unwrap_or(0))))?;
-    Ok(Runner::cpu(model.cpu_engine()?, pool))
+    Ok(Runner::cpu(model.cpu_engine(precision == Some(Precision::Bf16))?, pool))
 }
 
 fn gpu_engine(

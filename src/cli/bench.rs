@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::backend::Chosen;
-use super::BackendArg;
+use super::{BackendArg, Precision};
 use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
 use crate::model::dit::Dit;
@@ -85,6 +85,33 @@ fn time_pair_ms(
     Ok(((median(&mut ta), ca.map(|c| c / n)), (median(&mut tb), cb.map(|c| c / n))))
 }
 
+/// Each function run in turn, `reps` rounds after one warm-up each: the medians and mean CPU
+/// times of each (a busy neighbour then slows them alike).
+fn time_alternating(reps: usize, fs: &mut [Box<dyn FnMut() -> Result<()> + '_>]) -> Result<Vec<(f64, Option<f64>)>> {
+    for f in fs.iter_mut() {
+        f()?;
+    }
+    let mut times = vec![Vec::new(); fs.len()];
+    let mut cpu = vec![Some(0.0); fs.len()];
+    for _ in 0..reps.max(1) {
+        for (i, f) in fs.iter_mut().enumerate() {
+            let (cpu0, w) = (process_cpu_ms(), Instant::now());
+            f()?;
+            times[i].push(w.elapsed().as_secs_f64() * 1e3);
+            cpu[i] = cpu[i].zip(process_cpu_ms().zip(cpu0)).map(|(sum, (y, x))| sum + y - x);
+        }
+    }
+    let n = reps.max(1) as f64;
+    Ok(times
+        .into_iter()
+        .zip(cpu)
+        .map(|(mut t, c)| {
+            t.sort_by(|x, y| x.total_cmp(y));
+            (t[t.len() / 2], c.map(|c| c / n))
+        })
+        .collect())
+}
+
 /// `part` occurs in `name` and does not run on into more letters or digits there.
 fn names_part(name: &str, part: &str) -> bool {
     !part.is_empty()
@@ -107,18 +134,20 @@ pub fn run(
     only: &[String],
     backend: BackendArg,
     model: Option<&str>,
+    precision: Option<Precision>,
 ) -> Result<bool> {
     // A filter selects a row ("vae_decode/512x512/b1") or a group ("vae", "b8"), never a longer
     // name it merely starts ("b1" is not "b16").
     let want = |n: &str| only.is_empty() || only.iter().any(|o| names_part(n, o));
     let mut rows = Vec::new();
     let summary = match backend.open()? {
-        Chosen::Cpu { .. } => cpu_rows(reps, &want, &mut rows)?,
-        Chosen::Gpu(gpu) => gpu_rows(gpu, reps, model, &want, &mut rows)?,
+        Chosen::Cpu { .. } => cpu_rows(reps, precision, &want, &mut rows)?,
+        Chosen::Gpu(gpu) => gpu_rows(gpu, reps, model, precision, &want, &mut rows)?,
         Chosen::Emu(dev) => {
             println!("bench: the CUDA backend on the CPU emulator: checks the harness, its times mean nothing");
             let src = model_file::resolve(super::model_spec(model).as_deref(), None)?;
-            let s = super::bench_device::run(dev.clone(), &src, "emu", reps, None, &want, &mut rows)?;
+            let bf16 = precision == Some(Precision::Bf16);
+            let s = super::bench_device::run(dev.clone(), &src, "emu", bf16, reps, None, &want, &mut rows)?;
             Summary {
                 device: crate::backend::cuda::device::Device::describe(&dev),
                 peak_tflops: None,
@@ -162,6 +191,7 @@ fn gpu_rows(
     gpu: crate::backend::cuda::gpu::GpuDevice,
     reps: usize,
     model: Option<&str>,
+    precision: Option<Precision>,
     want: &dyn Fn(&str) -> bool,
     rows: &mut Vec<Row>,
 ) -> Result<Summary> {
@@ -179,54 +209,91 @@ fn gpu_rows(
         }
     };
     let src = model_file::resolve(Some(model.unwrap_or("synthetic:generalist")), None)?;
-    let s = super::bench_device::run(gpu, &src, "gpu", reps, peak, want, rows)?;
+    let bf16 = precision != Some(Precision::F32);
+    let s = super::bench_device::run(gpu, &src, "gpu", bf16, reps, peak, want, rows)?;
     Ok(Summary { device, peak_tflops: peak, weight_bytes: Some(s.weight_bytes), peak_bytes: Some(s.peak_bytes) })
 }
 
-fn cpu_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Result<Summary> {
-    let be = Cpu::new();
-    println!("bench: benchmarking the CPU path ({}); the GPU rows need a GPU.", be.name());
+/// The CPU rows at f32, and with `--precision bf16` the same rows at bf16 beside them (runs
+/// alternated, so both see the same neighbours), each row's name ending in its precision.
+fn cpu_rows(
+    reps: usize,
+    precision: Option<Precision>,
+    want: &dyn Fn(&str) -> bool,
+    rows: &mut Vec<Row>,
+) -> Result<Summary> {
+    let mut backends = vec![("f32", Cpu::new())];
+    if precision == Some(Precision::Bf16) {
+        backends.push(("bf16", Cpu::bf16()));
+    }
+    for (p, be) in &backends {
+        println!("bench: benchmarking the CPU path at {p} ({}); the GPU rows need a GPU.", be.name());
+    }
     let mut rng = NoiseRng::new(0);
-    if want("vae") {
+    // A row runs when a filter selects it at any of the precisions (or its group).
+    let wanted = |row: &str| backends.iter().any(|(p, _)| want(&format!("cpu/{row}/{p}")));
+    let vae_rows = ["vae_encode/512x512/b1", "vae_decode/512x512/b1"];
+    let push_rows = |rows: &mut Vec<Row>, row: &str, flops: f64, times: Vec<(f64, Option<f64>)>| {
+        for ((p, _), (ms, cpu_ms)) in backends.iter().zip(&times) {
+            rows.push(Row { name: format!("cpu/{row}/{p}"), ms: *ms, cpu_ms: *cpu_ms, flops });
+            report(rows.last().unwrap(), None);
+        }
+        if times.len() == 2 {
+            println!("{row}: bf16 {:.2}x the speed of f32", times[0].0 / times[1].0);
+        }
+    };
+    if vae_rows.iter().any(|r| wanted(r)) {
         let (vae_cfg, vae_weights) = model_file::synthetic_sd2_vae()?;
-        let vae = Vae::load(&be, &vae_cfg, &vae_weights)?;
+        let vaes =
+            backends.iter().map(|(_, be)| Vae::load(be, &vae_cfg, &vae_weights)).collect::<Result<Vec<_>, _>>()?;
         let img = Tensor::new(vec![1, 3, 512, 512], rng.normals(3 * 512 * 512))?;
         let lat = Tensor::new(vec![1, 4, 64, 64], rng.normals(4 * 64 * 64))?;
-        let x = be.upload(&img)?;
-        let z = be.upload(&lat)?;
-        if want("vae_encode") {
-            let (ms, cpu_ms) = time_ms(reps, || vae.encode(&be, &x, None).map(|_| ()).map_err(Into::into))?;
-            rows.push(Row {
-                name: "cpu/vae_encode/512x512/b1".into(),
-                ms,
-                cpu_ms,
-                flops: vae_encode_flops(&vae_cfg, 512, 512),
-            });
-            report(rows.last().unwrap(), None);
-        }
-        if want("vae_decode") {
-            let (ms, cpu_ms) = time_ms(reps, || vae.decode(&be, &z, None).map(|_| ()).map_err(Into::into))?;
-            rows.push(Row {
-                name: "cpu/vae_decode/512x512/b1".into(),
-                ms,
-                cpu_ms,
-                flops: vae_decode_flops(&vae_cfg, 512, 512),
-            });
-            report(rows.last().unwrap(), None);
+        for (row, encode, flops) in [
+            (vae_rows[0], true, vae_encode_flops(&vae_cfg, 512, 512)),
+            (vae_rows[1], false, vae_decode_flops(&vae_cfg, 512, 512)),
+        ] {
+            if !wanted(row) {
+                continue;
+            }
+            let (img, lat) = (&img, &lat);
+            let mut fs: Vec<Box<dyn FnMut() -> Result<()> + '_>> = backends
+                .iter()
+                .zip(&vaes)
+                .map(|((_, be), vae)| {
+                    Box::new(move || {
+                        if encode {
+                            vae.encode(be, &be.upload(img)?, None)?;
+                        } else {
+                            vae.decode(be, &be.upload(lat)?, None)?;
+                        }
+                        Ok(())
+                    }) as Box<dyn FnMut() -> Result<()>>
+                })
+                .collect();
+            let times = time_alternating(reps, &mut fs)?;
+            push_rows(rows, row, flops, times);
         }
     }
-    if want("dit") {
+    if wanted("dit_forward/b1") {
         let t0 = Instant::now();
         let (cfg, weights) = model_file::synthetic_generalist_dit()?;
-        let dit = Dit::load(&be, &cfg, &weights)?;
+        let dits = backends.iter().map(|(_, be)| Dit::load(be, &cfg, &weights)).collect::<Result<Vec<_>, _>>()?;
         println!("built the synthetic generalist DiT in {:.1} s", t0.elapsed().as_secs_f64());
         let s = cfg.input_size;
-        let x = be.upload(&Tensor::new(vec![1, cfg.in_channels, s, s], rng.normals(cfg.in_channels * s * s))?)?;
-        let (ms, cpu_ms) = time_ms(reps, || {
-            dit.forward(&be, &x, &[501.0], &[Task::Depth.label()], None).map(|_| ()).map_err(Into::into)
-        })?;
-        rows.push(Row { name: "cpu/dit_forward/b1".into(), ms, flops: cfg.forward_flops(1), cpu_ms });
-        report(rows.last().unwrap(), None);
+        let x = Tensor::new(vec![1, cfg.in_channels, s, s], rng.normals(cfg.in_channels * s * s))?;
+        let x = &x;
+        let mut fs: Vec<Box<dyn FnMut() -> Result<()> + '_>> = backends
+            .iter()
+            .zip(&dits)
+            .map(|((_, be), dit)| {
+                Box::new(move || {
+                    dit.forward(be, &be.upload(x)?, &[501.0], &[Task::Depth.label()], None)?;
+                    Ok(())
+                }) as Box<dyn FnMut() -> Result<()>>
+            })
+            .collect();
+        let times = time_alternating(reps, &mut fs)?;
+        push_rows(rows, "dit_forward/b1", cfg.forward_flops(1), times);
     }
     if want("api") {
         api_overhead_rows(reps, rows)?;
@@ -234,7 +301,8 @@ fn cpu_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
     if want("workers") {
         workers_rows(reps, rows)?;
     }
-    Ok(Summary { device: be.name(), peak_tflops: None, weight_bytes: None, peak_bytes: None })
+    let device = backends.iter().map(|(_, be)| be.name()).collect::<Vec<_>>().join(" / ");
+    Ok(Summary { device, peak_tflops: None, weight_bytes: None, peak_bytes: None })
 }
 
 /// Denoising steps of the API overhead rows.
@@ -249,7 +317,7 @@ fn api_overhead_rows(reps: usize, rows: &mut Vec<Row>) -> Result<()> {
     use crate::pipeline::tasks::{depth_prompt, Request, SampleOptions};
     let model = Model::open_spec(None, None)?;
     let res = model.resolution();
-    let engine = model.cpu_engine()?;
+    let engine = model.cpu_engine(false)?;
     let mut session = Session::new(&model, Device::Cpu { threads: Some(rayon::current_num_threads()) })?;
     let pixels: Vec<u8> = (0..res * res * 3).map(|i| (i * 31 % 251) as u8).collect();
     let image = ImageView::rgb8(&pixels, res, res)?;

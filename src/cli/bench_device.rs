@@ -74,16 +74,19 @@ fn time_wall(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(v[v.len() / 2])
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn run<D: Device>(
     dev: D,
     src: &ModelSource,
     prefix: &str,
+    bf16: bool,
     reps: usize,
     peak_tflops: Option<f64>,
     want: &dyn Fn(&str) -> bool,
     rows: &mut Vec<Row>,
 ) -> Result<DeviceSummary> {
-    let be = Cuda::bf16(dev.clone());
+    let be = if bf16 { Cuda::bf16(dev.clone()) } else { Cuda::new(dev.clone()) };
+    println!("bench: {prefix} rows at {}", if bf16 { "bf16" } else { "f32" });
     let engine = cuda_engine(be.clone(), src)?;
     let weight_bytes = be.weight_bytes(src.dit.iter().chain(src.vae.iter()).map(|(_, t)| t.shape.as_slice()));
     let cfg = engine.config.clone();

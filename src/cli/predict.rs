@@ -33,19 +33,21 @@ struct Job {
     stem: PathBuf,
 }
 
-/// The device a `--backend` names. The emulator runs what the GPU would (bf16 storage).
-pub fn session_options(backend: BackendArg) -> SessionOptions {
+/// The device a `--backend` names at the `--precision` given (`None`: the device's default,
+/// bf16 on a GPU, f32 on the CPU and the emulator).
+pub fn session_options(backend: BackendArg, precision: Option<super::Precision>) -> SessionOptions {
     let opts = SessionOptions::new(backend.device());
-    match backend {
-        BackendArg::CudaEmu => opts.with_precision(Precision::Bf16),
-        _ => opts,
+    match precision {
+        Some(super::Precision::F32) => opts.with_precision(Precision::F32),
+        Some(super::Precision::Bf16) => opts.with_precision(Precision::Bf16),
+        None => opts,
     }
 }
 
 /// Load the model and open a session on the requested backend, saying which one runs.
 pub fn session(model: &ModelArgs) -> Result<Session> {
     let m = open_model(model)?;
-    let session = open_session(&m, session_options(model.backend))?;
+    let session = open_session(&m, session_options(model.backend, model.precision))?;
     say_model(&m, &session.device_name());
     Ok(session)
 }
@@ -88,7 +90,7 @@ fn say_model(m: &Model, device: &str) {
 /// between them. Sessions share the model's weights.
 fn worker_sessions(model: &ModelArgs, devices: Option<&str>) -> Result<Vec<Session>> {
     let m = open_model(model)?;
-    let opts = session_options(model.backend);
+    let opts = session_options(model.backend, model.precision);
     let Some(list) = devices else {
         let s = open_session(&m, opts)?;
         say_model(&m, &s.device_name());

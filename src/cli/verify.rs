@@ -29,12 +29,8 @@ pub fn run(dir: &Path, backend: BackendArg, precision: Precision, skip_slow: boo
     let opts = Options { precision: precision.as_str().into(), skip_slow };
     match backend.open()? {
         Chosen::Cpu { .. } => {
-            if precision == Precision::Bf16 {
-                bail!(
-                    "--precision bf16 is for the cuda and cuda-emu backends; the CPU backend verifies at f32 (use --precision f32)"
-                );
-            }
-            run_on(&Cpu::new(), dir, &names, &opts)
+            let be = if precision == Precision::Bf16 { Cpu::bf16() } else { Cpu::new() };
+            run_on(&be, dir, &names, &opts)
         }
         Chosen::Emu(dev) => run_on(&cuda(dev, precision), dir, &names, &opts),
         Chosen::Gpu(dev) => run_on(&cuda(dev, precision), dir, &names, &opts),

@@ -10,10 +10,14 @@ pub mod gemm;
 mod gemm_amx;
 #[cfg(target_arch = "x86_64")]
 mod gemm_avx512;
+pub mod gemm_bf16;
 pub mod moe;
 pub mod norm;
+mod release;
 pub(crate) mod simd;
 pub mod timestep;
+
+use std::borrow::Cow;
 
 use rayon::prelude::*;
 
@@ -22,9 +26,11 @@ use crate::error::{Error, Result};
 use crate::shape_err;
 use crate::tensor::{numel, DType, Tensor};
 use crate::weights::RawTensor;
+use gemm_bf16::PackedBf16;
+use moe::Matrix;
 
 /// A parameter on the CPU: borrowed from the memory-mapped file when it is stored as aligned
-/// f32, converted once otherwise.
+/// f32, converted once otherwise; at bf16, matrices (two axes) are packed bf16.
 pub struct CpuWeight {
     pub shape: Vec<usize>,
     storage: WeightStorage,
@@ -33,28 +39,157 @@ pub struct CpuWeight {
 enum WeightStorage {
     Borrowed(RawTensor),
     Owned(Vec<f32>),
+    /// A [n, k] matrix rounded to bf16 and packed for `gemm_bf16` (bf16 backend only).
+    Packed(PackedBf16),
 }
 
 impl CpuWeight {
+    /// The f32 values. Panics for a packed bf16 matrix (see `to_f32`, `matrix`), which only the
+    /// bf16 backend makes and reads through `matrix`.
     pub fn data(&self) -> &[f32] {
         match &self.storage {
             WeightStorage::Borrowed(r) => r.as_f32_slice().expect("checked at creation"),
             WeightStorage::Owned(v) => v,
+            WeightStorage::Packed(_) => panic!("CpuWeight::data on a packed bf16 matrix {:?}", self.shape),
+        }
+    }
+
+    /// The values as f32, whatever the storage (a copy for a packed matrix).
+    pub fn to_f32(&self) -> Cow<'_, [f32]> {
+        match &self.storage {
+            WeightStorage::Packed(p) => Cow::Owned(p.to_f32()),
+            _ => Cow::Borrowed(self.data()),
+        }
+    }
+
+    /// The weight as the right operand of a product.
+    pub fn matrix(&self) -> Matrix<'_> {
+        match &self.storage {
+            WeightStorage::Packed(p) => Matrix::Bf16(p),
+            _ => Matrix::F32(self.data()),
+        }
+    }
+
+    /// Bytes this weight holds outside the model file.
+    pub fn owned_bytes(&self) -> usize {
+        match &self.storage {
+            WeightStorage::Borrowed(_) => 0,
+            WeightStorage::Owned(v) => v.len() * 4,
+            WeightStorage::Packed(p) => p.bytes(),
         }
     }
 }
 
+/// The CPU backend. At f32 (`Cpu::new()`, or the value `Cpu`) everything is f32. At bf16
+/// (`Cpu::bf16()`) it computes what the CUDA backend's bf16 path computes: matrix weights in
+/// bf16 (biases, norm parameters and other one-axis tensors in f32), products of bf16 values
+/// summed in f32, and every op's output rounded to bf16 where the CUDA path stores bf16; the
+/// residual stream, norm statistics and the scheduler state stay f32.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Cpu;
+pub struct Cpu {
+    bf16: bool,
+}
+
+/// The f32 CPU backend as a value (the backend was a unit struct before it had a precision;
+/// `Cpu` still names it).
+#[allow(non_upper_case_globals)]
+pub const Cpu: Cpu = Cpu { bf16: false };
 
 impl Cpu {
+    /// f32 weights and activations.
     pub fn new() -> Self {
-        Cpu
+        Cpu { bf16: false }
+    }
+
+    /// bf16 storage (see the type's notes).
+    pub fn bf16() -> Self {
+        Cpu { bf16: true }
+    }
+
+    pub fn is_bf16(&self) -> bool {
+        self.bf16
+    }
+
+    /// `x` as an op reads it: at bf16 rounded to bf16 (where the CUDA path converts its inputs
+    /// to the storage type), as is otherwise.
+    fn input<'a>(&self, x: &'a Tensor) -> Cow<'a, Tensor> {
+        if !self.bf16 || gemm_bf16::is_bf16(&x.data) {
+            return Cow::Borrowed(x);
+        }
+        let mut y = x.clone();
+        gemm_bf16::round_slice(&mut y.data);
+        Cow::Owned(y)
+    }
+
+    /// An op's output as stored: rounded to bf16 at bf16.
+    fn output(&self, mut t: Tensor) -> Tensor {
+        if self.bf16 {
+            gemm_bf16::round_slice(&mut t.data);
+        }
+        t
+    }
+
+    fn output_of(&self, r: Result<Tensor>) -> Result<Tensor> {
+        r.map(|t| self.output(t))
+    }
+
+    /// A weight from f32 values: at bf16, matrices packed, tensors of three or more axes
+    /// rounded; one-axis tensors stay f32.
+    fn weight_from_values(&self, shape: Vec<usize>, values: Cow<'_, [f32]>, raw: Option<&RawTensor>) -> CpuWeight {
+        let storage = if self.bf16 && shape.len() == 2 && shape[0] > 0 && shape[1] > 0 {
+            WeightStorage::Packed(PackedBf16::from_f32(&values, shape[0], shape[1]))
+        } else if self.bf16 && shape.len() > 2 {
+            // Convolution weights (and the position table) stay f32 values rounded to bf16: the
+            // convolutions run on the f32 engine, whose sums of these exact bf16 products are
+            // the bf16 engine's up to order, and which this CPU runs faster (PERF.md).
+            let mut v = values.into_owned();
+            gemm_bf16::round_slice(&mut v);
+            WeightStorage::Owned(v)
+        } else {
+            match (values, raw) {
+                (Cow::Borrowed(_), Some(r)) => WeightStorage::Borrowed(r.clone()),
+                (v, _) => WeightStorage::Owned(v.into_owned()),
+            }
+        };
+        CpuWeight { shape, storage }
+    }
+}
+
+impl Cpu {
+    /// Routing and experts of an MoE layer: the f32 sums of the weighted expert rows.
+    fn moe_combined(
+        &self,
+        x: &Tensor,
+        w: &MoeWeights<CpuWeight>,
+        top_k: usize,
+        record: bool,
+    ) -> Result<(Tensor, Option<Routing>)> {
+        let x = &*self.input(x);
+        let (e, d, f) = super::moe_dims("moe", w, |w| &w.shape)?;
+        super::moe_input("moe", &x.shape, &w.gate.shape, top_k)?;
+        let n = x.numel() / d.max(1);
+        let routing = moe::route(&x.data, n, d, w.gate.matrix(), e, top_k);
+        let out = moe::experts(
+            &x.data,
+            n,
+            d,
+            f,
+            &routing,
+            &matrices(&w.fc1_w),
+            &refs(&w.fc1_b),
+            &matrices(&w.fc2_w),
+            &refs(&w.fc2_b),
+        );
+        Ok((Tensor::new(x.shape.clone(), out)?, record.then_some(routing)))
     }
 }
 
 fn refs(v: &[CpuWeight]) -> Vec<&[f32]> {
     v.iter().map(|w| w.data()).collect()
+}
+
+fn matrices(v: &[CpuWeight]) -> Vec<Matrix<'_>> {
+    v.iter().map(|w| w.matrix()).collect()
 }
 
 fn last_dim(t: &Tensor) -> usize {
@@ -70,6 +205,10 @@ impl Backend for Cpu {
 
     fn name(&self) -> String {
         // The GEMM engine decides most of the speed (and the last bits of the results).
+        if self.bf16 {
+            let engine = gemm_bf16::Bf16Engine::best().label();
+            return format!("cpu ({} threads, bf16, {engine} GEMM)", rayon::current_num_threads());
+        }
         format!("cpu ({} threads, {} GEMM)", rayon::current_num_threads(), gemm::Engine::best().label())
     }
     fn shape<'a>(&self, t: &'a Tensor) -> &'a [usize] {
@@ -82,12 +221,31 @@ impl Backend for Cpu {
         Ok(t.clone())
     }
     fn weight(&self, name: &str, raw: &RawTensor) -> Result<CpuWeight> {
-        let storage = if raw.dtype == DType::F32 && raw.as_f32_slice().is_some() {
-            WeightStorage::Borrowed(raw.clone())
-        } else {
-            WeightStorage::Owned(raw.to_f32_vec().map_err(|e| Error::Weights(format!("tensor \"{name}\": {e}")))?)
+        let shape = raw.shape.clone();
+        if self.bf16 && shape.len() == 2 && raw.dtype == DType::BF16 && raw.numel() > 0 {
+            // A bf16 matrix of the file is packed as it is (no rounding, no f32 copy).
+            let bytes = raw.bytes.as_bytes();
+            if bytes.len() != raw.numel() * 2 {
+                return Err(Error::Weights(format!(
+                    "tensor \"{name}\": {:?} bf16 needs {} bytes",
+                    shape,
+                    raw.numel() * 2
+                )));
+            }
+            let bits: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            let packed = PackedBf16::from_bits(&bits, shape[0], shape[1]);
+            release::release_mapped(raw);
+            return Ok(CpuWeight { shape, storage: WeightStorage::Packed(packed) });
+        }
+        let values = match raw.as_f32_slice() {
+            Some(s) if raw.dtype == DType::F32 => Cow::Borrowed(s),
+            _ => Cow::Owned(raw.to_f32_vec().map_err(|e| Error::Weights(format!("tensor \"{name}\": {e}")))?),
         };
-        Ok(CpuWeight { shape: raw.shape.clone(), storage })
+        let w = self.weight_from_values(shape, values, Some(raw));
+        if w.owned_bytes() > 0 && self.bf16 {
+            release::release_mapped(raw);
+        }
+        Ok(w)
     }
     fn weight_cat(&self, name: &str, raws: &[&RawTensor]) -> Result<CpuWeight> {
         let mut data = Vec::new();
@@ -108,7 +266,11 @@ impl Backend for Cpu {
         if !shape.is_empty() {
             shape[0] = rows;
         }
-        Ok(CpuWeight { shape, storage: WeightStorage::Owned(data) })
+        let w = self.weight_from_values(shape, Cow::Owned(data), None);
+        if self.bf16 {
+            raws.iter().for_each(|r| release::release_mapped(r));
+        }
+        Ok(w)
     }
 
     fn linear(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>, act: Act) -> Result<Tensor> {
@@ -122,30 +284,44 @@ impl Backend for Cpu {
         }
         let m = x.numel() / k.max(1);
         let mut out = vec![0f32; m * n];
-        gemm::matmul_bt(m, n, k, &x.data, w.data(), &mut out, true);
-        elementwise::bias_act(&mut out, b.map(|b| b.data()), n, act);
+        let matrix = w.matrix();
+        // A bf16 product rounds its input itself.
+        let x = if matches!(matrix, Matrix::F32(_)) { self.input(x) } else { Cow::Borrowed(x) };
+        matrix.matmul_bt(m, n, k, &x.data, &mut out, true);
+        if self.bf16 && act == Act::Silu {
+            // The CUDA path stores the product, then applies SiLU in a kernel of its own.
+            elementwise::bias_act(&mut out, b.map(|b| b.data()), n, Act::None);
+            gemm_bf16::round_slice(&mut out);
+            elementwise::apply(Act::Silu, &mut out);
+        } else {
+            elementwise::bias_act(&mut out, b.map(|b| b.data()), n, act);
+        }
         let mut shape = x.shape.clone();
         *shape.last_mut().unwrap() = n;
-        Tensor::new(shape, out)
+        self.output_of(Tensor::new(shape, out))
     }
     fn act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
-        let mut y = x.clone();
+        let mut y = self.input(x).into_owned();
         elementwise::apply(act, &mut y.data);
-        Ok(y)
+        Ok(self.output(y))
     }
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (a, b) = (&*self.input(a), &*self.input(b));
         if a.shape != b.shape {
             return Err(shape_err!("add: shapes {:?} and {:?} differ", a.shape, b.shape));
         }
         // One pass writing a fresh buffer (a clone first would read and write `a` twice).
         let data: Vec<f32> = a.data.par_iter().zip(b.data.par_iter()).map(|(x, y)| x + y).collect();
-        Tensor::new(a.shape.clone(), data)
+        self.output_of(Tensor::new(a.shape.clone(), data))
     }
     fn scale(&self, x: &Tensor, s: f32) -> Result<Tensor> {
+        let x = &*self.input(x);
         let data: Vec<f32> = x.data.par_iter().map(|v| v * s).collect();
-        Tensor::new(x.shape.clone(), data)
+        self.output_of(Tensor::new(x.shape.clone(), data))
     }
     fn conv2d(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>, p: Conv2d) -> Result<Tensor> {
+        let x = &*self.input(x);
+        let w_values = w.to_f32();
         let (&[n, c, h, wd], &[o, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
             return Err(shape_err!("conv2d: input {:?} and weight {:?} must be 4-D", x.shape, w.shape));
         };
@@ -164,7 +340,7 @@ impl Backend for Cpu {
                 c,
                 h,
                 wd,
-                w.data(),
+                &w_values,
                 b.map(|b| b.data()),
                 o,
                 kh,
@@ -173,9 +349,11 @@ impl Backend for Cpu {
                 &mut out[i * o * oh * ow..(i + 1) * o * oh * ow],
             );
         }
-        Tensor::new(vec![n, o, oh, ow], out)
+        self.output_of(Tensor::new(vec![n, o, oh, ow], out))
     }
     fn upsample_nearest2x(&self, x: &Tensor) -> Result<Tensor> {
+        // Copies of inputs rounded to bf16 need no rounding of their own.
+        let x = &*self.input(x);
         let &[n, c, h, w] = x.shape.as_slice() else {
             return Err(shape_err!("upsample: input {:?} must be NCHW", x.shape));
         };
@@ -200,6 +378,7 @@ impl Backend for Cpu {
         eps: f32,
         silu: bool,
     ) -> Result<Tensor> {
+        let x = &*self.input(x);
         let (c, hw) = {
             let s = super::at_least("group_norm", "input", &x.shape, 2)?;
             (s[1], numel(&s[2..]))
@@ -209,7 +388,7 @@ impl Backend for Cpu {
         }
         let mut out = vec![0f32; x.numel()];
         norm::group_norm(&x.data, &mut out, c, hw, groups, gamma.data(), beta.data(), eps, silu);
-        Tensor::new(x.shape.clone(), out)
+        self.output_of(Tensor::new(x.shape.clone(), out))
     }
     fn modulated_layer_norm(&self, x: &Tensor, mods: &Tensor, shift: usize, scale: usize, eps: f32) -> Result<Tensor> {
         let &[b, t, d] = x.shape.as_slice() else {
@@ -220,8 +399,9 @@ impl Backend for Cpu {
             return Err(shape_err!("layer_norm: modulation {:?} does not fit input {:?}", mods.shape, x.shape));
         }
         let mut out = vec![0f32; x.numel()];
+        // Statistics from the (f32) input as it is; the result is an activation.
         norm::modulated_layer_norm(&x.data, &mut out, b, t, d, &mods.data, m, shift * d, scale * d, eps);
-        Tensor::new(x.shape.clone(), out)
+        self.output_of(Tensor::new(x.shape.clone(), out))
     }
     fn gated_add(&self, x: &mut Tensor, y: &Tensor, mods: &Tensor, gate: usize) -> Result<()> {
         if x.shape != y.shape || x.dims() != 3 {
@@ -244,6 +424,7 @@ impl Backend for Cpu {
         Ok(())
     }
     fn attention(&self, qkv: &Tensor, heads: usize) -> Result<Tensor> {
+        let qkv = &*self.input(qkv);
         let &[b, l, d3] = qkv.shape.as_slice() else {
             return Err(shape_err!("attention: qkv {:?} must be [B, L, 3D]", qkv.shape));
         };
@@ -251,7 +432,7 @@ impl Backend for Cpu {
             return Err(shape_err!("attention: qkv width {d3} is not 3 x {heads} heads"));
         }
         let hd = d3 / 3 / heads;
-        Tensor::new(vec![b, l, d3 / 3], attention::attention(&qkv.data, b, l, heads, hd))
+        self.output_of(Tensor::new(vec![b, l, d3 / 3], attention::attention(&qkv.data, b, l, heads, hd)))
     }
     fn embedding(&self, table: &CpuWeight, ids: &[i64]) -> Result<Tensor> {
         let [rows, d] = super::axes("embedding", "table", &table.shape)?;
@@ -260,7 +441,10 @@ impl Backend for Cpu {
             if id < 0 || id as usize >= rows {
                 return Err(Error::Input(format!("label {id} is outside the embedding table's {rows} rows")));
             }
-            out.extend_from_slice(&table.data()[id as usize * d..(id as usize + 1) * d]);
+            match table.matrix() {
+                Matrix::F32(v) => out.extend_from_slice(&v[id as usize * d..(id as usize + 1) * d]),
+                Matrix::Bf16(p) => out.extend(p.row_f32(id as usize)),
+            }
         }
         Tensor::new(vec![ids.len(), d], out)
     }
@@ -275,6 +459,8 @@ impl Backend for Cpu {
         pos: &CpuWeight,
         patch: usize,
     ) -> Result<Tensor> {
+        let x = &*self.input(x);
+        let (conv_w_values, pos_values) = (conv_w.to_f32(), pos.to_f32());
         let &[b, c, h, w] = x.shape.as_slice() else {
             return Err(shape_err!("patch_embed: input {:?} must be NCHW", x.shape));
         };
@@ -298,7 +484,7 @@ impl Backend for Cpu {
         let per_conv = d * c * patch * patch;
         let (gh, gw) = (h / patch, w / patch);
         let t = gh * gw;
-        if pos.data().len() != t * d {
+        if pos_values.len() != t * d {
             return Err(shape_err!("patch_embed: pos_embed {:?} does not fit {t} tokens of {d}", pos.shape));
         }
         let mut out = vec![0f32; b * t * d];
@@ -307,7 +493,7 @@ impl Backend for Cpu {
             let sel = labels[i] - first_label;
             if sel >= 0 && (sel as usize) < n_convs {
                 let sel = sel as usize;
-                let cw = &conv_w.data()[sel * per_conv..(sel + 1) * per_conv];
+                let cw = &conv_w_values[sel * per_conv..(sel + 1) * per_conv];
                 let cb = &conv_b.data()[sel * d..(sel + 1) * d];
                 let mut conv_out = vec![0f32; d * t];
                 conv::conv2d_image(
@@ -330,11 +516,12 @@ impl Backend for Cpu {
                     }
                 });
             }
-            dst.par_iter_mut().zip(pos.data().par_iter()).for_each(|(v, p)| *v += p);
+            dst.par_iter_mut().zip(pos_values.par_iter()).for_each(|(v, p)| *v += p);
         }
-        Tensor::new(vec![b, t, d], out)
+        self.output_of(Tensor::new(vec![b, t, d], out))
     }
     fn unpatchify(&self, x: &Tensor, patch: usize, channels: usize, gh: usize, gw: usize) -> Result<Tensor> {
+        let x = &*self.input(x);
         let &[b, t, f] = x.shape.as_slice() else {
             return Err(shape_err!("unpatchify: input {:?} must be [B, T, F]", x.shape));
         };
@@ -369,24 +556,27 @@ impl Backend for Cpu {
         top_k: usize,
         record: bool,
     ) -> Result<(Tensor, Option<Routing>)> {
-        let (e, d, f) = super::moe_dims("moe", w, |w| &w.shape)?;
-        super::moe_input("moe", &x.shape, &w.gate.shape, top_k)?;
-        let n = x.numel() / d.max(1);
-        let routing = moe::route(&x.data, n, d, w.gate.data(), e, top_k);
-        let out = moe::experts(
-            &x.data,
-            n,
-            d,
-            f,
-            &routing,
-            &refs(&w.fc1_w),
-            &refs(&w.fc1_b),
-            &refs(&w.fc2_w),
-            &refs(&w.fc2_b),
-        );
-        Ok((Tensor::new(x.shape.clone(), out)?, record.then_some(routing)))
+        let (out, routing) = self.moe_combined(x, w, top_k, record)?;
+        Ok((self.output(out), routing))
+    }
+    fn moe_gated_add(
+        &self,
+        x: &mut Tensor,
+        m_in: &Tensor,
+        w: &MoeWeights<CpuWeight>,
+        top_k: usize,
+        mods: &Tensor,
+        gate: usize,
+        record: bool,
+    ) -> Result<Option<Routing>> {
+        // The combined expert rows go into the f32 residual stream unrounded, as on CUDA.
+        let (out, routing) = self.moe_combined(m_in, w, top_k, record)?;
+        let out = out.reshape(&x.shape)?;
+        self.gated_add(x, &out, mods, gate)?;
+        Ok(routing)
     }
     fn nchw_to_tokens(&self, x: &Tensor) -> Result<Tensor> {
+        let x = &*self.input(x);
         let &[n, c, h, w] = x.shape.as_slice() else {
             return Err(shape_err!("nchw_to_tokens: input {:?} must be NCHW", x.shape));
         };
@@ -402,6 +592,7 @@ impl Backend for Cpu {
         Tensor::new(vec![n, l, c], out)
     }
     fn tokens_to_nchw(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let x = &*self.input(x);
         let &[n, l, c] = x.shape.as_slice() else {
             return Err(shape_err!("tokens_to_nchw: input {:?} must be [N, L, C]", x.shape));
         };
@@ -419,6 +610,9 @@ impl Backend for Cpu {
         Tensor::new(vec![n, c, h, w], out)
     }
     fn cat_channels(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        let owned: Vec<Cow<Tensor>> = parts.iter().map(|p| self.input(p)).collect();
+        let parts: Vec<&Tensor> = owned.iter().map(|p| &**p).collect();
+        let parts = parts.as_slice();
         let first = parts.first().ok_or_else(|| shape_err!("cat_channels: no inputs"))?;
         for p in parts {
             super::at_least("cat_channels", "input", &p.shape, 2)?;
@@ -443,6 +637,7 @@ impl Backend for Cpu {
         Tensor::new(shape, out)
     }
     fn slice_channels(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+        let x = &*self.input(x);
         let s = super::at_least("slice_channels", "input", &x.shape, 2)?;
         let (n, c) = (s[0], s[1]);
         if start + len > c {
@@ -468,7 +663,7 @@ impl Backend for Cpu {
         Ok(())
     }
     fn timestep_features(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(timestep::timestep_features(&t.data))
+        Ok(self.output(timestep::timestep_features(&t.data)))
     }
     fn ddim_step(
         &self,

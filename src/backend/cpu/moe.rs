@@ -5,13 +5,35 @@ use rayon::prelude::*;
 
 use super::elementwise::bias_act;
 use super::gemm::matmul_bt;
+use super::gemm_bf16::{self, Bf16Rows, PackedBf16};
 use crate::backend::{Act, Routing};
+
+/// A weight matrix [n, k] as the CPU backend holds it: f32 values, or bf16 packed at load (at
+/// `--precision bf16`, where products are bf16 with f32 sums and outputs are rounded to bf16).
+#[derive(Clone, Copy)]
+pub enum Matrix<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a PackedBf16),
+}
+
+impl Matrix<'_> {
+    /// `out[m, n] = x[m, k] · self^T`.
+    pub fn matmul_bt(&self, m: usize, n: usize, k: usize, x: &[f32], out: &mut [f32], allow_threads: bool) {
+        match self {
+            Matrix::F32(w) => matmul_bt(m, n, k, x, w, out, allow_threads),
+            Matrix::Bf16(w) => gemm_bf16::matmul_bt(&Bf16Rows::from_f32(x, m, k), w, out, allow_threads),
+        }
+    }
+    fn is_bf16(&self) -> bool {
+        matches!(self, Matrix::Bf16(_))
+    }
+}
 
 /// Gate softmax and top-k for x [n, d] with gate [e, d]. Returns (experts, weights) [n, k],
 /// each row sorted by probability, descending (ties: lower expert index first).
-pub fn route(x: &[f32], n: usize, d: usize, gate: &[f32], e: usize, k: usize) -> Routing {
+pub fn route(x: &[f32], n: usize, d: usize, gate: Matrix, e: usize, k: usize) -> Routing {
     let mut logits = vec![0f32; n * e];
-    matmul_bt(n, e, d, x, gate, &mut logits, true);
+    gate.matmul_bt(n, e, d, x, &mut logits, true);
     let mut experts = vec![0i64; n * k];
     let mut weights = vec![0f32; n * k];
     experts.par_chunks_mut(k).zip(weights.par_chunks_mut(k)).zip(logits.par_chunks(e)).for_each(|((ex, wt), lg)| {
@@ -29,7 +51,13 @@ pub fn route(x: &[f32], n: usize, d: usize, gate: &[f32], e: usize, k: usize) ->
     Routing { top_k: k, experts, weights }
 }
 
-/// Run the experts. `fc1[e]` [f, d] + bias, GELU-tanh, `fc2[e]` [d, f] + bias; out [n, d].
+/// Run the experts. `fc1[e]` [f, d] + bias, GELU-tanh, `fc2[e]` [d, f] + bias; out [n, d]
+/// (f32 sums of the weighted expert rows). With bf16 matrices, each expert layer's output is
+/// rounded to bf16 after its bias (and GELU), where the CUDA path stores it.
+///
+/// An expert's weights stream through the cache once per call whatever its row count: the
+/// bf16 kernel reads pre-packed weights in place, so an expert with a handful of rows costs one
+/// pass over its weights and no packing (an expert with none costs nothing).
 #[allow(clippy::too_many_arguments)]
 pub fn experts(
     x: &[f32],
@@ -37,9 +65,9 @@ pub fn experts(
     d: usize,
     f: usize,
     routing: &Routing,
-    fc1_w: &[&[f32]],
+    fc1_w: &[Matrix],
     fc1_b: &[&[f32]],
-    fc2_w: &[&[f32]],
+    fc2_w: &[Matrix],
     fc2_b: &[&[f32]],
 ) -> Vec<f32> {
     let k = routing.top_k;
@@ -73,10 +101,17 @@ pub fn experts(
             dst.copy_from_slice(&x[i * d..(i + 1) * d]);
         }
         let mut h = vec![0f32; m * f];
-        matmul_bt(m, f, d, &xs, fc1_w[ex], &mut h, threaded);
+        fc1_w[ex].matmul_bt(m, f, d, &xs, &mut h, threaded);
         bias_act(&mut h, Some(fc1_b[ex]), f, Act::GeluTanh);
         let mut y = vec![0f32; m * d];
-        matmul_bt(m, d, f, &h, fc2_w[ex], &mut y, threaded);
+        if fc2_w[ex].is_bf16() {
+            // h is rounded by the bf16 product's input conversion; y after its bias.
+            fc2_w[ex].matmul_bt(m, d, f, &h, &mut y, threaded);
+            bias_act(&mut y, Some(fc2_b[ex]), d, Act::None);
+            y.iter_mut().for_each(|v| *v = gemm_bf16::round_bf16(*v));
+        } else {
+            fc2_w[ex].matmul_bt(m, d, f, &h, &mut y, threaded);
+        }
         (ex, y)
     };
     let mut ys: Vec<(usize, Vec<f32>)> = alone.into_iter().map(|ex| run(ex, true)).collect();
@@ -94,8 +129,15 @@ pub fn experts(
         for j in slots {
             let (ex, r) = row_of[i * k + j];
             let w = routing.weights[i * k + j];
-            for ((o, v), b) in dst.iter_mut().zip(&y_of[ex][r * d..(r + 1) * d]).zip(fc2_b[ex]) {
-                *o += w * (v + b);
+            if fc2_w[ex].is_bf16() {
+                // The bias is already in the rounded rows.
+                for (o, v) in dst.iter_mut().zip(&y_of[ex][r * d..(r + 1) * d]) {
+                    *o += w * v;
+                }
+            } else {
+                for ((o, v), b) in dst.iter_mut().zip(&y_of[ex][r * d..(r + 1) * d]).zip(fc2_b[ex]) {
+                    *o += w * (v + b);
+                }
             }
         }
     });
