@@ -114,7 +114,7 @@ fn assert_shape_errors<B: Backend>(be: &B) {
 
 #[test]
 fn cpu_bad_shapes_are_shape_errors() {
-    assert_shape_errors(&Cpu);
+    assert_shape_errors(&Cpu::new());
 }
 
 #[test]

@@ -29,7 +29,7 @@ impl<D: Device> Run<'_, '_, D> {
     }
     fn weight_of(&mut self, shape: &[usize], data: Vec<f32>) -> Result<(CpuWeight, GpuTensor<D>)> {
         let raw = RawTensor { dtype: DType::F32, shape: shape.to_vec(), bytes: Bytes::F32(Arc::new(data)) };
-        Ok((Cpu.weight("w", &raw).unwrap(), self.gpu.weight("w", &raw)?))
+        Ok((Cpu::new().weight("w", &raw).unwrap(), self.gpu.weight("w", &raw)?))
     }
     /// Compares a device result with the CPU's (shape, then values).
     fn check(&self, what: &str, want: &Tensor, got: &GpuTensor<D>) -> Result<()> {
@@ -55,7 +55,7 @@ pub fn run<D: Device>(ctx: &mut Ctx<'_, D>) -> Result<()> {
     let op = ctx.case.op;
     let s: Vec<Vec<usize>> = ctx.case.shapes.clone();
     let mut r = Run { ctx, gpu };
-    let cpu = Cpu;
+    let cpu = Cpu::new();
     match op {
         "linear" => {
             let (x, gx) = r.input(&s[0])?;
@@ -219,7 +219,7 @@ pub fn run<D: Device>(ctx: &mut Ctx<'_, D>) -> Result<()> {
 /// compared exactly. A second shape [z] leaves expert z without tokens: its gate row is pushed far
 /// down and every token's first feature set to 1.
 fn moe<D: Device>(r: &mut Run<'_, '_, D>, op: &str, s: &[Vec<usize>]) -> Result<()> {
-    let cpu = Cpu;
+    let cpu = Cpu::new();
     let gated = op == "moe_gated_add";
     let dims = if gated { &s[0][2..] } else { &s[0][1..] };
     let tokens = if gated { s[0][0] * s[0][1] } else { s[0][0] };

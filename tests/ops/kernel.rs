@@ -62,7 +62,7 @@ pub fn run<D: Device>(ctx: &mut Ctx<'_, D>) -> Result<()> {
     let dtype = ctx.case.dtype.storage();
     let m = Mem { dev, dtype };
     let s: Vec<Vec<usize>> = ctx.case.shapes.clone();
-    let cpu = Cpu;
+    let cpu = Cpu::new();
     match ctx.case.op {
         "add" | "scale" => {
             let n: usize = s[0].iter().product();

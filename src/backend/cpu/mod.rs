@@ -90,11 +90,6 @@ pub struct Cpu {
     bf16: bool,
 }
 
-/// The f32 CPU backend as a value (the backend was a unit struct before it had a precision;
-/// `Cpu` still names it).
-#[allow(non_upper_case_globals)]
-pub const Cpu: Cpu = Cpu { bf16: false };
-
 impl Cpu {
     /// f32 weights and activations.
     pub fn new() -> Self {

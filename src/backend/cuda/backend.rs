@@ -64,7 +64,7 @@ impl<D: Device> Clone for Cuda<D> {
     fn clone(&self) -> Self {
         Cuda {
             dev: self.dev.clone(),
-            cpu: Cpu,
+            cpu: Cpu::new(),
             act: self.act,
             pool: self.pool.clone(),
             ids: self.ids.clone(),
@@ -86,7 +86,7 @@ impl<D: Device> Cuda<D> {
 
     fn with_storage(dev: D, act: DType) -> Self {
         let fast = crate::backend::switches::DevSwitches::from_env().fast_kernels;
-        Cuda { pool: Pool::new(dev.clone()), dev, cpu: Cpu, act, ids: Arc::default(), fast }
+        Cuda { pool: Pool::new(dev.clone()), dev, cpu: Cpu::new(), act, ids: Arc::default(), fast }
     }
 
     /// The same backend with the fast kernel variants on or off.

@@ -422,17 +422,7 @@ impl Device for GpuDevice {
         self.current()?;
         let f = self.function(kernel)?;
         // cuLaunchKernel takes a pointer to each argument value.
-        let mut values: Vec<u64> = args
-            .iter()
-            .map(|a| match *a {
-                Arg::Ptr(p) => p,
-                Arg::I32(v) => v as u32 as u64,
-                Arg::U32(v) => v as u64,
-                Arg::F32(v) => v.to_bits() as u64,
-                Arg::I64(v) => v as u64,
-                Arg::U64(v) => v,
-            })
-            .collect();
+        let mut values: Vec<u64> = args.iter().map(Arg::bits).collect();
         let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
         let shape = || format!("grid {:?}, block {:?}, {} bytes dynamic shared", cfg.grid, cfg.block, cfg.shared_bytes);
         // SAFETY: little-endian: a 4-byte argument reads the low half of its u64 slot.
