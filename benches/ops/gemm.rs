@@ -21,6 +21,7 @@ pub fn bench(c: &mut Criterion) {
             Engine::Amx => "gemm_amx",
             Engine::Avx512 => "gemm_avx512",
             Engine::GemmCrate => "gemm_crate",
+            Engine::AmxBf16Values => unreachable!("not an f32 engine"),
         };
         let mut g = c.benchmark_group(format!("{DEVICE}/{op}"));
         for &(name, m, n, k) in SHAPES {

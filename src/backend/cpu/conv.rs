@@ -11,25 +11,8 @@ use crate::backend::Conv2d;
 /// Column-buffer budget per band, in f32 values.
 const BAND_VALUES: usize = 1 << 21;
 
-/// x [C, H, W] (one image) -> out [O, OH, OW]; w [O, C*kh*kw]; bias [O].
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_image(
-    x: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    p: Conv2d,
-    out: &mut [f32],
-) {
-    conv2d_image_with(Engine::best(), x, c, h, w, weight, bias, o, kh, kw, p, out)
-}
-
-/// `conv2d_image` on a chosen GEMM engine (the benchmarks compare them).
+/// x [C, H, W] (one image) -> out [O, OH, OW]; w [O, C*kh*kw]; bias [O], on a chosen GEMM
+/// engine (the backend's, or the benchmarks' comparison).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_image_with(
     engine: Engine,
@@ -64,7 +47,11 @@ pub fn conv2d_image_with(
             }
             let rhs = ConvRhs { x, h, w, kh, kw, stride: p.stride, pad_top: pt, pad_left: pl, ow };
             let threads = super::gemm::threads(o, plane, ck, true);
-            let product = if engine == Engine::Amx { super::gemm_amx::matmul } else { super::gemm_avx512::matmul };
+            let product = match engine {
+                Engine::Amx => super::gemm_amx::matmul,
+                Engine::AmxBf16Values => super::gemm_amx::matmul_bf16_values,
+                _ => super::gemm_avx512::matmul,
+            };
             product(o, plane, ck, Mat::rows(weight, ck), Rhs::Conv(rhs), out, plane, bias.is_some(), threads);
             return;
         }

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::gemm::Mat;
+use super::gemm_bf16::PackedBf16;
 
 const MR: usize = 12;
 const NR: usize = 32;
@@ -26,12 +27,14 @@ pub fn available() -> bool {
     *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx512f"))
 }
 
-/// The right-hand side of a product: a strided matrix, or the column matrix of a convolution
-/// read straight from the image (never materialised).
+/// The right-hand side of a product: a strided matrix, the column matrix of a convolution
+/// read straight from the image (never materialised), or the transpose of a weight packed in
+/// bf16 at load (a linear layer at `--precision bf16`: its values widen to f32 exactly).
 #[derive(Clone, Copy)]
 pub enum Rhs<'a> {
     Mat(Mat<'a>),
     Conv(ConvRhs<'a>),
+    Bf16T(&'a PackedBf16),
 }
 
 /// Column matrix of a convolution over one image x [C, H, W]: element (p, j) with
@@ -218,6 +221,7 @@ impl Job<'_> {
             match &self.b {
                 Rhs::Mat(b) => pack_b(b, p0, kc, c0, cols, bpack),
                 Rhs::Conv(cv) => pack_b_conv(cv, p0, kc, c0, cols, bpack),
+                Rhs::Bf16T(w) => pack_b_bf16t(w, p0, kc, c0, cols, bpack),
             }
             let mut rr = r0;
             while rr < r0 + rows {
@@ -428,6 +432,49 @@ unsafe fn pack_b_transposed_panel(b: &Mat, p0: usize, kc: usize, col: usize, d: 
         let base = (col + j) * cs + p0;
         for q in p..kc {
             *dst.add(q * NR + j) = *src.add(base + q);
+        }
+    }
+}
+
+/// `pack_b` for the transpose of a packed bf16 weight w [n, k]: B[p, j] = w[j, p], widened
+/// to f32 (exact). The weight's panels of 16 columns hold depth pairs as one 32-bit word per
+/// column (low half the even depth), so a pair of panel rows is two vector operations.
+pub(super) fn pack_b_bf16t(w: &PackedBf16, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut Vec<f32>) {
+    assert!(c0 % 16 == 0 && c0 + cols <= w.n && p0 % 2 == 0 && p0 + kc <= w.k, "gemm: bf16 rhs out of range");
+    let panels = cols.div_ceil(NR);
+    dst.resize(panels * kc * NR, 0.0);
+    // SAFETY: AVX-512 is checked by every entry point; reads stay inside the weight's panels
+    // (checked above: its panel count covers column c0 + cols - 1, its pairs depth p0 + kc - 1)
+    // and writes inside `dst`.
+    unsafe { pack_b_bf16t_avx512(w, p0, kc, c0, cols, dst) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b_bf16t_avx512(w: &PackedBf16, p0: usize, kc: usize, c0: usize, cols: usize, dst: &mut [f32]) {
+    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let (data, panel_len) = (w.data(), w.panel_len());
+    for s in 0..cols.div_ceil(NR) {
+        let d = dst.as_mut_ptr().add(s * kc * NR);
+        for half in 0..NR / 16 {
+            let col = c0 + s * NR + half * 16;
+            if col >= c0 + cols {
+                for p in 0..kc {
+                    _mm512_storeu_ps(d.add(p * NR + half * 16), _mm512_setzero_ps());
+                }
+                continue;
+            }
+            // Columns of this panel past `cols` are the weight's own zero padding or columns
+            // of the next block, which the kernel computes and the edge store drops.
+            let src = data.as_ptr().add((col / 16) * panel_len + p0 * 16);
+            for q in 0..kc.div_ceil(2) {
+                let pair = _mm512_loadu_si512(src.add(q * 32) as *const __m512i);
+                let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(pair));
+                _mm512_storeu_ps(d.add(2 * q * NR + half * 16), even);
+                if 2 * q + 1 < kc {
+                    let odd = _mm512_castsi512_ps(_mm512_and_si512(pair, high));
+                    _mm512_storeu_ps(d.add((2 * q + 1) * NR + half * 16), odd);
+                }
+            }
         }
     }
 }

@@ -3,12 +3,21 @@
 //! path's bf16 GEMMs. Weights are rounded to bf16 and packed once, at load ([`PackedBf16`]);
 //! activations are rounded to bf16 rows per product ([`Bf16Rows`]).
 //!
-//! Engines: an AVX512-BF16 micro-kernel (`vdpbf16ps`, 32 multiply-adds per instruction, chosen
-//! at run time where the CPU has it), and a portable loop elsewhere that adds the same products
-//! in the same order (each output: for every pair of k, the odd product then the even one, as
-//! `vdpbf16ps` does), so both give the same bits for normal numbers (`vdpbf16ps` treats
-//! subnormal inputs and outputs as zero). AMX tiles (`tdpbf16ps`) are not used yet: no machine
-//! this was written on has AMX to test them.
+//! Engines (every one sums exact bf16 x bf16 products in f32; they differ only in the order of
+//! the sums), chosen once per process by [`Bf16Engine::best`]:
+//! - AMX tiles (`tdpbf16ps`, gemm_amx.rs with one part): 16 x 16 x 32 multiply-adds per
+//!   instruction, where the CPU and OS offer AMX and a self-check against the portable engine
+//!   passes on first use.
+//! - An AVX512-BF16 micro-kernel (`vdpbf16ps`, 32 multiply-adds per instruction), reading the
+//!   packed weight in place, where it outpaces f32 FMAs (timed once; on some CPUs it issues
+//!   at half an instruction per cycle, below the FMA kernel's rate); always for products of a
+//!   few rows, which are bound by the weight stream rather than by arithmetic.
+//! - The f32 AVX-512 FMA kernel (gemm_avx512.rs) on bf16 values: the weight widened to f32
+//!   while its block is packed (exact), the left operand rounded to bf16 first; a product of
+//!   two bf16 values is exact in f32, so this is the same arithmetic as the bf16 instructions.
+//! - A portable loop that adds the same products in the same order as `vdpbf16ps` (for every
+//!   pair of k, the odd product then the even one), so both give the same bits for normal
+//!   numbers (`vdpbf16ps` treats subnormal inputs and outputs as zero).
 
 use rayon::prelude::*;
 
@@ -103,6 +112,16 @@ impl PackedBf16 {
         PackedBf16 { n, k, data }
     }
 
+    /// The packed values (layout in the type's notes).
+    pub(super) fn data(&self) -> &[u16] {
+        &self.data
+    }
+
+    /// Values per panel of 16 rows: `k` rounded up to even, times 16.
+    pub(super) fn panel_len(&self) -> usize {
+        Self::kp(self.k) * PANEL
+    }
+
     /// Bytes the packed values take.
     pub fn bytes(&self) -> usize {
         self.data.len() * 2
@@ -142,40 +161,197 @@ impl Bf16Rows {
     }
 }
 
-/// Which implementation carries a bf16 product.
+/// Which implementation carries a bf16 product (see the module notes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bf16Engine {
+    /// `tdpbf16ps` on AMX tiles (Sapphire Rapids and later, on Linux).
+    Amx,
     /// `vdpbf16ps` (x86-64 CPUs with AVX512-BF16: Cooper Lake, Sapphire Rapids, Zen 4 and later).
     Avx512Bf16,
+    /// The f32 AVX-512 FMA kernel on bf16 values (x86-64 CPUs with AVX-512F).
+    Avx512Fma,
     /// The same sums in plain Rust (any CPU).
     Portable,
 }
 
+/// Products with fewer rows than this read the weight in place (`vdpbf16ps` where the CPU
+/// has it): they are bound by the weight stream, which packing would only add to.
+const FEW_ROWS: usize = 16;
+
 impl Bf16Engine {
+    /// The engine for products of many rows on this thread (AMX only where the thread allows
+    /// it, as for f32 products: `PERCEPT_CPU_AMX=0`).
     pub fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            use std::sync::OnceLock;
-            static HAS: OnceLock<bool> = OnceLock::new();
-            if *HAS.get_or_init(|| is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512f")) {
+            use super::gemm::Engine;
+            if Engine::best() == Engine::Amx && amx_passes_self_check() {
+                return Bf16Engine::Amx;
+            }
+            if has_avx512_bf16() && vdpbf16ps_outpaces_fma() {
                 return Bf16Engine::Avx512Bf16;
+            }
+            if super::gemm_avx512::available() {
+                return Bf16Engine::Avx512Fma;
             }
         }
         Bf16Engine::Portable
     }
 
+    /// The engine for a product of `m` rows.
+    pub fn for_rows(m: usize) -> Self {
+        if m < FEW_ROWS && has_avx512_bf16() {
+            return Bf16Engine::Avx512Bf16;
+        }
+        Self::best()
+    }
+
     pub fn label(self) -> &'static str {
         match self {
+            Bf16Engine::Amx => "AMX bf16",
             Bf16Engine::Avx512Bf16 => "AVX512-BF16",
+            Bf16Engine::Avx512Fma => "AVX-512 FMA on bf16 values",
             Bf16Engine::Portable => "portable bf16",
         }
     }
+
+    /// Every engine this CPU runs (AMX whether or not its self-check passed: the tests and
+    /// benchmarks want to see it fail).
+    pub fn available() -> Vec<Self> {
+        let mut v = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::gemm_amx::available() {
+                v.push(Bf16Engine::Amx);
+            }
+            if has_avx512_bf16() {
+                v.push(Bf16Engine::Avx512Bf16);
+            }
+            if super::gemm_avx512::available() {
+                v.push(Bf16Engine::Avx512Fma);
+            }
+        }
+        v.push(Bf16Engine::Portable);
+        v
+    }
 }
 
-/// `out[m, n] = a[m, k] · w[n, k]^T`, f32 results. Threads (split over output columns) for
-/// large products unless `allow_threads` is false.
-pub fn matmul_bt(a: &Bf16Rows, w: &PackedBf16, out: &mut [f32], allow_threads: bool) {
-    matmul_bt_with(Bf16Engine::best(), a, w, out, w.n, allow_threads)
+fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether `vdpbf16ps` does more multiply-adds a second than f32 FMAs on this CPU: timed once
+/// (about a millisecond), each loop keeping 16 independent sums in flight, best of three
+/// alternating rounds. It must win by a clear margin (1.25x), so a CPU near the line makes
+/// the same choice every run. Measured: 0.45x on a 2-core Xeon VM with AVX512-BF16 (PERF.md).
+#[cfg(target_arch = "x86_64")]
+fn vdpbf16ps_outpaces_fma() -> bool {
+    use std::sync::OnceLock;
+    static FASTER: OnceLock<bool> = OnceLock::new();
+    *FASTER.get_or_init(|| {
+        let (mut dp, mut fma) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..3 {
+            // SAFETY: callers checked AVX512-BF16 (which implies AVX-512F here).
+            let t = std::time::Instant::now();
+            std::hint::black_box(unsafe { avx512::dp_loop(20_000) });
+            dp = dp.min(t.elapsed().as_secs_f64());
+            let t = std::time::Instant::now();
+            std::hint::black_box(unsafe { avx512::fma_loop(20_000) });
+            fma = fma.min(t.elapsed().as_secs_f64());
+        }
+        // Same instruction count; a vdpbf16ps does twice an FMA's multiply-adds.
+        let ratio = 2.0 * fma / dp;
+        log::debug!("gemm_bf16: vdpbf16ps does {ratio:.2}x the multiply-adds a second of f32 FMAs");
+        ratio >= 1.25
+    })
+}
+
+/// Whether the AMX bf16 product agrees with the portable engine on a small product with
+/// partial tiles and several depth steps (checked once, on first use, where AMX runs). The
+/// AMX kernel is written to the same layout as the f32 AMX kernel, which ran on AMX hardware,
+/// but a wrong answer there must not reach users: on a mismatch the next engine is used.
+#[cfg(target_arch = "x86_64")]
+fn amx_passes_self_check() -> bool {
+    use std::sync::OnceLock;
+    static PASSES: OnceLock<bool> = OnceLock::new();
+    *PASSES.get_or_init(|| {
+        let (m, n, k) = (45, 70, 611);
+        let x = test_values(11, m * k);
+        let w = PackedBf16::from_f32(&test_values(12, n * k), n, k);
+        let mut want = vec![0f32; m * n];
+        matmul_bt_with(Bf16Engine::Portable, &Bf16Rows::from_f32(&x, m, k), &w, &mut want, n, false);
+        let mut got = vec![f32::NAN; m * n];
+        matmul_bt_f32_with(Bf16Engine::Amx, &x, m, k, &w, &mut got, false);
+        let ok = want.iter().zip(&got).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs()));
+        if !ok {
+            log::warn!("gemm_bf16: the AMX bf16 product failed its self-check; using the next engine");
+        }
+        ok
+    })
+}
+
+/// Deterministic values in [-1, 1) for self-checks and tests.
+pub(crate) fn test_values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `out[m, n] = round_bf16(x)[m, k] · w[n, k]^T`, f32 results, on the engine for `m` rows.
+/// Threads for large products unless `allow_threads` is false.
+pub fn matmul_bt_f32(x: &[f32], m: usize, k: usize, w: &PackedBf16, out: &mut [f32], allow_threads: bool) {
+    matmul_bt_f32_with(Bf16Engine::for_rows(m), x, m, k, w, out, allow_threads)
+}
+
+/// `matmul_bt_f32` on a chosen engine. Panics if the engine is not available.
+pub fn matmul_bt_f32_with(
+    engine: Bf16Engine,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &PackedBf16,
+    out: &mut [f32],
+    allow_threads: bool,
+) {
+    let n = w.n;
+    assert!(k == w.k && x.len() >= m * k && out.len() >= m * n, "gemm_bf16: {m}x{k} by [{n}, {}]", w.k);
+    if m == 0 {
+        return;
+    }
+    match engine {
+        #[cfg(target_arch = "x86_64")]
+        Bf16Engine::Amx | Bf16Engine::Avx512Fma => {
+            use super::gemm::{threads, Mat};
+            use super::gemm_avx512::Rhs;
+            let threads = threads(m, n, k, allow_threads);
+            if engine == Bf16Engine::Amx {
+                // The AMX packing rounds A to bf16 itself.
+                let a = Mat::rows(&x[..m * k], k);
+                super::gemm_amx::matmul(m, n, k, a, Rhs::Bf16T(w), out, n, false, threads);
+            } else {
+                let rounded;
+                let x = if is_bf16(&x[..m * k]) {
+                    &x[..m * k]
+                } else {
+                    rounded = x[..m * k].iter().map(|&v| round_bf16(v)).collect::<Vec<f32>>();
+                    &rounded
+                };
+                super::gemm_avx512::matmul(m, n, k, Mat::rows(x, k), Rhs::Bf16T(w), out, n, false, threads);
+            }
+        }
+        _ => matmul_bt_with(engine, &Bf16Rows::from_f32(&x[..m * k], m, k), w, out, n, allow_threads),
+    }
 }
 
 /// `out[i * ldo + j] = (a · w^T)[i, j]`: `matmul_bt` into rows `ldo` apart (a band of a
@@ -194,9 +370,10 @@ pub fn matmul_bt_with(
     if m == 0 {
         return;
     }
-    if engine == Bf16Engine::Avx512Bf16 {
-        assert_eq!(Bf16Engine::best(), Bf16Engine::Avx512Bf16, "gemm_bf16: this CPU has no AVX512-BF16");
-    }
+    assert!(
+        engine == Bf16Engine::Portable || (engine == Bf16Engine::Avx512Bf16 && has_avx512_bf16()),
+        "gemm_bf16: {engine:?} does not take bf16 rows on this CPU"
+    );
     let pairs = n.div_ceil(PANEL).div_ceil(2);
     let threads = if allow_threads && m * n * k >= PARALLEL_MIN_FLOPS { rayon::current_num_threads() } else { 1 };
     let dst = SendPtr(out.as_mut_ptr());
@@ -308,6 +485,34 @@ mod avx512 {
     use super::{Tile, PANEL};
     use std::arch::x86_64::*;
 
+    /// `iters` x 16 independent `vdpbf16ps` (the calibration in `vdpbf16ps_outpaces_fma`).
+    #[target_feature(enable = "avx512bf16,avx512f")]
+    pub(super) unsafe fn dp_loop(iters: usize) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(std::hint::black_box(0x3f80_3f80)));
+        let b: __m512bh = std::mem::transmute(_mm512_set1_epi32(std::hint::black_box(0x3f00_3f00)));
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_dpbf16_ps(*v, a, b);
+            }
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+
+    /// `iters` x 16 independent f32 FMAs.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fma_loop(iters: usize) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let a = _mm512_set1_ps(std::hint::black_box(1.0));
+        let b = _mm512_set1_ps(std::hint::black_box(0.5));
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(a, b, *v);
+            }
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+
     pub(super) unsafe fn tile(t: &Tile, rows: usize, np: usize) {
         macro_rules! go {
             ($($r:literal),*) => {
@@ -389,24 +594,33 @@ mod tests {
         assert_eq!(p.to_f32(), w);
     }
 
-    /// Odd shapes (partial panels, partial row tiles, odd k, several k blocks) against an f64
-    /// reference of the same bf16 inputs, on every engine this CPU has; the engines agree
-    /// bit for bit.
+    /// Odd shapes (partial panels, partial row tiles, odd k, several k blocks, column tasks)
+    /// against an f64 reference of the same bf16 inputs, on every engine this CPU has, from
+    /// f32 inputs as the backend calls them; the portable and AVX512-BF16 engines agree bit
+    /// for bit.
     #[test]
     fn products_match_f64_reference_on_odd_shapes() {
-        let mut engines = vec![Bf16Engine::Portable];
-        if Bf16Engine::best() == Bf16Engine::Avx512Bf16 {
-            engines.push(Bf16Engine::Avx512Bf16);
+        let engines = Bf16Engine::available();
+        if !engines.contains(&Bf16Engine::Amx) {
+            eprintln!("note: no AMX here: the AMX bf16 engine is tested through its tile model only");
         }
-        for &(m, n, k) in &[(1, 1, 1), (3, 17, 5), (9, 33, 257), (8, 48, 300), (13, 50, 131), (2, 200, 1001)] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 17, 5),
+            (9, 33, 257),
+            (8, 48, 300),
+            (13, 50, 131),
+            (2, 200, 1001),
+            (40, 700, 640),
+            (70, 45, 33),
+        ] {
             let x = lcg(m as u64 * 31 + k as u64, m * k);
             let w = lcg(n as u64 * 7 + 1, n * k);
-            let a = Bf16Rows::from_f32(&x, m, k);
             let p = PackedBf16::from_f32(&w, n, k);
             let mut first: Option<Vec<f32>> = None;
             for &e in &engines {
                 let mut out = vec![f32::NAN; m * n];
-                matmul_bt_with(e, &a, &p, &mut out, n, true);
+                matmul_bt_f32_with(e, &x, m, k, &p, &mut out, true);
                 for i in 0..m {
                     for j in 0..n {
                         let terms = (0..k).map(|c| round_bf16(x[i * k + c]) as f64 * round_bf16(w[j * k + c]) as f64);
@@ -418,14 +632,39 @@ mod tests {
                         assert!((got - want).abs() <= bound, "{e:?} {m}x{n}x{k} ({i},{j}): {got} vs {want}");
                     }
                 }
-                match &first {
-                    None => first = Some(out),
-                    Some(f) => assert!(
-                        f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{e:?} differs from the portable engine on {m}x{n}x{k}"
-                    ),
+                if matches!(e, Bf16Engine::Portable | Bf16Engine::Avx512Bf16) {
+                    match &first {
+                        None => first = Some(out),
+                        Some(f) => assert!(
+                            f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{e:?} differs from the portable engine on {m}x{n}x{k}"
+                        ),
+                    }
                 }
             }
         }
+    }
+
+    /// Where AMX runs, its bf16 product passes the self-check that lets it carry products.
+    #[test]
+    fn amx_engine_passes_its_self_check_where_amx_runs() {
+        #[cfg(target_arch = "x86_64")]
+        if super::super::gemm_amx::available() {
+            assert!(amx_passes_self_check(), "the AMX bf16 product disagrees with the portable engine");
+            return;
+        }
+        eprintln!("note: no AMX here; the AMX bf16 self-check runs where AMX does");
+    }
+
+    /// The engine for many rows is one this CPU has, and few rows read the weight in place
+    /// where AVX512-BF16 exists.
+    #[test]
+    fn engine_choice_is_available_here() {
+        let best = Bf16Engine::best();
+        assert!(Bf16Engine::available().contains(&best), "{best:?}");
+        if has_avx512_bf16() {
+            assert_eq!(Bf16Engine::for_rows(1), Bf16Engine::Avx512Bf16);
+        }
+        assert_eq!(Bf16Engine::for_rows(FEW_ROWS), best);
     }
 }

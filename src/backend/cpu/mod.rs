@@ -105,6 +105,16 @@ impl Cpu {
         self.bf16
     }
 
+    /// The engine of the convolutions, whose operands at bf16 hold bf16 values (weights
+    /// rounded at load, inputs by `input`).
+    fn conv_engine(&self) -> gemm::Engine {
+        if self.bf16 {
+            gemm::Engine::for_bf16_values()
+        } else {
+            gemm::Engine::best()
+        }
+    }
+
     /// `x` as an op reads it: at bf16 rounded to bf16 (where the CUDA path converts its inputs
     /// to the storage type), as is otherwise.
     fn input<'a>(&self, x: &'a Tensor) -> Cow<'a, Tensor> {
@@ -330,7 +340,8 @@ impl Backend for Cpu {
             .ok_or_else(|| shape_err!("conv2d: input {:?} is smaller than the kernel {:?}", x.shape, w.shape))?;
         let mut out = vec![0f32; n * o * oh * ow];
         for i in 0..n {
-            conv::conv2d_image(
+            conv::conv2d_image_with(
+                self.conv_engine(),
                 &x.data[i * c * h * wd..(i + 1) * c * h * wd],
                 c,
                 h,
@@ -491,7 +502,8 @@ impl Backend for Cpu {
                 let cw = &conv_w_values[sel * per_conv..(sel + 1) * per_conv];
                 let cb = &conv_b.data()[sel * d..(sel + 1) * d];
                 let mut conv_out = vec![0f32; d * t];
-                conv::conv2d_image(
+                conv::conv2d_image_with(
+                    self.conv_engine(),
                     &x.data[i * c * h * w..(i + 1) * c * h * w],
                     c,
                     h,

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::elementwise::bias_act;
 use super::gemm::matmul_bt;
-use super::gemm_bf16::{self, Bf16Rows, PackedBf16};
+use super::gemm_bf16::{self, PackedBf16};
 use crate::backend::{Act, Routing};
 
 /// A weight matrix [n, k] as the CPU backend holds it: f32 values, or bf16 packed at load (at
@@ -21,7 +21,7 @@ impl Matrix<'_> {
     pub fn matmul_bt(&self, m: usize, n: usize, k: usize, x: &[f32], out: &mut [f32], allow_threads: bool) {
         match self {
             Matrix::F32(w) => matmul_bt(m, n, k, x, w, out, allow_threads),
-            Matrix::Bf16(w) => gemm_bf16::matmul_bt(&Bf16Rows::from_f32(x, m, k), w, out, allow_threads),
+            Matrix::Bf16(w) => gemm_bf16::matmul_bt_f32(x, m, k, w, out, allow_threads),
         }
     }
     fn is_bf16(&self) -> bool {
