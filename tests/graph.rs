@@ -289,12 +289,13 @@ fn bench_device_rows_run_on_the_emulator_and_write_json() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let names: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     // "b1" selects every batch-1 row and not b16.
+    // Each name ends in its precision (the emulator's default: f32).
     let want = [
-        "emu/dit_forward/b1",
-        "emu/dit_forward/b2",
-        "emu/attention/b8x256x4x32",
-        "emu/vae_encode/128x128/b1",
-        "emu/vae_decode/128x128/b1",
+        "emu/dit_forward/b1/f32",
+        "emu/dit_forward/b2/f32",
+        "emu/attention/b8x256x4x32/f32",
+        "emu/vae_encode/128x128/b1/f32",
+        "emu/vae_decode/128x128/b1/f32",
     ];
     assert_eq!(names, want, "{text}");
     for r in v["rows"].as_array().unwrap() {

@@ -86,7 +86,10 @@ pub fn run<D: Device>(
     rows: &mut Vec<Row>,
 ) -> Result<DeviceSummary> {
     let be = if bf16 { Cuda::bf16(dev.clone()) } else { Cuda::new(dev.clone()) };
-    println!("bench: {prefix} rows at {}", if bf16 { "bf16" } else { "f32" });
+    // Every row's name ends in its precision, as the CPU rows' do; a filter may name it.
+    let precision = if bf16 { "bf16" } else { "f32" };
+    println!("bench: {prefix} rows at {precision}");
+    let want = |n: &str| want(n) || want(&format!("{n}/{precision}"));
     let engine = cuda_engine(be.clone(), src)?;
     let weight_bytes = be.weight_bytes(src.dit.iter().chain(src.vae.iter()).map(|(_, t)| t.shape.as_slice()));
     let cfg = engine.config.clone();
@@ -95,7 +98,7 @@ pub fn run<D: Device>(
     let lc = vae_cfg.latent_channels;
     let mut rng = NoiseRng::new(0);
     let mut push = |name: String, ms: f64, flops: f64| {
-        rows.push(Row { name, ms, flops, cpu_ms: None });
+        rows.push(Row { name: format!("{name}/{precision}"), ms, flops, cpu_ms: None });
         report(rows.last().unwrap(), peak_tflops);
     };
     for b in DIT_BATCHES {

@@ -55,8 +55,9 @@ impl<B: Backend> Dit<B> {
         let names = |leaf: &str| -> Vec<String> {
             (1..=cfg.num_conv_in).map(|j| format!("x_embedder.proj.conv_in_{j}.{leaf}")).collect()
         };
-        let conv_in = (ld.cat(&names("weight"), &[d, cfg.in_channels, p, p])?, ld.cat(&names("bias"), &[d])?);
-        let pos_embed = ld.w("pos_embed", &[1, cfg.num_tokens(), d])?;
+        // The patch embedding runs in f32 at every precision (`Backend::patch_embed`).
+        let conv_in = (ld.cat_f32(&names("weight"), &[d, cfg.in_channels, p, p])?, ld.cat_f32(&names("bias"), &[d])?);
+        let pos_embed = ld.w_f32("pos_embed", &[1, cfg.num_tokens(), d])?;
         let t_mlp = [
             ld.w("t_embedder.mlp.0.weight", &[d, FREQ_DIM])?,
             ld.w("t_embedder.mlp.0.bias", &[d])?,

@@ -58,6 +58,22 @@ impl<'a, B: Backend> Loader<'a, B> {
         }
     }
 
+    /// `w`, kept in f32 at every precision (`Backend::weight_f32`).
+    pub fn w_f32(&mut self, name: &str, shape: &[usize]) -> Result<B::W> {
+        let raw = self.raw(name, shape);
+        self.backend.weight_f32(name, &[&raw])
+    }
+
+    /// `cat`, kept in f32 at every precision.
+    pub fn cat_f32(&mut self, names: &[String], shape: &[usize]) -> Result<B::W> {
+        let raws: Vec<RawTensor> = names.iter().map(|n| self.raw(n, shape)).collect();
+        if self.problems.is_empty() {
+            self.backend.weight_f32(&names.join("+"), &raws.iter().collect::<Vec<_>>())
+        } else {
+            self.backend.weight_f32("placeholder", &[&Self::placeholder()])
+        }
+    }
+
     /// Finish: one error listing every problem, including tensors the model does not use.
     pub fn finish(mut self) -> Result<()> {
         for name in self.weights.names() {

@@ -252,6 +252,12 @@ impl Backend for Cpu {
         }
         Ok(w)
     }
+    fn weight_f32(&self, name: &str, raws: &[&RawTensor]) -> Result<CpuWeight> {
+        match raws {
+            [one] => Cpu::new().weight(name, one),
+            _ => Cpu::new().weight_cat(name, raws),
+        }
+    }
     fn weight_cat(&self, name: &str, raws: &[&RawTensor]) -> Result<CpuWeight> {
         let mut data = Vec::new();
         let mut rows = 0;
@@ -465,7 +471,7 @@ impl Backend for Cpu {
         pos: &CpuWeight,
         patch: usize,
     ) -> Result<Tensor> {
-        let x = &*self.input(x);
+        // In f32 at every precision (see the trait): the input as given, the f32 engine.
         let (conv_w_values, pos_values) = (conv_w.to_f32(), pos.to_f32());
         let &[b, c, h, w] = x.shape.as_slice() else {
             return Err(shape_err!("patch_embed: input {:?} must be NCHW", x.shape));
@@ -503,7 +509,7 @@ impl Backend for Cpu {
                 let cb = &conv_b.data()[sel * d..(sel + 1) * d];
                 let mut conv_out = vec![0f32; d * t];
                 conv::conv2d_image_with(
-                    self.conv_engine(),
+                    gemm::Engine::best(),
                     &x.data[i * c * h * w..(i + 1) * c * h * w],
                     c,
                     h,
@@ -525,7 +531,7 @@ impl Backend for Cpu {
             }
             dst.par_iter_mut().zip(pos_values.par_iter()).for_each(|(v, p)| *v += p);
         }
-        self.output_of(Tensor::new(vec![b, t, d], out))
+        Tensor::new(vec![b, t, d], out)
     }
     fn unpatchify(&self, x: &Tensor, patch: usize, channels: usize, gh: usize, gw: usize) -> Result<Tensor> {
         let x = &*self.input(x);

@@ -172,6 +172,9 @@ impl<D: Device> Backend for Cuda<D> {
     fn weight_cat(&self, name: &str, raws: &[&RawTensor]) -> Result<GpuTensor<D>> {
         Cuda::weight_cat(self, name, raws)
     }
+    fn weight_f32(&self, name: &str, raws: &[&RawTensor]) -> Result<GpuTensor<D>> {
+        Cuda::weight_f32(self, name, raws)
+    }
 
     fn linear(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, act: Act) -> Result<GpuTensor<D>> {
         Cuda::linear(self, x, w, b, act)

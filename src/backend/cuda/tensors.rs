@@ -89,11 +89,7 @@ impl<D: Device> Cuda<D> {
     /// A parameter on the device, in its own exact allocation: biases and norm parameters (one
     /// axis) in f32, the rest in the activation type, converted once here.
     pub(in crate::backend::cuda) fn weight_from(&self, t: Tensor) -> Result<GpuTensor<D>> {
-        let f32 = GpuTensor {
-            buf: Arc::new(Block::owned(self.dev.upload(bytemuck::cast_slice(&t.data))?)),
-            shape: t.shape.clone(),
-            dtype: DType::F32,
-        };
+        let f32 = self.weight_f32_from(&t)?;
         if t.shape.len() < 2 || self.act == DType::F32 {
             return Ok(f32);
         }
@@ -101,6 +97,22 @@ impl<D: Device> Cuda<D> {
         let w = self.owned_as(&t.shape, self.act)?;
         k::convert_f32_to_bf16(&self.dev, &self.stride(n), self.ptr(&w), self.ptr(&f32), n)?;
         Ok(w)
+    }
+
+    fn weight_f32_from(&self, t: &Tensor) -> Result<GpuTensor<D>> {
+        Ok(GpuTensor {
+            buf: Arc::new(Block::owned(self.dev.upload(bytemuck::cast_slice(&t.data))?)),
+            shape: t.shape.clone(),
+            dtype: DType::F32,
+        })
+    }
+
+    pub(in crate::backend::cuda) fn weight_f32(&self, name: &str, raws: &[&RawTensor]) -> Result<GpuTensor<D>> {
+        let w = match raws {
+            [one] => self.cpu.weight(name, one)?,
+            _ => self.cpu.weight_cat(name, raws)?,
+        };
+        self.weight_f32_from(&Tensor::new(w.shape.clone(), w.data().to_vec())?)
     }
 
     pub(in crate::backend::cuda) fn weight(&self, name: &str, raw: &RawTensor) -> Result<GpuTensor<D>> {

@@ -37,7 +37,10 @@ impl<D: Device> Cuda<D> {
         pos: &GpuTensor<D>,
         patch: usize,
     ) -> Result<GpuTensor<D>> {
-        let x = &self.act_of(x)?;
+        // In f32 at every precision (see the Backend trait); weights not from `weight_f32`
+        // are widened here.
+        let x = &self.convert(x, DType::F32)?;
+        let (conv_w, pos) = (&self.convert(conv_w, DType::F32)?, &self.convert(pos, DType::F32)?);
         let &[b, c, h, w] = x.shape.as_slice() else {
             return Err(shape_err!("patch_embed: input {:?} must be NCHW", x.shape));
         };
@@ -65,7 +68,7 @@ impl<D: Device> Cuda<D> {
         let first_label = usize::try_from(first_label)
             .map_err(|_| Error::Input(format!("patch_embed: the first task label {first_label} is negative")))?;
         let lb = self.ids_on_device(labels)?;
-        let y = self.empty(&[b, t, d])?;
+        let y = self.empty_as(&[b, t, d], DType::F32)?;
         let cfg = LaunchConfig {
             grid: [dim("patch_embed", t)?, dim("patch_embed", b)?, 1],
             block: [128, 1, 1],
@@ -73,9 +76,8 @@ impl<D: Device> Cuda<D> {
         };
         let (yp, xp, wp, bp, lp) = (self.ptr(&y), self.ptr(x), self.ptr(conv_w), self.ptr(conv_b), self.addr(&lb));
         let pp = self.ptr(pos);
-        k::patch_embed(&self.dev, self.act, &cfg, yp, xp, wp, bp, lp, first_label, n_convs, pp, c, h, w, d, patch)?;
-        // The residual stream starts here: f32 whatever the activation type.
-        self.convert(&y, DType::F32)
+        k::patch_embed(&self.dev, DType::F32, &cfg, yp, xp, wp, bp, lp, first_label, n_convs, pp, c, h, w, d, patch)?;
+        Ok(y)
     }
 
     pub(in crate::backend::cuda) fn timestep_features(&self, t: &GpuTensor<D>) -> Result<GpuTensor<D>> {
