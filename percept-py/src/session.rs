@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use numpy::{Element, PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use percept::{
-    AmodalOptions, CancelToken, DepthOptions, Device, FlowOptions, Latent, Options, Progress, ProgressFn, Session,
+    AmodalOptions, CancelToken, DepthOptions, Device, FlowOptions, Latent, Options, Precision, Progress, ProgressFn,
+    Session, SessionOptions,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -65,9 +66,16 @@ type DepthTuple = (Array, Option<Array>, Option<Array>);
 impl PySession {
     /// `device`: "auto", "cpu", "cuda", "cuda:N" (or "cuda-emu", the CUDA kernels run on the CPU
     /// by the emulator, for testing). `threads`: CPU worker threads (CPU device only).
+    /// `precision`: "f32" or "bf16" (None: the device's default, bf16 on a GPU, f32 on the CPU).
     #[new]
-    #[pyo3(signature = (model, device="auto", threads=None))]
-    fn new(py: Python<'_>, model: &PyModel, device: &str, threads: Option<usize>) -> PyResult<Self> {
+    #[pyo3(signature = (model, device="auto", threads=None, precision=None))]
+    fn new(
+        py: Python<'_>,
+        model: &PyModel,
+        device: &str,
+        threads: Option<usize>,
+        precision: Option<&str>,
+    ) -> PyResult<Self> {
         let mut dev: Device = device.parse().map_err(|e| {
             PyValueError::new_err(format!(
                 "device {device:?}: {e} (expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\")"
@@ -82,8 +90,17 @@ impl PySession {
                 _ => return Err(PyValueError::new_err(format!("threads is for device=\"cpu\", not {device:?}"))),
             }
         }
+        let mut opts = SessionOptions::new(dev);
+        match precision {
+            None => {}
+            Some("f32") => opts = opts.with_precision(Precision::F32),
+            Some("bf16") => opts = opts.with_precision(Precision::Bf16),
+            Some(other) => {
+                return Err(PyValueError::new_err(format!("precision {other:?}: expected \"f32\" or \"bf16\"")))
+            }
+        }
         let model = model.inner.clone();
-        let session = py.detach(|| Session::new(&model, dev)).map_err(to_py_err)?;
+        let session = py.detach(|| Session::with_options(&model, opts)).map_err(to_py_err)?;
         let cancel = session.cancel_token();
         let device_name = session.device_name();
         Ok(PySession { inner: Mutex::new(session), cancel, device_name })

@@ -56,6 +56,18 @@ def test_cpu_threads_option(model, depth_image, session):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
+def test_cpu_bf16_precision_is_close_to_f32_and_checked(model, depth_image, session):
+    bf16 = percept.Session(model, device="cpu", precision="bf16")
+    assert "bf16" in bf16.device
+    a = bf16.depth(depth_image, num_inference_steps=STEPS).prediction
+    b = session.depth(depth_image, num_inference_steps=STEPS).prediction
+    # bf16 storage: close to f32, but not the same numbers.
+    assert np.abs(a - b).max() > 0
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 5e-2
+    with pytest.raises(ValueError, match="precision"):
+        percept.Session(model, device="cpu", precision="f16")
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [

@@ -44,10 +44,10 @@ pub enum Precision {
 
 /// What `--precision` says on every command that runs the model.
 pub const PRECISION_HELP: &str = "Storage precision of weights and activations: f32, or bf16 (products of bf16 values summed \
-in f32; biases, norm statistics, the residual stream and the scheduler state stay f32). bf16 halves the weights' memory \
-and, on the CPU, runs the products on AVX512-BF16 dot-product instructions where the CPU has them (a portable loop with \
-the same sums elsewhere, no faster than f32); its results match a GPU's bf16 run within the fixtures' bf16 tolerances \
-(about 1e-2 relative), f32 matches the reference to 1e-5. [default: bf16 on a GPU, f32 on the CPU and the emulator]";
+in f32; biases, norm statistics, the residual stream, the patch embedding and the scheduler state stay f32). bf16 halves \
+the weights' memory; on the CPU its products are one AMX tile product where the f32 path needs six (CPUs with AMX), \
+elsewhere they run at about f32's speed. Its results match a GPU's bf16 run within the fixtures' bf16 tolerances (about 1e-2 \
+relative); f32 matches the reference to 1e-5. [default: bf16 on a GPU, f32 on the CPU and the emulator]";
 
 impl Precision {
     pub fn as_str(self) -> &'static str {

@@ -108,6 +108,8 @@ class Session:
 
     device: "auto" (a CUDA GPU if one works, else the CPU), "cpu", "cuda" or "cuda:N".
     threads: CPU worker threads (device="cpu" only; default: all cores).
+    precision: "f32" or "bf16" (default: bf16 on a GPU, f32 on the CPU). bf16 stores weights and
+    activations in bf16 with f32 sums: half the memory, within about 1e-2 of f32.
 
     Calls release the GIL while they compute, so sessions in several threads run in parallel;
     one session runs one call at a time (calls from other threads wait). Ctrl-C stops a running
@@ -116,15 +118,19 @@ class Session:
     results on the CPU.
     """
 
-    def __init__(self, model: Model, device: str = "auto", *, threads: Optional[int] = None):
+    def __init__(
+        self, model: Model, device: str = "auto", *, threads: Optional[int] = None, precision: Optional[str] = None
+    ):
         if not isinstance(model, Model):
             raise TypeError(f"model: expected a percept.Model, got {type(model).__name__}")
         if not isinstance(device, str):
             raise TypeError(f"device: expected a str such as \"cpu\" or \"cuda:0\", got {type(device).__name__}")
         if threads is not None:
             threads = _count("threads", threads)
+        if precision is not None and precision not in ("f32", "bf16"):
+            raise ValueError(f"precision: expected \"f32\" or \"bf16\", got {precision!r}")
         self._model = model
-        self._inner = call(_percept.Session, model._inner, device, threads)
+        self._inner = call(_percept.Session, model._inner, device, threads, precision)
 
     @property
     def model(self) -> Model:
