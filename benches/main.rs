@@ -22,7 +22,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = ops::gemm::bench, ops::linear::bench, ops::attention::bench, ops::moe::bench,
+    targets = ops::gemm::bench, ops::gemm_bf16::bench, ops::linear::bench, ops::attention::bench, ops::moe::bench,
         ops::conv::bench, ops::norm::bench, ops::ddim::bench, ops::device::bench
 }
 criterion_main!(benches);

@@ -5,6 +5,7 @@ pub mod conv;
 pub mod ddim;
 pub mod device;
 pub mod gemm;
+pub mod gemm_bf16;
 pub mod linear;
 pub mod moe;
 pub mod norm;

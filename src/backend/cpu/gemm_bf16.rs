@@ -175,8 +175,10 @@ pub enum Bf16Engine {
 }
 
 /// Products with fewer rows than this read the weight in place (`vdpbf16ps` where the CPU
-/// has it): they are bound by the weight stream, which packing would only add to.
-const FEW_ROWS: usize = 16;
+/// has it): packing the weight for so few rows costs more than the slower instruction.
+/// Measured (2-core Xeon VM, `cargo bench -- gemm_bf16`, 4608 x 1152 weight): 8 rows 141
+/// against 60 GFLOP/s, 32 rows 115 against 100, 128 rows 128 against 167 (in place first).
+const FEW_ROWS: usize = 64;
 
 impl Bf16Engine {
     /// The engine for products of many rows on this thread (AMX only where the thread allows
