@@ -63,10 +63,12 @@ impl Engine {
     }
 
     /// The engine for operands that hold bf16 values (at `--precision bf16`): one-part AMX
-    /// where `best()` is AMX.
+    /// where `best()` is AMX and the one-part kernel passed its self-check (else the f32 AMX
+    /// kernel, whose result on bf16 values is the same).
     pub fn for_bf16_values() -> Engine {
         match Engine::best() {
-            Engine::Amx => Engine::AmxBf16Values,
+            #[cfg(target_arch = "x86_64")]
+            Engine::Amx if super::gemm_bf16::amx_passes_self_check() => Engine::AmxBf16Values,
             e => e,
         }
     }

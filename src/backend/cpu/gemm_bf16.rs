@@ -280,7 +280,7 @@ fn vdpbf16ps_outpaces_fma() -> bool {
 /// AMX kernel is written to the same layout as the f32 AMX kernel, which ran on AMX hardware,
 /// but a wrong answer there must not reach users: on a mismatch the next engine is used.
 #[cfg(target_arch = "x86_64")]
-fn amx_passes_self_check() -> bool {
+pub(super) fn amx_passes_self_check() -> bool {
     use std::sync::OnceLock;
     static PASSES: OnceLock<bool> = OnceLock::new();
     *PASSES.get_or_init(|| {

@@ -89,7 +89,7 @@ impl<D: Device> Cuda<D> {
     /// A parameter on the device, in its own exact allocation: biases and norm parameters (one
     /// axis) in f32, the rest in the activation type, converted once here.
     pub(in crate::backend::cuda) fn weight_from(&self, t: Tensor) -> Result<GpuTensor<D>> {
-        let f32 = self.weight_f32_from(&t)?;
+        let f32 = self.upload_f32_weight(&t)?;
         if t.shape.len() < 2 || self.act == DType::F32 {
             return Ok(f32);
         }
@@ -99,7 +99,7 @@ impl<D: Device> Cuda<D> {
         Ok(w)
     }
 
-    fn weight_f32_from(&self, t: &Tensor) -> Result<GpuTensor<D>> {
+    fn upload_f32_weight(&self, t: &Tensor) -> Result<GpuTensor<D>> {
         Ok(GpuTensor {
             buf: Arc::new(Block::owned(self.dev.upload(bytemuck::cast_slice(&t.data))?)),
             shape: t.shape.clone(),
@@ -112,7 +112,7 @@ impl<D: Device> Cuda<D> {
             [one] => self.cpu.weight(name, one)?,
             _ => self.cpu.weight_cat(name, raws)?,
         };
-        self.weight_f32_from(&Tensor::new(w.shape.clone(), w.data().to_vec())?)
+        self.upload_f32_weight(&Tensor::new(w.shape.clone(), w.data().to_vec())?)
     }
 
     pub(in crate::backend::cuda) fn weight(&self, name: &str, raw: &RawTensor) -> Result<GpuTensor<D>> {
