@@ -207,7 +207,7 @@ fn bad_arguments_are_errors_with_kinds_not_panics() {
     );
     assert_eq!(kind("tpu:0".parse::<Device>().map(|_| ())), ErrorKind::InvalidArgument);
     assert_eq!(kind("cpu:0".parse::<Device>().map(|_| ())), ErrorKind::InvalidArgument);
-    assert_eq!(kind(Model::load("/nonexistent/model.safetensors").map(|_| ())), ErrorKind::Weights);
+    assert_eq!(kind(Model::load("/nonexistent/model.safetensors").map(|_| ())), ErrorKind::Io);
     assert_eq!(kind(Model::from_bytes(b"not a model at all".to_vec()).map(|_| ())), ErrorKind::Weights);
     assert_eq!(kind(Model::from_bytes(vec![]).map(|_| ())), ErrorKind::Weights);
     // A session is still fine after all of that.

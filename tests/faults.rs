@@ -95,6 +95,16 @@ fn faults_output_folder_refused_before_any_compute() {
     let msg = text(&o);
     assert_eq!(o.status.code(), Some(2), "{msg}");
     assert!(msg.contains("output folder blocker/e cannot be created") && !msg.contains("model: "), "{msg}");
+    // demo and bench --json check their folders before any model time too.
+    let o = percept(&["demo", "--out", "blocker/d", "--steps", "1"], &dir);
+    let msg = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{msg}");
+    assert!(msg.contains("output folder blocker/d/depth cannot be created") && !msg.contains("model: "), "{msg}");
+    let o = percept(&["bench", "--backend", "cpu", "--json", "blocker/b/bench.json"], &dir);
+    let msg = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{msg}");
+    assert!(msg.contains("output folder blocker/b cannot be created") && !msg.contains("cpu/"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(40));
 }
 
 /// SIGTERM and then Ctrl-C stop a run at a step boundary: exit 128+signal, no temporary file,

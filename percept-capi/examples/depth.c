@@ -188,12 +188,10 @@ int main(int argc, char **argv) {
            percept_abi_version(), PERCEPT_ABI_VERSION);
     printf("percept %s, ABI %u\n", percept_version(), percept_abi_version());
 
-    /* A model file that does not exist: a failure whose message names it, and no handle. (The
-     * library reports it as a weights error, "no such model file".) */
+    /* A model file that does not exist: an I/O failure whose message names it, and no handle. */
     percept_model *missing = (percept_model *)1;
     percept_status status = percept_model_load("no/such/model.safetensors", NULL, &missing);
-    EXPECT(status == PERCEPT_ERR_WEIGHTS || status == PERCEPT_ERR_IO, "loading a missing file returned %s",
-           percept_status_name(status));
+    EXPECT(status == PERCEPT_ERR_IO, "loading a missing file returned %s", percept_status_name(status));
     EXPECT(strstr(percept_last_error(), "no/such/model.safetensors") != NULL,
            "message does not name the file: %s", percept_last_error());
     EXPECT(missing == NULL, "failed load left a handle");

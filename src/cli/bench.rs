@@ -139,6 +139,11 @@ pub fn run(
     // A filter selects a row ("vae_decode/512x512/b1") or a group ("vae", "b8"), never a longer
     // name it merely starts ("b1" is not "b16").
     let want = |n: &str| only.is_empty() || only.iter().any(|o| names_part(n, o));
+    // The JSON file's folder is checked before minutes of timing, not when the results are in.
+    if let Some(p) = json_path {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        super::outdir::prepare(dir)?;
+    }
     let mut rows = Vec::new();
     let summary = match backend.open()? {
         Chosen::Cpu { .. } => cpu_rows(reps, precision, &want, &mut rows)?,

@@ -53,6 +53,10 @@ pub fn run(out: &Path, model: &ModelArgs, steps: usize, seed: u64) -> Result<boo
         (Task::Flow, data.join("FlyingChairs_small"), None),
         (Task::Segment, data.join("Pix2Gestalt_small/val"), None),
     ];
+    // Every task's folder is checked before the first task runs (each eval checks its own too).
+    for (task, _, _) in &tasks {
+        super::outdir::prepare(&out.join(task.name()))?;
+    }
     let mut ok = true;
     for (task, dir, list) in tasks {
         eprintln!("== {} on {}", task.name(), dir.display());

@@ -167,7 +167,9 @@ fn file_config(
 /// Open a `.safetensors` or PyTorch `.pt` model file.
 pub fn open_file(path: &Path) -> Result<ModelSource> {
     if !path.exists() {
-        return Err(Error::Weights(format!("{}: no such model file", path.display())));
+        // An I/O error (ErrorKind::Io, the C ABI's PERCEPT_ERR_IO): nothing was read to judge.
+        let err = std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file");
+        return Err(Error::Io { path: path.to_path_buf(), err });
     }
     let (tensors, metadata) = load_tensors(path)?;
     let mut dit = Weights::new(path.display().to_string(), tensors);
