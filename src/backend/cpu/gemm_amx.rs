@@ -536,12 +536,11 @@ unsafe fn split_b_transposed_panel_avx512(b: &Mat, p0: usize, kc: usize, col: us
     }
 }
 
-/// C[MR, NR] (+)= A-sliver · B-panel over `steps` depth steps; `c` has row stride `ldc`.
-/// The six products of a step run in the order (0,2) (0,1) (1,1) (1,0) (0,0) (2,0) (parts of
-/// A, B), so that each changes only A's or only B's tiles (14 tile loads instead of 24), and
-/// each reload sits right after the last two products that read the old tile.
-#[inline(never)]
-unsafe fn kernel(steps: usize, a: *const u16, b: *const u16, c: *mut f32, ldc: usize, load: bool) {
+/// C's four 16 x 16 f32 tiles (rows 0-15 / 16-31 x columns 0-15 / 16-31, row stride `ldc`)
+/// into tmm0-3, or zeros. The tile registers live across `asm!` blocks: the compiler neither
+/// uses nor saves them.
+#[inline(always)]
+unsafe fn load_c_tiles(c: *mut f32, ldc: usize, load: bool) {
     let ldc_bytes = ldc * 4;
     let (c01, c10, c11) = (c.add(16), c.add(16 * ldc), c.add(16 * ldc + 16));
     if load {
@@ -556,6 +555,30 @@ unsafe fn kernel(steps: usize, a: *const u16, b: *const u16, c: *mut f32, ldc: u
     } else {
         asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
     }
+}
+
+/// tmm0-3 back to C (the layout of `load_c_tiles`).
+#[inline(always)]
+unsafe fn store_c_tiles(c: *mut f32, ldc: usize) {
+    let ldc_bytes = ldc * 4;
+    let (c01, c10, c11) = (c.add(16), c.add(16 * ldc), c.add(16 * ldc + 16));
+    asm!(
+        "tilestored [{c00} + {s}*1], tmm0",
+        "tilestored [{c01} + {s}*1], tmm1",
+        "tilestored [{c10} + {s}*1], tmm2",
+        "tilestored [{c11} + {s}*1], tmm3",
+        c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11, s = in(reg) ldc_bytes,
+        options(nostack),
+    );
+}
+
+/// C[MR, NR] (+)= A-sliver · B-panel over `steps` depth steps; `c` has row stride `ldc`.
+/// The six products of a step run in the order (0,2) (0,1) (1,1) (1,0) (0,0) (2,0) (parts of
+/// A, B), so that each changes only A's or only B's tiles (14 tile loads instead of 24), and
+/// each reload sits right after the last two products that read the old tile.
+#[inline(never)]
+unsafe fn kernel(steps: usize, a: *const u16, b: *const u16, c: *mut f32, ldc: usize, load: bool) {
+    load_c_tiles(c, ldc, load);
     let (mut a, mut b) = (a, b);
     for _ in 0..steps {
         // tmm4/tmm5: A rows 0-15/16-31; tmm6/tmm7: B columns 0-15/16-31. Tile t of a step is
@@ -605,34 +628,14 @@ unsafe fn kernel(steps: usize, a: *const u16, b: *const u16, c: *mut f32, ldc: u
         a = a.add(step_tiles(F32_PARTS) * TILE);
         b = b.add(step_tiles(F32_PARTS) * TILE);
     }
-    asm!(
-        "tilestored [{c00} + {s}*1], tmm0",
-        "tilestored [{c01} + {s}*1], tmm1",
-        "tilestored [{c10} + {s}*1], tmm2",
-        "tilestored [{c11} + {s}*1], tmm3",
-        c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11, s = in(reg) ldc_bytes,
-        options(nostack),
-    );
+    store_c_tiles(c, ldc);
 }
 
 /// C[MR, NR] (+)= A-sliver · B-panel over `steps` depth steps of one-part (bf16) tiles: per
 /// step A's two row halves (bytes 0 and 1024 of the step) times B's two column halves.
 #[inline(never)]
 unsafe fn kernel_bf16(steps: usize, a: *const u16, b: *const u16, c: *mut f32, ldc: usize, load: bool) {
-    let ldc_bytes = ldc * 4;
-    let (c01, c10, c11) = (c.add(16), c.add(16 * ldc), c.add(16 * ldc + 16));
-    if load {
-        asm!(
-            "tileloadd tmm0, [{c00} + {s}*1]",
-            "tileloadd tmm1, [{c01} + {s}*1]",
-            "tileloadd tmm2, [{c10} + {s}*1]",
-            "tileloadd tmm3, [{c11} + {s}*1]",
-            c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11, s = in(reg) ldc_bytes,
-            options(nostack, readonly),
-        );
-    } else {
-        asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-    }
+    load_c_tiles(c, ldc, load);
     let (mut a, mut b) = (a, b);
     for _ in 0..steps {
         asm!(
@@ -650,14 +653,7 @@ unsafe fn kernel_bf16(steps: usize, a: *const u16, b: *const u16, c: *mut f32, l
         a = a.add(step_tiles(1) * TILE);
         b = b.add(step_tiles(1) * TILE);
     }
-    asm!(
-        "tilestored [{c00} + {s}*1], tmm0",
-        "tilestored [{c01} + {s}*1], tmm1",
-        "tilestored [{c10} + {s}*1], tmm2",
-        "tilestored [{c11} + {s}*1], tmm3",
-        c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11, s = in(reg) ldc_bytes,
-        options(nostack),
-    );
+    store_c_tiles(c, ldc);
 }
 
 /// A plain-Rust model of the micro-kernels' tile instructions on the packed layout, so the

@@ -567,16 +567,6 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    fn lcg(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
     #[test]
     fn rounding_is_to_nearest_even() {
         assert_eq!(bf16_bits(1.0), 0x3F80);
@@ -591,7 +581,7 @@ mod tests {
     #[test]
     fn packed_rows_read_back() {
         let (n, k) = (19, 7);
-        let w: Vec<f32> = lcg(3, n * k).into_iter().map(round_bf16).collect();
+        let w: Vec<f32> = test_values(3, n * k).into_iter().map(round_bf16).collect();
         let p = PackedBf16::from_f32(&w, n, k);
         assert_eq!(p.to_f32(), w);
     }
@@ -616,8 +606,8 @@ mod tests {
             (40, 700, 640),
             (70, 45, 33),
         ] {
-            let x = lcg(m as u64 * 31 + k as u64, m * k);
-            let w = lcg(n as u64 * 7 + 1, n * k);
+            let x = test_values(m as u64 * 31 + k as u64, m * k);
+            let w = test_values(n as u64 * 7 + 1, n * k);
             let p = PackedBf16::from_f32(&w, n, k);
             let mut first: Option<Vec<f32>> = None;
             for &e in &engines {
