@@ -3,7 +3,7 @@
 //! | variable | effect | default |
 //! |---|---|---|
 //! | `PERCEPT_FAST_KERNELS=1` | CUDA: the fast kernel variants (bf16 tensor-core tiles) | off |
-//! | `PERCEPT_CPU_AMX=0` | CPU: the AVX-512 GEMM instead of the AMX one | AMX where the CPU has it |
+//! | `PERCEPT_CPU_AMX=0` | CPU: the AVX-512 GEMM engines instead of the AMX ones (f32 and bf16 products) | AMX where the CPU has it |
 //! | `PERCEPT_CUDA_SYNC=1` | CUDA: wait for every kernel after launching it (errors at the launch that caused them) | off |
 //! | `PERCEPT_KERNEL_CACHE=DIR` | CUDA: where compiled kernels are cached | `$XDG_CACHE_HOME/percept/nvrtc`, else `~/.cache/percept/nvrtc` |
 //!
