@@ -177,9 +177,20 @@ fn faults_sigkill_leaves_no_partial_output() {
             assert!(image::open(&p).is_ok(), "{f} is not a complete image");
         }
     }
+    // What a killed write leaves under a temporary name goes with the next run into the folder
+    // (this machine's ended processes only: another node's, or a running process's, stays).
+    let dead = u32::MAX - 1; // above any pid_max
+    let stale = percept::io::atomic::temp_name_of(&out.join("x_depth.npy"), dead);
+    let live = percept::io::atomic::temp_name_of(&out.join("y_depth.npy"), std::process::id());
+    let other_host = out.join(format!(".z_depth.npy.tmp-some-other-node-{dead}"));
+    for p in [&stale, &live, &other_host] {
+        std::fs::write(p, b"partial").unwrap();
+    }
     let o = percept(&depth_args(&[ins], "out", "20", "1"), &dir);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(files(&out).iter().filter(|f| f.ends_with("_depth.npy")).count(), 4);
+    assert!(!stale.exists() && live.exists() && other_host.exists(), "{:?}", files(&out));
+    assert!(text(&o).contains("removed 1 temporary file(s)"), "{}", text(&o));
 }
 
 /// A small tmpfs mounted for one test, unmounted however the test ends.

@@ -32,6 +32,10 @@ pub fn prepare(dir: &Path) -> Result<bool> {
     if let Err(e) = written {
         bail!("output folder {} is not writable: {}", dir.display(), crate::error::Error::io(&probe, e));
     }
+    let stale = crate::io::atomic::remove_stale_temps(dir);
+    if stale > 0 {
+        eprintln!("removed {stale} temporary file(s) that killed runs left in {}", dir.display());
+    }
     Ok(!existed)
 }
 
