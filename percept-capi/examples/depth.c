@@ -242,6 +242,20 @@ int main(int argc, char **argv) {
         EXPECT(max_diff <= 1e-5, "depth differs from the CLI's by %g", max_diff);
     }
 
+    /* A batch of the image twice: two depth maps in a row, each the single call's. */
+    percept_image pair[2] = {image, image};
+    float *batch = malloc(2 * n * sizeof(float));
+    EXPECT(batch != NULL, "out of memory");
+    CHECK(percept_depth_batch(session, pair, 2, &params, batch, 2 * n, NULL, 0));
+    double batch_diff = 0;
+    for (size_t i = 0; i < 2 * n; i++) {
+        double d = fabs((double)batch[i] - depth[i % n]);
+        batch_diff = d > batch_diff || isnan(d) ? d : batch_diff;
+    }
+    printf("depth batch of 2: max |batch - single| = %.3g\n", batch_diff);
+    EXPECT(batch_diff <= 1e-5, "a batch's depth differs from the single call's by %g", batch_diff);
+    free(batch);
+
     /* Bad arguments: the right status, a message naming the argument, no output written. */
     float sentinel = -7.0f;
     status = percept_depth(session, &image, &params, &sentinel, 1, NULL, 0);

@@ -415,6 +415,21 @@ struct percept_predict_params percept_predict_default_params(void);
 enum percept_status percept_depth(struct percept_session *session, const struct percept_image *image, const struct percept_predict_params *params, float *depth_out, size_t depth_len, float *uncertainty_out, size_t uncertainty_len);
 
 /**
+ * Relative depth of `count` images in one call: they go through the model together (the
+ * session's batch size at a time), which is what a throughput-bound caller wants. Outputs are
+ * concatenated in order: image i's W_i x H_i floats (as `percept_depth()` writes them) start
+ * where image i-1's end. `depth_len`: the floats `depth_out` holds, at least the sum;
+ * `uncertainty_out` (NULL: not wanted) likewise, with `ensemble_size` > 1. Image i gets the
+ * same noise as in a call of its own with the same seed, so a batch gives what `count` single
+ * calls give, up to float rounding (its products run at other shapes). `params` may be NULL
+ * (defaults). Outputs are written only on `PERCEPT_OK`.
+ *
+ * # Safety
+ * As `percept_depth()`; `images` points to `count` image descriptions.
+ */
+enum percept_status percept_depth_batch(struct percept_session *session, const struct percept_image *images, size_t count, const struct percept_predict_params *params, float *depth_out, size_t depth_len, float *uncertainty_out, size_t uncertainty_len);
+
+/**
  * Optical flow from `frame1` to `frame2` (same size, any formats): `flow_out[(y * W + x) * 2]`
  * is u (pixels to the right), `+ 1` is v (pixels down), W x H the frames' size (or the model's
  * resolution, see `match_input_resolution`, the vectors then in pixels at that size).

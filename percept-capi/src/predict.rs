@@ -225,6 +225,71 @@ pub unsafe extern "C" fn percept_depth(
     })
 }
 
+/// Relative depth of `count` images in one call: they go through the model together (the
+/// session's batch size at a time), which is what a throughput-bound caller wants. Outputs are
+/// concatenated in order: image i's W_i x H_i floats (as `percept_depth()` writes them) start
+/// where image i-1's end. `depth_len`: the floats `depth_out` holds, at least the sum;
+/// `uncertainty_out` (NULL: not wanted) likewise, with `ensemble_size` > 1. Image i gets the
+/// same noise as in a call of its own with the same seed, so a batch gives what `count` single
+/// calls give, up to float rounding (its products run at other shapes). `params` may be NULL
+/// (defaults). Outputs are written only on `PERCEPT_OK`.
+///
+/// # Safety
+/// As `percept_depth()`; `images` points to `count` image descriptions.
+#[no_mangle]
+pub unsafe extern "C" fn percept_depth_batch(
+    session: *mut percept_session,
+    images: *const percept_image,
+    count: usize,
+    params: *const percept_predict_params,
+    depth_out: *mut f32,
+    depth_len: usize,
+    uncertainty_out: *mut f32,
+    uncertainty_len: usize,
+) -> percept_status {
+    guard(|| {
+        let session = handle(session, "session")?;
+        if count == 0 {
+            return Err(Failure::invalid("count is 0; a batch needs at least one image"));
+        }
+        if images.is_null() {
+            return Err(Failure::invalid("images is NULL"));
+        }
+        let settings = Settings::read(params)?;
+        let mut views = Vec::with_capacity(count);
+        let mut total = 0usize;
+        for i in 0..count {
+            let view = image_view(images.add(i), &format!("images[{i}]"))?;
+            let (w, h) = settings.output_size(view.width(), view.height(), session.resolution);
+            total = total
+                .checked_add(pixels(w, h, 1)?)
+                .ok_or_else(|| Failure::invalid("the batch's outputs overflow the address space"))?;
+            views.push(view);
+        }
+        let depth_out = Output::check(depth_out, depth_len, total, "depth_out", "floats", false)?.unwrap();
+        let uncertainty_out =
+            Output::check(uncertainty_out, uncertainty_len, total, "uncertainty_out", "floats", true)?;
+        let mut options = settings.options();
+        if uncertainty_out.is_some() {
+            if settings.ensemble < 2 {
+                return Err(Failure::invalid(
+                    "uncertainty_out is set but params->ensemble_size is 1; the uncertainty needs an ensemble of 2 or more",
+                ));
+            }
+            options.output_uncertainty = true;
+        }
+        let results = session.with(|s| Ok(s.depth_batch(&views, &options)?))?;
+        let depth: Vec<f32> = results.iter().flat_map(|r| r.depth.iter().copied()).collect();
+        depth_out.fill(&depth, "depth")?;
+        if let Some(out) = uncertainty_out {
+            let values: Vec<f32> =
+                results.iter().flat_map(|r| r.uncertainty.as_deref().unwrap_or_default().iter().copied()).collect();
+            out.fill(&values, "uncertainty")?;
+        }
+        Ok(())
+    })
+}
+
 /// Optical flow from `frame1` to `frame2` (same size, any formats): `flow_out[(y * W + x) * 2]`
 /// is u (pixels to the right), `+ 1` is v (pixels down), W x H the frames' size (or the model's
 /// resolution, see `match_input_resolution`, the vectors then in pixels at that size).

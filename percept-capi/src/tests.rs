@@ -234,6 +234,48 @@ fn depth_matches_the_rust_api_and_honours_the_stride() {
     }
 }
 
+/// A batch call: outputs concatenated in order (images of two sizes), each equal to the
+/// image's own call with the same seed up to float rounding; the argument checks name the image at fault.
+#[test]
+fn depth_batch_concatenates_what_single_calls_give() {
+    let model = demo_model();
+    let session = cpu_session(model);
+    let packed = pattern(120);
+    let small: Vec<u8> = packed[..120 * 20].to_vec(); // the first 20 rows: 40 x 20
+    let a = rgb8(&packed, 0);
+    let b = percept_image { height: 20, ..rgb8(&small, 0) };
+    let p = params(STEPS);
+    let (mut one_a, mut one_b) = (vec![0.0f32; 1200], vec![0.0f32; 800]);
+    let mut batch = vec![f32::NAN; 2000 + 1200];
+    let images = [a, b, a];
+    unsafe {
+        assert_eq!(depth(session, &a, &p, &mut one_a), PERCEPT_OK, "{}", last_error());
+        assert_eq!(depth(session, &b, &p, &mut one_b), PERCEPT_OK, "{}", last_error());
+        let status =
+            percept_depth_batch(session, images.as_ptr(), 3, &p, batch.as_mut_ptr(), batch.len(), null_mut(), 0);
+        assert_eq!(status, PERCEPT_OK, "{}", last_error());
+    }
+    // Equal up to float rounding (a batch's products run at other shapes, summed in another order).
+    let close = |x: &[f32], y: &[f32]| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-5);
+    assert!(close(&batch[..1200], &one_a), "image 0 differs from its own call");
+    assert!(close(&batch[1200..2000], &one_b), "image 1 differs from its own call");
+    assert!(close(&batch[2000..], &one_a), "image 2 differs from its own call");
+    let mut bad = images;
+    bad[1].data = null();
+    let mut short = vec![0.0f32; 3199];
+    unsafe {
+        let call = |imgs: *const percept_image, n: usize, out: &mut [f32]| {
+            percept_depth_batch(session, imgs, n, &p, out.as_mut_ptr(), out.len(), null_mut(), 0)
+        };
+        assert_invalid(call(images.as_ptr(), 0, &mut batch), "count is 0");
+        assert_invalid(call(null(), 3, &mut batch), "images is NULL");
+        assert_invalid(call(bad.as_ptr(), 3, &mut batch), "images[1]->data is NULL");
+        assert_invalid(call(images.as_ptr(), 3, &mut short), "the output needs 3200");
+        percept_session_free(session);
+        percept_model_free(model);
+    }
+}
+
 #[test]
 fn uncertainty_flow_and_amodal_fill_their_outputs() {
     let model = demo_model();
