@@ -430,6 +430,31 @@ enum percept_status percept_depth(struct percept_session *session, const struct 
 enum percept_status percept_depth_batch(struct percept_session *session, const struct percept_image *images, size_t count, const struct percept_predict_params *params, float *depth_out, size_t depth_len, float *uncertainty_out, size_t uncertainty_len);
 
 /**
+ * Optical flow of `count` frame pairs (`frames1[i]` to `frames2[i]`, each pair of one size)
+ * in one call, through the model together; outputs concatenated in order, pair i's W_i x H_i x
+ * 2 floats (as `percept_flow()` writes them) right after pair i-1's. `flow_len`: the floats
+ * `flow_out` holds, at least the sum. Each pair's flow is its own call's up to float rounding.
+ * `params` may be NULL (defaults). The output is written only on `PERCEPT_OK`.
+ *
+ * # Safety
+ * As `percept_depth()`; `frames1` and `frames2` point to `count` image descriptions each.
+ */
+enum percept_status percept_flow_batch(struct percept_session *session, const struct percept_image *frames1, const struct percept_image *frames2, size_t count, const struct percept_predict_params *params, float *flow_out, size_t flow_len);
+
+/**
+ * Amodal completion of `count` (image, mask) pairs in one call, through the model together;
+ * outputs concatenated in order as `percept_amodal()` writes them (pair i's W_i x H_i x 3 rgb
+ * floats right after pair i-1's; likewise the W_i x H_i mask bytes). Either output may be NULL,
+ * not both; `rgb_len` and `mask_len` say what they hold, at least the sums. Each pair's result
+ * is its own call's up to float rounding. `params` may be NULL (defaults). Outputs are written
+ * only on `PERCEPT_OK`.
+ *
+ * # Safety
+ * As `percept_depth()`; `images` and `masks` point to `count` image descriptions each.
+ */
+enum percept_status percept_amodal_batch(struct percept_session *session, const struct percept_image *images, const struct percept_image *masks, size_t count, const struct percept_predict_params *params, float *rgb_out, size_t rgb_len, uint8_t *mask_out, size_t mask_len);
+
+/**
  * Optical flow from `frame1` to `frame2` (same size, any formats): `flow_out[(y * W + x) * 2]`
  * is u (pixels to the right), `+ 1` is v (pixels down), W x H the frames' size (or the model's
  * resolution, see `match_input_resolution`, the vectors then in pixels at that size).

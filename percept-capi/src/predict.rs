@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use percept::{Options, Progress, ProgressFn};
+use percept::{ImageView, Options, Progress, ProgressFn};
 
 use crate::image::{image_view, percept_image};
 use crate::params::{handle, read_params, Params};
@@ -249,23 +249,11 @@ pub unsafe extern "C" fn percept_depth_batch(
 ) -> percept_status {
     guard(|| {
         let session = handle(session, "session")?;
-        if count == 0 {
-            return Err(Failure::invalid("count is 0; a batch needs at least one image"));
-        }
-        if images.is_null() {
-            return Err(Failure::invalid("images is NULL"));
-        }
+        batch_args(count, &[(images.is_null(), "images")])?;
         let settings = Settings::read(params)?;
-        let mut views = Vec::with_capacity(count);
-        let mut total = 0usize;
-        for i in 0..count {
-            let view = image_view(images.add(i), &format!("images[{i}]"))?;
-            let (w, h) = settings.output_size(view.width(), view.height(), session.resolution);
-            total = total
-                .checked_add(pixels(w, h, 1)?)
-                .ok_or_else(|| Failure::invalid("the batch's outputs overflow the address space"))?;
-            views.push(view);
-        }
+        let views: Vec<ImageView> =
+            (0..count).map(|i| image_view(images.add(i), &format!("images[{i}]"))).collect::<CResult<_>>()?;
+        let total = batch_pixels(&settings, &views, session.resolution, 1)?;
         let depth_out = Output::check(depth_out, depth_len, total, "depth_out", "floats", false)?.unwrap();
         let uncertainty_out =
             Output::check(uncertainty_out, uncertainty_len, total, "uncertainty_out", "floats", true)?;
@@ -285,6 +273,135 @@ pub unsafe extern "C" fn percept_depth_batch(
             let values: Vec<f32> =
                 results.iter().flat_map(|r| r.uncertainty.as_deref().unwrap_or_default().iter().copied()).collect();
             out.fill(&values, "uncertainty")?;
+        }
+        Ok(())
+    })
+}
+
+/// A batch call's count and arrays: at least one input, no array NULL.
+fn batch_args(count: usize, arrays: &[(bool, &str)]) -> CResult<()> {
+    if count == 0 {
+        return Err(Failure::invalid("count is 0; a batch needs at least one input"));
+    }
+    match arrays.iter().find(|(null, _)| *null) {
+        Some((_, name)) => Err(Failure::invalid(format!("{name} is NULL"))),
+        None => Ok(()),
+    }
+}
+
+/// The values a batch's outputs take together, `per_pixel` a pixel, for inputs `views`.
+fn batch_pixels(settings: &Settings, views: &[ImageView], resolution: usize, per_pixel: usize) -> CResult<usize> {
+    views.iter().try_fold(0usize, |total, v| {
+        let (w, h) = settings.output_size(v.width(), v.height(), resolution);
+        total
+            .checked_add(pixels(w, h, per_pixel)?)
+            .ok_or_else(|| Failure::invalid("the batch's outputs overflow the address space"))
+    })
+}
+
+/// Pairs `a[i]`, `b[i]` of a batch, each pair of one size (`what`: how the pair is named).
+unsafe fn batch_pairs<'a>(
+    a: *const percept_image,
+    b: *const percept_image,
+    count: usize,
+    names: (&str, &str),
+) -> CResult<Vec<(ImageView<'a>, ImageView<'a>)>> {
+    (0..count)
+        .map(|i| {
+            let (na, nb) = (format!("{}[{i}]", names.0), format!("{}[{i}]", names.1));
+            let (x, y) = (image_view(a.add(i), &na)?, image_view(b.add(i), &nb)?);
+            if (x.width(), x.height()) != (y.width(), y.height()) {
+                return Err(Failure::invalid(format!(
+                    "{na} is {} x {} pixels but {nb} is {} x {}; a pair must have one size",
+                    x.width(),
+                    x.height(),
+                    y.width(),
+                    y.height()
+                )));
+            }
+            Ok((x, y))
+        })
+        .collect()
+}
+
+/// Optical flow of `count` frame pairs (`frames1[i]` to `frames2[i]`, each pair of one size)
+/// in one call, through the model together; outputs concatenated in order, pair i's W_i x H_i x
+/// 2 floats (as `percept_flow()` writes them) right after pair i-1's. `flow_len`: the floats
+/// `flow_out` holds, at least the sum. Each pair's flow is its own call's up to float rounding.
+/// `params` may be NULL (defaults). The output is written only on `PERCEPT_OK`.
+///
+/// # Safety
+/// As `percept_depth()`; `frames1` and `frames2` point to `count` image descriptions each.
+#[no_mangle]
+pub unsafe extern "C" fn percept_flow_batch(
+    session: *mut percept_session,
+    frames1: *const percept_image,
+    frames2: *const percept_image,
+    count: usize,
+    params: *const percept_predict_params,
+    flow_out: *mut f32,
+    flow_len: usize,
+) -> percept_status {
+    guard(|| {
+        let session = handle(session, "session")?;
+        batch_args(count, &[(frames1.is_null(), "frames1"), (frames2.is_null(), "frames2")])?;
+        let settings = Settings::read(params)?;
+        let pairs = batch_pairs(frames1, frames2, count, ("frames1", "frames2"))?;
+        let firsts: Vec<ImageView> = pairs.iter().map(|p| p.0).collect();
+        let total = batch_pixels(&settings, &firsts, session.resolution, 2)?;
+        let flow_out = Output::check(flow_out, flow_len, total, "flow_out", "floats", false)?.unwrap();
+        let options = settings.options();
+        let results = session.with(|s| Ok(s.flow_batch(&pairs, &options)?))?;
+        let flow: Vec<f32> = results.iter().flat_map(|r| r.flow.iter().copied()).collect();
+        flow_out.fill(&flow, "flow")
+    })
+}
+
+/// Amodal completion of `count` (image, mask) pairs in one call, through the model together;
+/// outputs concatenated in order as `percept_amodal()` writes them (pair i's W_i x H_i x 3 rgb
+/// floats right after pair i-1's; likewise the W_i x H_i mask bytes). Either output may be NULL,
+/// not both; `rgb_len` and `mask_len` say what they hold, at least the sums. Each pair's result
+/// is its own call's up to float rounding. `params` may be NULL (defaults). Outputs are written
+/// only on `PERCEPT_OK`.
+///
+/// # Safety
+/// As `percept_depth()`; `images` and `masks` point to `count` image descriptions each.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn percept_amodal_batch(
+    session: *mut percept_session,
+    images: *const percept_image,
+    masks: *const percept_image,
+    count: usize,
+    params: *const percept_predict_params,
+    rgb_out: *mut f32,
+    rgb_len: usize,
+    mask_out: *mut u8,
+    mask_len: usize,
+) -> percept_status {
+    guard(|| {
+        let session = handle(session, "session")?;
+        batch_args(count, &[(images.is_null(), "images"), (masks.is_null(), "masks")])?;
+        let settings = Settings::read(params)?;
+        let pairs = batch_pairs(images, masks, count, ("images", "masks"))?;
+        let firsts: Vec<ImageView> = pairs.iter().map(|p| p.0).collect();
+        let total = batch_pixels(&settings, &firsts, session.resolution, 1)?;
+        let rgb_total =
+            total.checked_mul(3).ok_or_else(|| Failure::invalid("the batch's outputs overflow the address space"))?;
+        let rgb_out = Output::check(rgb_out, rgb_len, rgb_total, "rgb_out", "floats", true)?;
+        let mask_out = Output::check(mask_out, mask_len, total, "mask_out", "bytes", true)?;
+        if rgb_out.is_none() && mask_out.is_none() {
+            return Err(Failure::invalid("rgb_out and mask_out are both NULL; ask for at least one"));
+        }
+        let options = settings.options();
+        let results = session.with(|s| Ok(s.amodal_batch(&pairs, &options)?))?;
+        if let Some(out) = rgb_out {
+            let rgb: Vec<f32> = results.iter().flat_map(|r| r.rgb.iter().copied()).collect();
+            out.fill(&rgb, "amodal rgb")?;
+        }
+        if let Some(out) = mask_out {
+            let mask: Vec<u8> = results.iter().flat_map(|r| r.mask.iter().copied()).collect();
+            out.fill(&mask, "amodal mask")?;
         }
         Ok(())
     })

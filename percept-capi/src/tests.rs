@@ -330,6 +330,41 @@ fn uncertainty_flow_and_amodal_fill_their_outputs() {
         let status = percept_amodal(session, &image, &mask, &p, null_mut(), 0, only.as_mut_ptr(), only.len());
         assert_eq!(status, PERCEPT_OK, "{}", last_error());
         assert_eq!(only, whole);
+
+        // Batches of two: each pair's output where it belongs, equal to its own call up to
+        // float rounding; a pair of two sizes is refused, naming it.
+        let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-5);
+        let (firsts, seconds) = ([image, image], [image, image]);
+        let mut flows = vec![f32::NAN; 2 * flow.len()];
+        let status =
+            percept_flow_batch(session, firsts.as_ptr(), seconds.as_ptr(), 2, &p, flows.as_mut_ptr(), flows.len());
+        assert_eq!(status, PERCEPT_OK, "{}", last_error());
+        assert!(close(&flows[..flow.len()], &flow) && close(&flows[flow.len()..], &flow), "flow batch");
+        let masks = [mask, mask];
+        let (mut rgbs, mut wholes) = (vec![f32::NAN; 2 * rgb.len()], vec![7u8; 2 * whole.len()]);
+        let status = percept_amodal_batch(
+            session,
+            firsts.as_ptr(),
+            masks.as_ptr(),
+            2,
+            &p,
+            rgbs.as_mut_ptr(),
+            rgbs.len(),
+            wholes.as_mut_ptr(),
+            wholes.len(),
+        );
+        assert_eq!(status, PERCEPT_OK, "{}", last_error());
+        assert!(close(&rgbs[..rgb.len()], &rgb) && close(&rgbs[rgb.len()..], &rgb), "amodal batch rgb");
+        let differing = wholes.iter().zip(whole.iter().chain(&whole)).filter(|(a, b)| a != b).count();
+        assert!(differing <= 2, "amodal batch masks: {differing} pixels differ from the single calls'");
+        let half = percept_image { height: 15, ..image };
+        let mixed = [image, half];
+        let status =
+            percept_flow_batch(session, firsts.as_ptr(), mixed.as_ptr(), 2, &p, flows.as_mut_ptr(), flows.len());
+        assert_invalid(status, "frames1[1] is 40 x 30 pixels but frames2[1] is 40 x 15");
+        let status =
+            percept_amodal_batch(session, firsts.as_ptr(), null(), 2, &p, rgbs.as_mut_ptr(), rgbs.len(), null_mut(), 0);
+        assert_invalid(status, "masks is NULL");
         percept_session_free(session);
         percept_model_free(model);
     }
