@@ -202,26 +202,7 @@ pub unsafe extern "C" fn percept_depth(
         let session = handle(session, "session")?;
         let image = image_view(image, "image")?;
         let settings = Settings::read(params)?;
-        let (w, h) = settings.output_size(image.width(), image.height(), session.resolution);
-        let n = pixels(w, h, 1)?;
-        let depth_out = Output::check(depth_out, depth_len, n, "depth_out", "floats", false)?.unwrap();
-        let uncertainty_out = Output::check(uncertainty_out, uncertainty_len, n, "uncertainty_out", "floats", true)?;
-        let mut options = settings.options();
-        if uncertainty_out.is_some() {
-            if settings.ensemble < 2 {
-                return Err(Failure::invalid(
-                    "uncertainty_out is set but params->ensemble_size is 1; the uncertainty needs an ensemble of 2 or more",
-                ));
-            }
-            options.output_uncertainty = true;
-        }
-        let result = session.with(|s| Ok(s.depth(&image, &options)?))?;
-        depth_out.fill(&result.depth, "depth")?;
-        if let Some(out) = uncertainty_out {
-            let values = result.uncertainty.as_deref().unwrap_or_default();
-            out.fill(values, "uncertainty")?;
-        }
-        Ok(())
+        run_depth(session, &[image], &settings, (depth_out, depth_len), (uncertainty_out, uncertainty_len))
     })
 }
 
@@ -253,29 +234,87 @@ pub unsafe extern "C" fn percept_depth_batch(
         let settings = Settings::read(params)?;
         let views: Vec<ImageView> =
             (0..count).map(|i| image_view(images.add(i), &format!("images[{i}]"))).collect::<CResult<_>>()?;
-        let total = batch_pixels(&settings, &views, session.resolution, 1)?;
-        let depth_out = Output::check(depth_out, depth_len, total, "depth_out", "floats", false)?.unwrap();
-        let uncertainty_out =
-            Output::check(uncertainty_out, uncertainty_len, total, "uncertainty_out", "floats", true)?;
-        let mut options = settings.options();
-        if uncertainty_out.is_some() {
-            if settings.ensemble < 2 {
-                return Err(Failure::invalid(
-                    "uncertainty_out is set but params->ensemble_size is 1; the uncertainty needs an ensemble of 2 or more",
-                ));
-            }
-            options.output_uncertainty = true;
-        }
-        let results = session.with(|s| Ok(s.depth_batch(&views, &options)?))?;
-        let depth: Vec<f32> = results.iter().flat_map(|r| r.depth.iter().copied()).collect();
-        depth_out.fill(&depth, "depth")?;
-        if let Some(out) = uncertainty_out {
-            let values: Vec<f32> =
-                results.iter().flat_map(|r| r.uncertainty.as_deref().unwrap_or_default().iter().copied()).collect();
-            out.fill(&values, "uncertainty")?;
-        }
-        Ok(())
+        run_depth(session, &views, &settings, (depth_out, depth_len), (uncertainty_out, uncertainty_len))
     })
+}
+
+/// The depth calls' common part: `views` through the session together, the outputs checked
+/// first and written one after another.
+unsafe fn run_depth(
+    session: &percept_session,
+    views: &[ImageView],
+    settings: &Settings,
+    (depth_out, depth_len): (*mut f32, usize),
+    (uncertainty_out, uncertainty_len): (*mut f32, usize),
+) -> CResult<()> {
+    let total = batch_pixels(settings, views, session.resolution, 1)?;
+    let depth_out = Output::check(depth_out, depth_len, total, "depth_out", "floats", false)?.unwrap();
+    let uncertainty_out = Output::check(uncertainty_out, uncertainty_len, total, "uncertainty_out", "floats", true)?;
+    let mut options = settings.options();
+    if uncertainty_out.is_some() {
+        if settings.ensemble < 2 {
+            return Err(Failure::invalid(
+                "uncertainty_out is set but params->ensemble_size is 1; the uncertainty needs an ensemble of 2 or more",
+            ));
+        }
+        options.output_uncertainty = true;
+    }
+    let results = session.with(|s| Ok(s.depth_batch(views, &options)?))?;
+    let depth: Vec<f32> = results.iter().flat_map(|r| r.depth.iter().copied()).collect();
+    depth_out.fill(&depth, "depth")?;
+    if let Some(out) = uncertainty_out {
+        let values: Vec<f32> =
+            results.iter().flat_map(|r| r.uncertainty.as_deref().unwrap_or_default().iter().copied()).collect();
+        out.fill(&values, "uncertainty")?;
+    }
+    Ok(())
+}
+
+/// The flow calls' common part (see `run_depth`).
+unsafe fn run_flow(
+    session: &percept_session,
+    pairs: &[(ImageView, ImageView)],
+    settings: &Settings,
+    flow_out: *mut f32,
+    flow_len: usize,
+) -> CResult<()> {
+    let firsts: Vec<ImageView> = pairs.iter().map(|p| p.0).collect();
+    let total = batch_pixels(settings, &firsts, session.resolution, 2)?;
+    let flow_out = Output::check(flow_out, flow_len, total, "flow_out", "floats", false)?.unwrap();
+    let options = settings.options();
+    let results = session.with(|s| Ok(s.flow_batch(pairs, &options)?))?;
+    let flow: Vec<f32> = results.iter().flat_map(|r| r.flow.iter().copied()).collect();
+    flow_out.fill(&flow, "flow")
+}
+
+/// The amodal calls' common part (see `run_depth`).
+unsafe fn run_amodal(
+    session: &percept_session,
+    pairs: &[(ImageView, ImageView)],
+    settings: &Settings,
+    (rgb_out, rgb_len): (*mut f32, usize),
+    (mask_out, mask_len): (*mut u8, usize),
+) -> CResult<()> {
+    let firsts: Vec<ImageView> = pairs.iter().map(|p| p.0).collect();
+    let total = batch_pixels(settings, &firsts, session.resolution, 1)?;
+    let rgb_total =
+        total.checked_mul(3).ok_or_else(|| Failure::invalid("the batch's outputs overflow the address space"))?;
+    let rgb_out = Output::check(rgb_out, rgb_len, rgb_total, "rgb_out", "floats", true)?;
+    let mask_out = Output::check(mask_out, mask_len, total, "mask_out", "bytes", true)?;
+    if rgb_out.is_none() && mask_out.is_none() {
+        return Err(Failure::invalid("rgb_out and mask_out are both NULL; ask for at least one"));
+    }
+    let options = settings.options();
+    let results = session.with(|s| Ok(s.amodal_batch(pairs, &options)?))?;
+    if let Some(out) = rgb_out {
+        let rgb: Vec<f32> = results.iter().flat_map(|r| r.rgb.iter().copied()).collect();
+        out.fill(&rgb, "amodal rgb")?;
+    }
+    if let Some(out) = mask_out {
+        let mask: Vec<u8> = results.iter().flat_map(|r| r.mask.iter().copied()).collect();
+        out.fill(&mask, "amodal mask")?;
+    }
+    Ok(())
 }
 
 /// A batch call's count and arrays: at least one input, no array NULL.
@@ -347,13 +386,7 @@ pub unsafe extern "C" fn percept_flow_batch(
         batch_args(count, &[(frames1.is_null(), "frames1"), (frames2.is_null(), "frames2")])?;
         let settings = Settings::read(params)?;
         let pairs = batch_pairs(frames1, frames2, count, ("frames1", "frames2"))?;
-        let firsts: Vec<ImageView> = pairs.iter().map(|p| p.0).collect();
-        let total = batch_pixels(&settings, &firsts, session.resolution, 2)?;
-        let flow_out = Output::check(flow_out, flow_len, total, "flow_out", "floats", false)?.unwrap();
-        let options = settings.options();
-        let results = session.with(|s| Ok(s.flow_batch(&pairs, &options)?))?;
-        let flow: Vec<f32> = results.iter().flat_map(|r| r.flow.iter().copied()).collect();
-        flow_out.fill(&flow, "flow")
+        run_flow(session, &pairs, &settings, flow_out, flow_len)
     })
 }
 
@@ -384,26 +417,7 @@ pub unsafe extern "C" fn percept_amodal_batch(
         batch_args(count, &[(images.is_null(), "images"), (masks.is_null(), "masks")])?;
         let settings = Settings::read(params)?;
         let pairs = batch_pairs(images, masks, count, ("images", "masks"))?;
-        let firsts: Vec<ImageView> = pairs.iter().map(|p| p.0).collect();
-        let total = batch_pixels(&settings, &firsts, session.resolution, 1)?;
-        let rgb_total =
-            total.checked_mul(3).ok_or_else(|| Failure::invalid("the batch's outputs overflow the address space"))?;
-        let rgb_out = Output::check(rgb_out, rgb_len, rgb_total, "rgb_out", "floats", true)?;
-        let mask_out = Output::check(mask_out, mask_len, total, "mask_out", "bytes", true)?;
-        if rgb_out.is_none() && mask_out.is_none() {
-            return Err(Failure::invalid("rgb_out and mask_out are both NULL; ask for at least one"));
-        }
-        let options = settings.options();
-        let results = session.with(|s| Ok(s.amodal_batch(&pairs, &options)?))?;
-        if let Some(out) = rgb_out {
-            let rgb: Vec<f32> = results.iter().flat_map(|r| r.rgb.iter().copied()).collect();
-            out.fill(&rgb, "amodal rgb")?;
-        }
-        if let Some(out) = mask_out {
-            let mask: Vec<u8> = results.iter().flat_map(|r| r.mask.iter().copied()).collect();
-            out.fill(&mask, "amodal mask")?;
-        }
-        Ok(())
+        run_amodal(session, &pairs, &settings, (rgb_out, rgb_len), (mask_out, mask_len))
     })
 }
 
@@ -438,11 +452,7 @@ pub unsafe extern "C" fn percept_flow(
             )));
         }
         let settings = Settings::read(params)?;
-        let (w, h) = settings.output_size(frame1.width(), frame1.height(), session.resolution);
-        let flow_out = Output::check(flow_out, flow_len, pixels(w, h, 2)?, "flow_out", "floats", false)?.unwrap();
-        let options = settings.options();
-        let result = session.with(|s| Ok(s.flow(&frame1, &frame2, &options)?))?;
-        flow_out.fill(&result.flow, "flow")
+        run_flow(session, &[(frame1, frame2)], &settings, flow_out, flow_len)
     })
 }
 
@@ -480,20 +490,6 @@ pub unsafe extern "C" fn percept_amodal(
             )));
         }
         let settings = Settings::read(params)?;
-        let (w, h) = settings.output_size(image.width(), image.height(), session.resolution);
-        let rgb_out = Output::check(rgb_out, rgb_len, pixels(w, h, 3)?, "rgb_out", "floats", true)?;
-        let mask_out = Output::check(mask_out, mask_len, pixels(w, h, 1)?, "mask_out", "bytes", true)?;
-        if rgb_out.is_none() && mask_out.is_none() {
-            return Err(Failure::invalid("rgb_out and mask_out are both NULL; ask for at least one"));
-        }
-        let options = settings.options();
-        let result = session.with(|s| Ok(s.amodal(&image, &mask, &options)?))?;
-        if let Some(out) = rgb_out {
-            out.fill(&result.rgb, "amodal rgb")?;
-        }
-        if let Some(out) = mask_out {
-            out.fill(&result.mask, "amodal mask")?;
-        }
-        Ok(())
+        run_amodal(session, &[(image, mask)], &settings, (rgb_out, rgb_len), (mask_out, mask_len))
     })
 }
